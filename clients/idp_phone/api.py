@@ -1,0 +1,279 @@
+"""The client of the IdP's phone API (``{issuer}/api/mobile/v1``), see ``docs/phone-api.md``.
+
+Every request's JSON body is serialized once to bytes; the ``Device-Proof`` signs exactly
+those bytes and exactly those bytes are sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+from joserfc.jwk import ECKey
+
+from idp_phone.profile import Profile, ProfileError, generate_key, is_enrolled, resolve_profile_dir
+from idp_phone.proof import make_proof, public_jwk
+
+API_PREFIX = "/api/mobile/v1"
+"""The path of the phone API below the issuer URL."""
+
+DEFAULT_TIMEOUT = 15.0
+"""Seconds to wait for the server to connect and to answer."""
+
+USER_AGENT = "idp-phone/0.1"
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,199}")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+class PhoneApiError(Exception):
+    """The server refused the request: ``{"error": CODE, "error_description": TEXT}``."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+class ServerUnreachableError(Exception):
+    """The server could not be reached (DNS, refused connection, TLS failure, timeout)."""
+
+    def __init__(self, server: str, reason: str) -> None:
+        super().__init__(f"cannot reach {server}: {reason}")
+        self.server = server
+        self.reason = reason
+
+
+class NotASignInCodeError(ValueError):
+    """The scanned text is not ``{server}/q/{id}`` for this profile's server."""
+
+    def __init__(self, server: str, text: str) -> None:
+        super().__init__(f"This QR code is not a sign-in code for {server}")
+        self.server = server
+        self.text = text
+
+
+def normalize_server(url: str) -> str:
+    """Return the issuer URL ``url`` with a lowercase scheme and host and no trailing slash.
+
+    Raises ValueError unless it is an absolute http(s) URL without credentials, query or
+    fragment.
+    """
+    text = url.strip()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the server must be an http:// or https:// URL, not {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the server URL must not contain a user name or password")
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ValueError("the server URL must not have a query or fragment")
+    return urlunsplit((scheme, parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+
+
+def check_login_qr(server: str, qr_text: str) -> str:
+    """Check that ``qr_text`` is a sign-in QR code of ``server``: ``{server}/q/{id}``.
+
+    Returns the sign-in request id; raises :class:`NotASignInCodeError` otherwise. Scheme and
+    host are compared without regard to case, the path exactly.
+    """
+    text = qr_text.strip()
+    base = urlsplit(server)
+    parts = urlsplit(text)
+    prefix = base.path.rstrip("/") + "/q/"
+    if (
+        parts.scheme.lower() != base.scheme.lower()
+        or parts.netloc.lower() != base.netloc.lower()
+        or "?" in text
+        or "#" in text
+        or not parts.path.startswith(prefix)
+    ):
+        raise NotASignInCodeError(server, qr_text)
+    request_id = parts.path[len(prefix) :]
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise NotASignInCodeError(server, qr_text)
+    return request_id
+
+
+def _unreachable_reason(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS failed (is it really https, with a certificate valid for this host?)"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    found = _ERRNO.search(str(exc))
+    if found:
+        return found.group(1).strip().lower()
+    return "connection failed"
+
+
+def _parse_answer(response: requests.Response, expected: int) -> dict[str, Any]:
+    """Return the JSON object of a ``expected`` answer, else raise PhoneApiError."""
+    status = response.status_code
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if status == expected and isinstance(data, dict):
+        return data
+    if isinstance(data, dict) and isinstance(data.get("error"), str) and status >= 400:
+        description = data.get("error_description")
+        raise PhoneApiError(
+            status, data["error"], description if isinstance(description, str) else ""
+        )
+    if status == expected:
+        raise PhoneApiError(status, "invalid_response", "the server's answer is not a JSON object")
+    raise PhoneApiError(
+        status,
+        "unexpected_response",
+        f"the server answered HTTP {status} {response.reason or ''}".rstrip()
+        + ", not a phone API answer (is this the IdP's issuer URL?)",
+    )
+
+
+def _text_or(value: object, default: str) -> str:
+    return value if isinstance(value, str) and value else default
+
+
+def _login_request(data: dict[str, Any], status: int) -> dict[str, Any]:
+    view = data.get("login_request")
+    if not isinstance(view, dict) or not isinstance(view.get("id"), str) or not view["id"]:
+        raise PhoneApiError(status, "invalid_response", "the answer has no login_request")
+    return view
+
+
+class PhoneClient:
+    """The phone side of QR sign-in, bound to one profile directory.
+
+    Every method returns the JSON object the server answered and raises
+    :class:`PhoneApiError` when the server refuses, :class:`ServerUnreachableError` when it
+    cannot be reached, :class:`ProfileError` when the profile is missing or broken.
+    """
+
+    def __init__(
+        self,
+        profile_dir: str | os.PathLike[str] | None = None,
+        *,
+        session: requests.Session | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """Use the profile in ``profile_dir`` (default ``~/.config/idp-phone``)."""
+        self.profile_dir = resolve_profile_dir(profile_dir)
+        self._session = session if session is not None else requests.Session()
+        self._timeout = timeout
+        self._profile: Profile | None = None
+
+    @property
+    def profile(self) -> Profile:
+        """The enrolled profile, read from disk on first use."""
+        if self._profile is None:
+            self._profile = Profile.load(self.profile_dir)
+        return self._profile
+
+    def _send(
+        self,
+        method: str,
+        server: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        *,
+        key: ECKey,
+        kid: str | None = None,
+        jwk: dict[str, Any] | None = None,
+        expected: int = 200,
+    ) -> dict[str, Any]:
+        url = f"{server}{API_PREFIX}{path}"
+        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        headers = {
+            "Device-Proof": make_proof(key, method, url, body, kid=kid, jwk=jwk),
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._session.request(
+                method,
+                url,
+                data=body if payload is not None else None,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise ServerUnreachableError(server, _unreachable_reason(exc)) from exc
+        return _parse_answer(response, expected)
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        profile = self.profile
+        return self._send(
+            method, profile.server, path, payload, key=profile.key, kid=profile.device_id
+        )
+
+    def enroll(self, server: str, username: str, password: str, device_name: str) -> dict[str, Any]:
+        """Enroll this phone with ``server`` as ``username``; save the profile on ``201``.
+
+        A new key is generated; only its public half is sent (in the proof's ``jwk``).
+        Refuses (ProfileError) if the profile directory already holds an enrolled device.
+        """
+        if is_enrolled(self.profile_dir):
+            raise ProfileError(
+                f"{self.profile_dir} already holds an enrolled device; "
+                "use another --profile directory to enroll again"
+            )
+        server = normalize_server(server)
+        key = generate_key()
+        payload = {"username": username, "password": password, "device_name": device_name}
+        data = self._send(
+            "POST", server, "/devices", payload, key=key, jwk=public_jwk(key), expected=201
+        )
+        device_id = data.get("device_id")
+        if not isinstance(device_id, str) or not device_id:
+            raise PhoneApiError(201, "invalid_response", "the answer has no device_id")
+        user = data.get("user")
+        profile = Profile(
+            directory=self.profile_dir,
+            server=server,
+            device_id=device_id,
+            device_name=_text_or(data.get("device_name"), device_name),
+            username=_text_or(user.get("username") if isinstance(user, dict) else None, username),
+            key=key,
+        )
+        profile.save()
+        self._profile = profile
+        return data
+
+    def me(self) -> dict[str, Any]:
+        """Ask the server who this device is (``GET .../devices/me``)."""
+        return self._call("GET", "/devices/me", None)
+
+    def scan(self, qr_text: str) -> dict[str, Any]:
+        """Report a scanned QR code; returns ``{"login_request": {...}}`` to show the user.
+
+        The text is first checked locally to be ``{server}/q/{id}`` for this profile's server
+        (:class:`NotASignInCodeError` otherwise, without contacting any server).
+        """
+        check_login_qr(self.profile.server, qr_text)
+        data = self._call("POST", "/login-requests/scan", {"qr": qr_text.strip()})
+        _login_request(data, 200)
+        return data
+
+    def approve(self, request_id: str) -> dict[str, Any]:
+        """Approve the sign-in request ``request_id`` this device scanned."""
+        return self._decide(request_id, "approve")
+
+    def deny(self, request_id: str) -> dict[str, Any]:
+        """Deny the sign-in request ``request_id`` this device scanned."""
+        return self._decide(request_id, "deny")
+
+    def _decide(self, request_id: str, decision: str) -> dict[str, Any]:
+        if not request_id:
+            raise ValueError("request_id must not be empty")
+        path = f"/login-requests/{quote(request_id, safe='')}/{decision}"
+        data = self._call("POST", path, {})
+        _login_request(data, 200)
+        return data

@@ -1,0 +1,317 @@
+"""``idp-phone``: the reference phone app, as a command line.
+
+Commands::
+
+    idp-phone [--profile DIR] enroll --server URL --username U --password-stdin [--device-name N]
+    idp-phone [--profile DIR] scan SOURCE [--approve | --deny] [--json]
+    idp-phone [--profile DIR] whoami
+
+Exit codes: 0 success, 1 the server refused (``error: CODE: DESCRIPTION``) or cannot be
+reached, 2 a usage or local error (no profile, unreadable image, not our QR code, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import socket
+import sys
+import unicodedata
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from idp_phone.api import (
+    NotASignInCodeError,
+    PhoneApiError,
+    PhoneClient,
+    ServerUnreachableError,
+    check_login_qr,
+    normalize_server,
+)
+from idp_phone.profile import DEFAULT_PROFILE_DIR, ProfileError, is_enrolled
+from idp_phone.qr import QrDecodeError, decode_qr
+
+EXIT_OK = 0
+EXIT_API = 1
+EXIT_USAGE = 2
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+class UsageError(Exception):
+    """A local problem with what the user asked for; exit code 2."""
+
+
+def clean(value: object, limit: int = 300) -> str:
+    """Make a server-supplied value safe to print on a terminal.
+
+    Control and format characters (escape sequences, bidirectional overrides, ...) are shown
+    escaped, so a client name cannot rewrite what the user sees; long values are cut.
+    """
+    if value is None:
+        return "(unknown)"
+    text = str(value)
+    safe = "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char).startswith("C")
+        else char
+        for char in text
+    )
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
+
+def read_source(source: str) -> str:
+    """Return the QR text of SOURCE: the text itself if it is an http(s) URL, else the QR
+    code decoded from the image file at that path."""
+    if source.strip().lower().startswith(("http://", "https://")):
+        return source.strip()
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(
+            f"{source!r} is neither the QR code's URL (http:// or https://) "
+            "nor an existing image file"
+        )
+    return decode_qr(path)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(abs(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _when(value: object, now: datetime, *, expiry: bool = False) -> str:
+    """Show an RFC 3339 timestamp in local time, with how long ago or how soon."""
+    if not isinstance(value, str):
+        return clean(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return clean(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = (moment - now).total_seconds()
+    if delta >= 0:
+        relative = f"in {_duration(delta)}"
+    else:
+        relative = f"{'expired ' if expiry else ''}{_duration(delta)} ago"
+    return f"{moment.astimezone():%Y-%m-%d %H:%M:%S %Z} ({relative})"
+
+
+def describe_login_request(
+    view: dict[str, Any], *, account: str, now: datetime | None = None
+) -> str:
+    """The text the user must read before deciding: who asks, for what, from where, when."""
+    now = now if now is not None else datetime.now(UTC)
+    client = view.get("client") if isinstance(view.get("client"), dict) else {}
+    browser = view.get("browser") if isinstance(view.get("browser"), dict) else {}
+    scopes = view.get("scopes") if isinstance(view.get("scopes"), list) else []
+    lines = [
+        f"Sign-in request to {clean(client.get('name'))}",
+        f"  Account:       {account}",
+        f"  Application:   {clean(client.get('name'))}",
+        f"  Returns to:    {clean(client.get('redirect_host'))}",
+        "  It asks for:",
+    ]
+    for scope in scopes:
+        if isinstance(scope, dict):
+            name, description = scope.get("name"), scope.get("description")
+            lines.append(f"    - {clean(name)}: {clean(description)}")
+        else:
+            lines.append(f"    - {clean(scope)}")
+    if not scopes:
+        lines.append("    (nothing listed)")
+    lines += [
+        f"  Browser:       {clean(browser.get('summary'))}",
+        f"  IP address:    {clean(browser.get('ip'))}",
+        f"  User agent:    {clean(browser.get('user_agent'))}",
+        f"  Requested:     {_when(view.get('created_at'), now)}",
+        f"  Expires:       {_when(view.get('expires_at'), now, expiry=True)}",
+    ]
+    return "\n".join(lines)
+
+
+def _ask_approval(stdin: TextIO, stdout: TextIO) -> bool:
+    """Ask on the terminal; only "y" or "yes" approve, anything else (or EOF, ^C) denies."""
+    stdout.write("Approve this sign-in? [y/N] ")
+    stdout.flush()
+    try:
+        answer = stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+    if not answer.endswith("\n"):
+        stdout.write("\n")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _read_password(stdin: TextIO) -> str:
+    if stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        line = stdin.readline()
+        password = line.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise UsageError("no password given on stdin (--password-stdin reads one line)")
+    return password
+
+
+def _cmd_enroll(args: argparse.Namespace, client: PhoneClient) -> int:
+    try:
+        server = normalize_server(args.server)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if not args.username:
+        raise UsageError("--username must not be empty")
+    if is_enrolled(client.profile_dir):
+        raise UsageError(
+            f"{client.profile_dir} already holds an enrolled device; "
+            "use another --profile directory to enroll again"
+        )
+    device_name = args.device_name or socket.gethostname() or "idp-phone"
+    parts = urlsplit(server)
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        print(
+            f"warning: {server} is not HTTPS: your password and approvals travel unencrypted",
+            file=sys.stderr,
+        )
+    password = _read_password(sys.stdin)
+    data = client.enroll(server, args.username, password, device_name)
+    user = data.get("user") if isinstance(data.get("user"), dict) else {}
+    profile = client.profile
+    print(f"Enrolled {clean(profile.device_name)} ({clean(profile.device_id)}) with {server}")
+    print(f"  User:    {clean(user.get('name'))} <{clean(user.get('email'))}>")
+    print(f"  Profile: {profile.directory}")
+    return EXIT_OK
+
+
+def _cmd_whoami(args: argparse.Namespace, client: PhoneClient) -> int:
+    profile = client.profile
+    data = client.me()
+    user = data.get("user") if isinstance(data.get("user"), dict) else {}
+    print(f"Server:   {clean(profile.server)}")
+    print(f"Device:   {clean(data.get('device_name'))} ({clean(data.get('device_id'))})")
+    print(f"User:     {clean(user.get('username'))}")
+    print(f"Name:     {clean(user.get('name'))}")
+    print(f"Email:    {clean(user.get('email'))}")
+    print(f"Profile:  {profile.directory}")
+    return EXIT_OK
+
+
+def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
+    profile = client.profile
+    qr_text = read_source(args.source)
+    check_login_qr(profile.server, qr_text)  # before anything is sent anywhere
+
+    decision: str | None = "approve" if args.approve else "deny" if args.deny else None
+    interactive = decision is None and not args.json
+    if interactive and not sys.stdin.isatty():
+        raise UsageError(
+            "stdin is not a terminal, so I cannot ask you: "
+            "give --approve or --deny (or --json to only scan)"
+        )
+
+    view = client.scan(qr_text)["login_request"]
+    if not args.json:
+        print(
+            describe_login_request(view, account=f"{clean(profile.username)} at {profile.server}")
+        )
+    if interactive:
+        decision = "approve" if _ask_approval(sys.stdin, sys.stdout) else "deny"
+
+    outcome: str | None = None
+    if decision == "approve":
+        view = {**view, **client.approve(view["id"])["login_request"]}
+        outcome = "approved"
+    elif decision == "deny":
+        view = {**view, **client.deny(view["id"])["login_request"]}
+        outcome = "denied"
+
+    if args.json:
+        print(json.dumps({"login_request": view, "decision": outcome}))
+    elif outcome == "approved":
+        print("Approved: the browser is signing you in.")
+    else:
+        print("Denied: the browser will not be signed in.")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``idp-phone``."""
+    parser = argparse.ArgumentParser(
+        prog="idp-phone",
+        description="The QR-IdP phone app: enroll this device, then approve sign-ins by "
+        "scanning their QR code.",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help=f"the profile directory holding the device key (default {DEFAULT_PROFILE_DIR})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    enroll = commands.add_parser("enroll", help="enroll this device with an IdP")
+    enroll.add_argument("--server", required=True, metavar="URL", help="the IdP's issuer URL")
+    enroll.add_argument("--username", required=True, metavar="U")
+    enroll.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password from stdin (one line)",
+    )
+    enroll.add_argument(
+        "--device-name", metavar="N", help="how the IdP will list this device (default hostname)"
+    )
+    enroll.set_defaults(handler=_cmd_enroll)
+
+    scan = commands.add_parser("scan", help="scan a sign-in QR code, then approve or deny it")
+    scan.add_argument(
+        "source", metavar="SOURCE", help="the QR code's URL text, or a photo/screenshot of it"
+    )
+    choice = scan.add_mutually_exclusive_group()
+    choice.add_argument("--approve", action="store_true", help="approve without asking")
+    choice.add_argument("--deny", action="store_true", help="deny without asking")
+    scan.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"login_request": ..., "decision": ...}; without --approve/--deny it '
+        "only scans (decision null)",
+    )
+    scan.set_defaults(handler=_cmd_scan)
+
+    whoami = commands.add_parser("whoami", help="ask the IdP who this device is")
+    whoami.set_defaults(handler=_cmd_whoami)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``idp-phone`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    args = build_parser().parse_args(argv)
+    client = PhoneClient(args.profile)
+    try:
+        return args.handler(args, client)
+    except PhoneApiError as exc:
+        print(f"error: {clean(exc.error)}: {clean(exc.description)}", file=sys.stderr)
+        return EXIT_API
+    except ServerUnreachableError as exc:
+        print(f"error: {clean(exc)}", file=sys.stderr)
+        return EXIT_API
+    except NotASignInCodeError as exc:
+        print(f"error: {exc} (it holds: {clean(exc.text, 120)})", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ProfileError, QrDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""QR-IdP: an OpenID Connect provider whose sign-in is "scan the QR code with your phone"."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+#: Pages only load our own scripts and styles; nothing may frame them.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def create_app(config: Mapping[str, Any] | None = None, instance_path: str | None = None) -> Flask:
+    """Build the IdP. ``config`` overrides the ``IDP_*`` environment (tests use it)."""
+    from idp import config as settings
+    from idp import db, errors
+    from idp.oauth import keys, server
+    from idp.realtime import broker
+
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    app.config.update(settings.load(Path(app.instance_path), config))
+    app.config["SECRET_KEY"] = app.config["IDP_SECRET_KEY"]
+    app.config["SESSION_COOKIE_NAME"] = "idp_session"
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    if proxies := app.config["IDP_TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
+        )
+
+    db.init_app(app)
+    errors.init_app(app)
+    keys.init_app(app)
+    server.init_app(app)
+    app.extensions["idp.broker"] = broker.create_broker(app.config["IDP_BROKER_URL"])
+    _register_blueprints(app)
+    _add_security_headers(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from idp.mobile.views import bp as mobile_bp
+    from idp.oauth.views import bp as oauth_bp
+    from idp.qrlogin.views import bp as qrlogin_bp
+    from idp.realtime import views as realtime
+
+    app.register_blueprint(oauth_bp)
+    app.register_blueprint(qrlogin_bp)
+    app.register_blueprint(mobile_bp)
+    app.register_blueprint(realtime.bp)
+    realtime.init_app(app)
+
+    @app.get("/")
+    def home() -> Response:
+        from flask import render_template
+
+        return Response(render_template("home.html"))
+
+
+def _add_security_headers(app: Flask) -> None:
+    @app.before_request
+    def _nonce() -> None:
+        g.csp_nonce = secrets.token_urlsafe(16)
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        if response.mimetype == "text/html":
+            headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            headers.setdefault("X-Frame-Options", "DENY")
+        if app.config["IDP_ISSUER"].startswith("https://"):
+            headers.setdefault("Strict-Transport-Security", "max-age=63072000")
+        return response

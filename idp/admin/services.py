@@ -1,0 +1,66 @@
+"""Client registration: what admins do with the ``idp clients`` commands."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, select
+
+from idp import db
+from idp.config import is_loopback
+from idp.errors import InvalidRequest
+from idp.oauth.models import Client, digest
+
+
+def check_redirect_uri(uri: str) -> str:
+    """Accept https URIs, http on loopback, and private-use schemes of native apps (RFC 8252)."""
+    parts = urlsplit(uri)
+    if parts.fragment or "#" in uri:
+        raise InvalidRequest(f"redirect URI {uri!r} must not have a fragment (RFC 6749 §3.1.2)")
+    if parts.scheme == "https" and parts.hostname:
+        return uri
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return uri
+    if parts.scheme and "." in parts.scheme and parts.scheme not in {"http", "https"}:
+        return uri  # e.g. com.example.app:/callback
+    raise InvalidRequest(
+        f"redirect URI {uri!r} must be https, http on a loopback host, "
+        "or a reverse-domain scheme of a native app"
+    )
+
+
+def create_client(
+    name: str, redirect_uris: list[str], *, public: bool = False
+) -> tuple[Client, str | None]:
+    """Register a client; returns it and, for a confidential one, its secret (shown once)."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidRequest("a client needs a name of 1-200 characters")
+    if not redirect_uris:
+        raise InvalidRequest("a client needs at least one redirect URI")
+    uris = list(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
+    secret = None if public else secrets.token_urlsafe(32)
+    client = Client(
+        client_id=secrets.token_urlsafe(18),
+        client_secret_hash=digest(secret) if secret else None,
+        name=name,
+        redirect_uris=uris,
+        grant_types=["authorization_code", "refresh_token"],
+        token_endpoint_auth_method="none" if public else "client_secret_basic",
+    )
+    db.session.add(client)
+    db.session.commit()
+    return client, secret
+
+
+def list_clients() -> list[Client]:
+    """Every client, oldest first."""
+    return list(db.session.scalars(select(Client).order_by(Client.created_at, Client.id)))
+
+
+def delete_client(client_id: str) -> bool:
+    """Delete a client and (by cascade) its codes, tokens and login requests."""
+    result = db.session.execute(delete(Client).where(Client.client_id == client_id))
+    db.session.commit()
+    return result.rowcount == 1  # type: ignore[attr-defined]

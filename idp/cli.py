@@ -1,0 +1,157 @@
+"""The ``idp`` command: database, users, clients, serving and the demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import Flask
+
+from idp.errors import IdPError
+
+
+def _app() -> Flask:
+    from idp import create_app
+
+    return create_app()
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def main() -> None:
+    """QR-IdP: an OpenID Connect provider whose sign-in is a QR code scanned by your phone.
+
+    Configuration comes from IDP_* environment variables (see the README).
+    """
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the Alembic migrations to IDP_DATABASE_URL."""
+    from idp.migrate import upgrade
+
+    url = _app().config["IDP_DATABASE_URL"]
+    upgrade(url)
+    click.echo("database is up to date")
+
+
+@main.group()
+def users() -> None:
+    """People who sign in."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--email", default=None, help="The user's email address.")
+@click.option("--name", default=None, help="The user's full name.")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from stdin.")
+def users_create(username: str, email: str | None, name: str | None, password_stdin: bool) -> None:
+    """Create a user whose password is read from standard input."""
+    from idp.accounts.services import create_user
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    with _app().app_context():
+        try:
+            user = create_user(username, password, email=email, name=name)
+        except IdPError as error:
+            _fail(error.description)
+        click.echo(f"created user {user.username} (sub {user.subject})")
+
+
+@main.group()
+def clients() -> None:
+    """OAuth clients (relying parties)."""
+
+
+@clients.command("create")
+@click.option("--name", required=True, help="Shown to users on the page and the phone.")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True,
+              help="An exact redirect URI; repeat for several.")  # fmt: skip
+@click.option("--public", is_flag=True, help="No secret (browser or native app): PKCE only.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool, as_json: bool) -> None:
+    """Register a client. A confidential client's secret is printed once, here."""
+    from idp.admin.services import create_client
+
+    with _app().app_context():
+        try:
+            client, secret = create_client(name, list(redirect_uris), public=public)
+        except IdPError as error:
+            _fail(error.description)
+        if as_json:
+            click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+            return
+        click.echo(f"client_id: {client.client_id}")
+        if secret:
+            click.echo(f"client_secret: {secret}")
+            click.echo("(the secret is shown only now; the IdP keeps only its hash)")
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def clients_list(as_json: bool) -> None:
+    """List the registered clients."""
+    from idp.admin.services import list_clients
+
+    with _app().app_context():
+        rows = [
+            {
+                "client_id": c.client_id,
+                "name": c.name,
+                "type": "public" if c.is_public else "confidential",
+                "redirect_uris": c.redirect_uris,
+            }
+            for c in list_clients()
+        ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        uris = " ".join(row["redirect_uris"])
+        click.echo(f"{row['client_id']}  {row['type']:<12}  {row['name']}  {uris}")
+
+
+@clients.command("delete")
+@click.argument("client_id")
+def clients_delete(client_id: str) -> None:
+    """Delete a client, with its codes and tokens."""
+    from idp.admin.services import delete_client
+
+    with _app().app_context():
+        if not delete_client(client_id):
+            _fail(f"no client {client_id!r}")
+    click.echo(f"deleted client {client_id}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+@click.option("--worker-connections", default=10000, show_default=True, type=int,
+              help="Open connections (pages' WebSockets included) one worker holds.")  # fmt: skip
+def serve(host: str, port: int, workers: int, worker_connections: int) -> None:
+    """Serve the IdP (HTTP and WebSocket) with gunicorn and gevent workers."""
+    from idp.server import run
+
+    _app()  # fail fast on bad configuration, before forking workers
+    run(host=host, port=port, workers=workers, worker_connections=worker_connections)
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int, help="The IdP's port.")
+@click.option("--rp-port", default=8001, show_default=True, type=int, help="The demo RP's port.")
+def demo(port: int, rp_port: int) -> None:
+    """Set up and run the embedded demo: IdP, demo relying party and a phone profile."""
+    from idp.demo import run_demo
+
+    run_demo(port=port, rp_port=rp_port)

@@ -1,0 +1,118 @@
+"""The one place that reads ``IDP_*`` environment variables.
+
+Every setting has a safe default for the embedded mode (one process, a SQLite
+file in the instance folder, the in-process broker).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_ISSUER = "http://127.0.0.1:8000"
+
+#: name -> (type, default); defaults computed at load time are ``None`` here.
+SETTINGS: dict[str, tuple[type, Any]] = {
+    "IDP_ISSUER": (str, DEFAULT_ISSUER),
+    "IDP_DATABASE_URL": (str, None),
+    "IDP_BROKER_URL": (str, "memory://"),
+    "IDP_SECRET_KEY": (str, None),
+    # Lifetimes, in seconds.
+    "IDP_LOGIN_REQUEST_TTL": (int, 120),
+    "IDP_CODE_TTL": (int, 50),
+    "IDP_ACCESS_TOKEN_TTL": (int, 3600),
+    "IDP_REFRESH_TOKEN_TTL": (int, 30 * 24 * 3600),
+    "IDP_ID_TOKEN_TTL": (int, 3600),
+    "IDP_PROOF_MAX_AGE": (int, 60),
+    # How many times a page renews its QR code by itself before it asks.
+    "IDP_QR_MAX_RENEWALS": (int, 5),
+    # Demo only: print "<this command> <QR URL> --approve" for each new code.
+    "IDP_DEMO_PHONE_COMMAND": (str, ""),
+    # How many reverse proxies in front set X-Forwarded-* (0: trust none).
+    "IDP_TRUSTED_PROXIES": (int, 0),
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the IdP refuses to start with."""
+
+
+def _parse(kind: type, name: str, raw: str) -> Any:
+    if kind is bool:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if kind is int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"{name} must not be negative, not {value}")
+        return value
+    return raw
+
+
+def load(instance_path: Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the settings: defaults, then ``IDP_*`` variables, then ``overrides``."""
+    values: dict[str, Any] = {}
+    for name, (kind, default) in SETTINGS.items():
+        raw = os.environ.get(name)
+        values[name] = default if raw in (None, "") else _parse(kind, name, raw)
+    values.update(overrides or {})
+
+    if not values["IDP_DATABASE_URL"]:
+        values["IDP_DATABASE_URL"] = f"sqlite:///{instance_path / 'idp.sqlite3'}"
+    if not values["IDP_SECRET_KEY"]:
+        values["IDP_SECRET_KEY"] = _instance_secret(instance_path)
+    values["IDP_ISSUER"] = check_issuer(values["IDP_ISSUER"])
+    return values
+
+
+def check_issuer(issuer: str) -> str:
+    """Return the issuer without a trailing slash, or refuse it.
+
+    OpenID Connect Discovery §3: an https URL with no query or fragment. Plain
+    ``http`` is accepted only on a loopback host, for trying it out locally.
+    """
+    issuer = issuer.rstrip("/")
+    parts = urlsplit(issuer)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"IDP_ISSUER must be an https:// URL, not {issuer!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError("IDP_ISSUER must not have a query or a fragment")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"IDP_ISSUER {issuer!r} is plain http on a host that is not loopback: "
+            "use https:// (http is only for 127.0.0.1, ::1 or localhost)"
+        )
+    return issuer
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _instance_secret(instance_path: Path) -> str:
+    """A random secret kept in the instance folder, made on first start (0600)."""
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    return secret

@@ -1,0 +1,87 @@
+"""Engine, session and declarative base.
+
+Each app gets its own engine and a scoped session (one per thread or greenlet),
+removed when the app context ends. Services use :data:`session`; they commit
+their own unit of work.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
+from werkzeug.local import LocalProxy
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Base of every model; constraint names are fixed for Alembic."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, without tzinfo (as every timestamp column stores it)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and write-ahead locking."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take the write lock at BEGIN: a transaction that reads, then
+            # writes, would otherwise fail at once when another writer went first.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Database:
+    """The app's engine and scoped session."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self.session: scoped_session[Session] = scoped_session(
+            sessionmaker(bind=self.engine, expire_on_commit=False)
+        )
+
+
+def init_app(app: Flask) -> None:
+    """Attach the database to ``app``; the session is removed after each context."""
+    database = Database(app.config["IDP_DATABASE_URL"])
+    app.extensions["idp.db"] = database
+
+    @app.teardown_appcontext
+    def _remove_session(_exc: BaseException | None) -> None:
+        database.session.remove()
+
+
+def _current_session() -> scoped_session[Session]:
+    return current_app.extensions["idp.db"].session
+
+
+#: The current app's session (a scoped session: one per thread or greenlet).
+session: scoped_session[Session] = LocalProxy(_current_session)  # type: ignore[assignment]

@@ -1,0 +1,117 @@
+"""One error family, named after the wire codes, and one handler.
+
+Services raise these; the handler renders JSON for API clients (the phone app,
+anything that asks for JSON) and an HTML page for people.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+
+class IdPError(Exception):
+    """Base of every error the IdP reports to a client."""
+
+    status = 400
+    code = "invalid_request"
+    title = "Something is wrong with this request"
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description or self.title)
+        self.description = description or self.title
+
+
+class InvalidRequest(IdPError):
+    status, code = 400, "invalid_request"
+
+
+class NotALoginCode(IdPError):
+    status, code, title = 400, "not_a_login_code", "This is not a sign-in code of this server"
+
+
+class InvalidProof(IdPError):
+    status, code, title = 401, "invalid_proof", "The request's device proof is not valid"
+
+
+class UnknownDevice(IdPError):
+    status, code, title = 401, "unknown_device", "This device is not enrolled"
+
+
+class DeviceRevoked(IdPError):
+    status, code, title = 401, "device_revoked", "This device was revoked"
+
+
+class InvalidCredentials(IdPError):
+    status, code, title = 401, "invalid_credentials", "Wrong username or password"
+
+
+class WrongDevice(IdPError):
+    status, code, title = 403, "wrong_device", "Another device scanned this sign-in request"
+
+
+class BindingMismatch(IdPError):
+    status, code = 403, "binding_mismatch"
+    title = "This sign-in was started in another browser"
+
+
+class UnknownRequest(IdPError):
+    status, code, title = 404, "unknown_request", "No such sign-in request"
+
+
+class AlreadyUsed(IdPError):
+    status, code, title = 409, "already_used", "This sign-in request was already used"
+
+
+class NotApproved(IdPError):
+    status, code, title = 409, "not_approved", "This sign-in has not been approved yet"
+
+
+class DeviceExists(IdPError):
+    status, code, title = 409, "device_exists", "This device key is already enrolled"
+
+
+class Expired(IdPError):
+    status, code, title = 410, "expired", "This sign-in request expired"
+
+
+class RenewalLimit(IdPError):
+    status, code, title = 429, "renewal_limit", "The code was renewed too many times"
+
+
+def wants_json() -> bool:
+    """JSON for the APIs and for clients that prefer it; HTML for browsers."""
+    if request.path.startswith(("/api/", "/token", "/userinfo", "/authorize/renew")):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def error_response(status: int, code: str, description: str) -> Response:
+    """Render one error as JSON or HTML, never cached."""
+    if wants_json():
+        response = jsonify(error=code, error_description=description)
+    else:
+        html = render_template("error.html", status=status, code=code, description=description)
+        response = Response(html, mimetype="text/html")
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers for our errors and for plain HTTP errors."""
+
+    @app.errorhandler(IdPError)
+    def _handle_idp_error(error: IdPError) -> Response:
+        return error_response(error.status, error.code, error.description)
+
+    @app.errorhandler(HTTPException)
+    def _handle_http_error(error: HTTPException) -> Response:
+        if error.response is not None:  # already rendered, e.g. by Authlib's resource protector
+            return error.response  # type: ignore[return-value]
+        code = (error.name or "error").lower().replace(" ", "_")
+        response = error_response(error.code or 500, code, error.description or "")
+        if valid_methods := getattr(error, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(valid_methods)
+        return response

@@ -1,0 +1,40 @@
+"""Enrolled phones and the proofs they have already used."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from idp.accounts.models import User
+from idp.db import Base, utcnow
+
+
+class Device(Base):
+    """A phone app enrolled for a user. Only its public key is stored."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    public_jwk: Mapped[str] = mapped_column(Text)
+    # RFC 7638 thumbprint: one key enrolls once.
+    key_thumbprint: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class UsedProof(Base):
+    """A proof ``jti`` already accepted; kept until the proof could no longer be fresh."""
+
+    __tablename__ = "used_proofs"
+
+    key_thumbprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

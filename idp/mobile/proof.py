@@ -1,0 +1,139 @@
+"""Device proofs: every phone request is signed by the phone's own key.
+
+The scheme (docs/phone-api.md) follows DPoP (RFC 9449): a fresh ES256 JWT per
+request, bound to the method, the URL and the body hash, with a ``jti`` that is
+accepted once. A captured request therefore cannot be replayed or altered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from idp import db
+from idp.db import utcnow
+from idp.errors import DeviceRevoked, InvalidProof, UnknownDevice
+from idp.mobile.models import Device, UsedProof
+
+PROOF_TYP = "device-proof+jwt"
+PROOF_ALG = "ES256"
+HEADER = "Device-Proof"
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A verified proof: the key that signed it and, after enrollment, its device."""
+
+    key: ECKey
+    thumbprint: str
+    device: Device | None
+
+
+def body_hash(body: bytes) -> str:
+    """base64url (unpadded) SHA-256 of the request body, the ``bh`` claim."""
+    return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+
+
+def verify_proof(
+    token: str | None, *, method: str, url: str, body: bytes, max_age: int, enrollment: bool
+) -> Proof:
+    """Check one request's proof, record its ``jti``, and return who signed it."""
+    if not token:
+        raise InvalidProof(f"the {HEADER} header is missing")
+    header = _protected_header(token)
+    if enrollment:
+        key, device = _enrollment_key(header), None
+    else:
+        device = _device(header)
+        key = ECKey.import_key(json.loads(device.public_jwk))
+    try:
+        claims = jwt.decode(token, key, algorithms=[PROOF_ALG]).claims
+    except (JoseError, ValueError):
+        raise InvalidProof("the proof's signature does not verify") from None
+    _check_claims(claims, method=method, url=url, body=body, max_age=max_age)
+    thumbprint = key.thumbprint()
+    _record_jti(thumbprint, claims["jti"], device, max_age)
+    return Proof(key=key, thumbprint=thumbprint, device=device)
+
+
+def _protected_header(token: str) -> dict[str, Any]:
+    try:
+        header = dict(jws.extract_compact(token.encode()).protected)
+    except (JoseError, ValueError, TypeError, UnicodeError):
+        raise InvalidProof("the proof is not a compact JWS") from None
+    if header.get("typ") != PROOF_TYP:
+        raise InvalidProof(f"the proof's typ must be {PROOF_TYP}")
+    if header.get("alg") != PROOF_ALG:
+        raise InvalidProof(f"the proof's alg must be {PROOF_ALG}")
+    return header
+
+
+def _enrollment_key(header: dict[str, Any]) -> ECKey:
+    jwk = header.get("jwk")
+    if "kid" in header or not isinstance(jwk, dict):
+        raise InvalidProof("an enrollment proof carries the new public key as 'jwk', no 'kid'")
+    if "d" in jwk or jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        raise InvalidProof("the device key must be a public EC P-256 key")
+    try:
+        return ECKey.import_key({k: jwk[k] for k in ("kty", "crv", "x", "y")})
+    except (JoseError, ValueError, KeyError, TypeError):
+        raise InvalidProof("the device key is not a valid EC P-256 key") from None
+
+
+def _device(header: dict[str, Any]) -> Device:
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidProof("the proof must name the device in 'kid'")
+    device = db.session.scalar(select(Device).where(Device.device_id == kid))
+    if device is None:
+        raise UnknownDevice("this device is not enrolled: enroll the app again")
+    if device.revoked_at is not None:
+        raise DeviceRevoked()
+    return device
+
+
+def _check_claims(
+    claims: dict[str, Any], *, method: str, url: str, body: bytes, max_age: int
+) -> None:
+    if claims.get("htm") != method:
+        raise InvalidProof("the proof was made for another HTTP method")
+    if claims.get("htu") != url:
+        raise InvalidProof("the proof was made for another URL")
+    if claims.get("bh") != body_hash(body):
+        raise InvalidProof("the proof was made for another request body")
+    iat = claims.get("iat")
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise InvalidProof("the proof has no 'iat'")
+    if abs(time.time() - iat) > max_age:
+        raise InvalidProof("the proof is too old or from the future: check the phone's clock")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 16 <= len(jti) <= 64:
+        raise InvalidProof("the proof's 'jti' must be 16 to 64 characters")
+
+
+def _record_jti(thumbprint: str, jti: str, device: Device | None, max_age: int) -> None:
+    """Remember the jti until the proof is stale anyway; a second use is refused."""
+    now = utcnow()
+    db.session.add(
+        UsedProof(
+            key_thumbprint=thumbprint, jti=jti, expires_at=now + timedelta(seconds=2 * max_age)
+        )
+    )
+    if device is not None:
+        device.last_used_at = now
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise InvalidProof("this proof was already used") from None

@@ -1,0 +1,144 @@
+"""The phone app's JSON API, ``/api/mobile/v1``. See docs/phone-api.md."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from idp.errors import InvalidRequest, NotALoginCode
+from idp.mobile.models import Device
+from idp.mobile.proof import HEADER, Proof, verify_proof
+from idp.mobile.services import enroll_device
+from idp.oauth.models import SCOPE_DESCRIPTIONS
+from idp.qrlogin import services as logins
+from idp.qrlogin.models import LoginRequest
+from idp.qrlogin.useragent import summarize_user_agent
+
+bp = Blueprint("mobile", __name__, url_prefix="/api/mobile/v1")
+
+
+@bp.post("/devices")
+def enroll() -> tuple[Response, int]:
+    """Enroll a phone: password once, then only its key."""
+    proof = _verify(enrollment=True)
+    body = _json_object()
+    device = enroll_device(
+        _string(body, "username"),
+        _string(body, "password"),
+        _string(body, "device_name"),
+        proof.key,
+    )
+    return jsonify(_device_view(device)), 201
+
+
+@bp.get("/devices/me")
+def whoami() -> Response:
+    """The device that signed this request."""
+    return jsonify(_device_view(_verified_device()))
+
+
+@bp.post("/login-requests/scan")
+def scan() -> Response:
+    """The camera read a QR code: show what is asked, by whom, from where."""
+    device = _verified_device()
+    request_id = _request_id_from_qr(_string(_json_object(), "qr"))
+    login = logins.scan_login(request_id, device)
+    return jsonify(login_request=login_request_view(login))
+
+
+@bp.post("/login-requests/<request_id>/approve")
+def approve(request_id: str) -> Response:
+    """The user tapped Approve."""
+    device = _verified_device()
+    _json_object()
+    login = logins.approve_login(request_id, device)
+    return jsonify(login_request={"id": login.id, "status": login.status})
+
+
+@bp.post("/login-requests/<request_id>/deny")
+def deny(request_id: str) -> Response:
+    """The user tapped Deny."""
+    device = _verified_device()
+    _json_object()
+    login = logins.deny_login(request_id, device)
+    return jsonify(login_request={"id": login.id, "status": login.status})
+
+
+def login_request_view(login: LoginRequest) -> dict[str, Any]:
+    """Everything the phone must show before it offers Approve."""
+    redirect_uri = login.params.get("redirect_uri") or login.client.redirect_uris[0]
+    scopes = login.params.get("scope", "").split()
+    return {
+        "id": login.id,
+        "status": login.status,
+        "client": {
+            "client_id": login.client.client_id,
+            "name": login.client.name,
+            "redirect_host": urlsplit(redirect_uri).netloc,
+        },
+        "scopes": [
+            {"name": s, "description": SCOPE_DESCRIPTIONS.get(s, s)} for s in dict.fromkeys(scopes)
+        ],
+        "browser": {
+            "ip": login.browser_ip,
+            "user_agent": login.browser_user_agent,
+            "summary": summarize_user_agent(login.browser_user_agent),
+        },
+        "created_at": _iso(login.created_at),
+        "expires_at": _iso(login.expires_at),
+    }
+
+
+def _verify(*, enrollment: bool = False) -> Proof:
+    config = current_app.config
+    return verify_proof(
+        request.headers.get(HEADER),
+        method=request.method,
+        url=config["IDP_ISSUER"] + request.path,
+        body=request.get_data(cache=True),
+        max_age=config["IDP_PROOF_MAX_AGE"],
+        enrollment=enrollment,
+    )
+
+
+def _verified_device() -> Device:
+    device = _verify().device
+    assert device is not None  # a non-enrollment proof always names its device
+    return device
+
+
+def _json_object() -> dict[str, Any]:
+    body = request.get_json(silent=True) if request.get_data(cache=True) else {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def _string(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"'{name}' must be a non-empty string")
+    return value
+
+
+def _request_id_from_qr(text: str) -> str:
+    prefix = current_app.config["IDP_ISSUER"] + "/q/"
+    text = text.strip()
+    if not text.startswith(prefix):
+        raise NotALoginCode(f"this QR code is not a sign-in code of {prefix[:-3]}")
+    return text[len(prefix) :]
+
+
+def _device_view(device: Device) -> dict[str, Any]:
+    user = device.user
+    return {
+        "device_id": device.device_id,
+        "device_name": device.name,
+        "user": {"username": user.username, "name": user.name, "email": user.email},
+    }
+
+
+def _iso(moment: Any) -> str:
+    return moment.replace(microsecond=0).isoformat() + "Z"

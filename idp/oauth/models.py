@@ -1,0 +1,226 @@
+"""OAuth clients, authorization codes, tokens and signing keys.
+
+These implement Authlib's model interfaces (``ClientMixin``,
+``AuthorizationCodeMixin``, ``TokenMixin``) directly on typed models. Secrets,
+codes and tokens are stored only as SHA-256 digests: they are long random
+values, so a fast hash is enough and a database leak reveals none of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import scope_to_list
+from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from idp.accounts.models import User
+from idp.db import Base, utcnow
+
+SUPPORTED_SCOPES = ("openid", "profile", "email")
+#: What the phone shows for each scope before the user approves.
+SCOPE_DESCRIPTIONS = {
+    "openid": "Sign you in with your account identifier",
+    "profile": "Your name and username",
+    "email": "Your email address",
+}
+
+
+def digest(value: str) -> str:
+    """SHA-256 hex digest of a high-entropy secret, code or token."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class Client(Base):
+    """A relying party registered by an admin."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    client_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    scope: Mapped[str] = mapped_column(String(500), default=" ".join(SUPPORTED_SCOPES))
+    grant_types: Mapped[list[str]] = mapped_column(JSON)
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
+    id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="RS256")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def is_public(self) -> bool:
+        """Public clients (browser or native apps) hold no secret and must use PKCE."""
+        return self.token_endpoint_auth_method == "none"  # noqa: S105 (a method name)
+
+    @property
+    def client_metadata(self) -> dict[str, object]:
+        """RFC 7591 metadata, as Authlib's endpoints read it."""
+        return {
+            "client_name": self.name,
+            "redirect_uris": list(self.redirect_uris),
+            "grant_types": list(self.grant_types),
+            "response_types": ["code"],
+            "scope": self.scope,
+            "token_endpoint_auth_method": self.token_endpoint_auth_method,
+            "id_token_signed_response_alg": self.id_token_signed_response_alg,
+        }
+
+    def redirect_hosts(self) -> list[str]:
+        """The hosts of the registered redirect URIs, shown on the phone."""
+        return sorted({urlsplit(uri).netloc for uri in self.redirect_uris})
+
+    # -- authlib.oauth2.rfc6749.ClientMixin --------------------------------
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # OIDC requires redirect_uri; plain OAuth may omit it only when exactly one is registered.
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return ""
+        allowed = set(scope_to_list(self.scope))
+        return " ".join(s for s in dict.fromkeys(scope_to_list(scope)) if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        # Exact string match, as OAuth 2.0 Security BCP (RFC 9700 §4.1.3) requires.
+        return redirect_uri in self.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.client_secret_hash is None:
+            return False
+        return hmac.compare_digest(digest(client_secret), self.client_secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if endpoint == "token":
+            if self.is_public:
+                return method == "none"
+            # A confidential client may send its secret either way (RFC 6749 §2.3.1).
+            return method in ("client_secret_basic", "client_secret_post")
+        return not self.is_public  # introspection, revocation: confidential clients only
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+
+class AuthorizationCode(Base):
+    """A single-use authorization code, stored as its digest."""
+
+    __tablename__ = "authorization_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.client_id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    login_request_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(String(500))
+    nonce: Mapped[str | None] = mapped_column(String(255))
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    code_challenge_method: Mapped[str | None] = mapped_column(String(10))
+    auth_time: Mapped[int]
+    acr: Mapped[str | None] = mapped_column(String(100))
+    amr: Mapped[list[str] | None] = mapped_column(JSON)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+    def is_expired(self) -> bool:
+        return utcnow() >= self.expires_at
+
+    # -- authlib AuthorizationCodeMixin (OAuth 2.0 and OIDC) ---------------
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return self.auth_time
+
+    def get_acr(self) -> str | None:
+        return self.acr
+
+    def get_amr(self) -> list[str] | None:
+        return self.amr
+
+
+class Token(Base):
+    """An access token and, when the client may refresh, its refresh token."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    refresh_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.client_id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(500))
+    issued_at: Mapped[int]
+    expires_in: Mapped[int]
+    refresh_expires_at: Mapped[int | None]
+    access_revoked: Mapped[bool] = mapped_column(default=False)
+    refresh_revoked: Mapped[bool] = mapped_column(default=False)
+
+    user: Mapped[User | None] = relationship(lazy="joined")
+    client: Mapped[Client] = relationship(lazy="joined")
+
+    # -- authlib TokenMixin --------------------------------------------------
+
+    def check_client(self, client: Client) -> bool:
+        return self.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return self.expires_in
+
+    def is_expired(self) -> bool:
+        return time.time() >= self.issued_at + self.expires_in
+
+    def is_revoked(self) -> bool:
+        return self.access_revoked
+
+    def get_user(self) -> User | None:
+        return self.user
+
+    def get_client(self) -> Client:
+        return self.client
+
+    def is_refresh_usable(self) -> bool:
+        """The refresh token exists, is not revoked and has not expired."""
+        if self.refresh_token_hash is None or self.refresh_revoked:
+            return False
+        return self.refresh_expires_at is None or time.time() < self.refresh_expires_at
+
+
+class SigningKey(Base):
+    """A private signing key (JWK JSON), made on first start; never in code or files."""
+
+    __tablename__ = "signing_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kid: Mapped[str] = mapped_column(String(100), unique=True)
+    alg: Mapped[str] = mapped_column(String(10))
+    private_jwk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]

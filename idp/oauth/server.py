@@ -1,0 +1,284 @@
+"""Authlib's authorization server, wired to our models.
+
+Authlib does the protocol; this module supplies storage hooks and policy:
+PKCE S256 required of public clients (``plain`` refused), codes single use and
+short-lived, refresh tokens rotated, ID tokens signed with a ``kid``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.oauth2 import OAuth2Request
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, grants
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
+from flask import Flask, current_app
+from sqlalchemy import select, update
+
+from idp import db
+from idp.accounts.models import User
+from idp.accounts.services import user_claims
+from idp.db import utcnow
+from idp.oauth.keys import key_store
+from idp.oauth.models import SUPPORTED_SCOPES, AuthorizationCode, Client, Token, digest
+
+#: How the user was authenticated (RFC 8176): a proof with a software key held
+#: by the enrolled phone app, confirmed by the user on that phone.
+AMR = ["swk", "user"]
+ACR = "urn:qr-idp:acr:phone-approval"
+TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
+def _issuer() -> str:
+    return current_app.config["IDP_ISSUER"]
+
+
+class StoredAuthorizationRequest(OAuth2Request):
+    """An authorization request replayed from stored, already-validated parameters."""
+
+    def __init__(self, params: dict[str, str]) -> None:
+        super().__init__("GET", _issuer() + "/authorize", headers={})
+        self.payload = BasicOAuth2Payload(dict(params))
+        #: The login request whose approval this authorization completes.
+        self.login_request: Any = None
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self.payload.data
+
+    @property
+    def form(self) -> dict[str, str]:
+        return {}
+
+
+class Server(AuthorizationServer):
+    """Flask's Authlib server that also accepts a :class:`StoredAuthorizationRequest`."""
+
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
+
+
+class RequiredS256(CodeChallenge):
+    """PKCE: S256 only, and required of public clients at the authorize step."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        request = grant.request
+        if request.client.is_public and not request.payload.data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: send code_challenge (S256)")
+        if request.payload.data.get("code_challenge") and not request.payload.data.get(
+            "code_challenge_method"
+        ):
+            # RFC 7636 would default to "plain", which we refuse.
+            raise InvalidRequestError("code_challenge_method must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    """Codes are stored as digests, live under a minute, and are used once."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        login = request.login_request
+        data = request.payload.data
+        db.session.add(
+            AuthorizationCode(
+                code_hash=digest(code),
+                client_id=request.client.client_id,
+                user_id=request.user.id,
+                login_request_id=login.id,
+                redirect_uri=data.get("redirect_uri") or request.client.get_default_redirect_uri(),
+                scope=request.scope or "",
+                nonce=data.get("nonce"),
+                code_challenge=data.get("code_challenge"),
+                code_challenge_method=data.get("code_challenge_method"),
+                auth_time=int(login.decided_at.timestamp())
+                if login.decided_at
+                else int(time.time()),
+                acr=ACR,
+                amr=AMR,
+                expires_at=utcnow() + timedelta(seconds=current_app.config["IDP_CODE_TTL"]),
+            )
+        )  # committed by the completion view with the login's transition
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        found = db.session.scalar(
+            select(AuthorizationCode).where(AuthorizationCode.code_hash == digest(code))
+        )
+        if found is None or found.client_id != client.client_id:
+            return None
+        if found.used_at is not None or found.is_expired():
+            return None
+        return found
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        # Compare-and-set: of two concurrent redemptions only one may succeed.
+        result = db.session.execute(
+            update(AuthorizationCode)
+            .where(
+                AuthorizationCode.id == authorization_code.id, AuthorizationCode.used_at.is_(None)
+            )
+            .values(used_at=utcnow())
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise InvalidGrantError("the authorization code was already used")
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User:
+        return authorization_code.user
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """Refresh tokens rotate: each use returns a new one and retires the old."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
+        token = db.session.scalar(
+            select(Token).where(Token.refresh_token_hash == digest(refresh_token))
+        )
+        return token if token is not None and token.is_refresh_usable() else None
+
+    def authenticate_user(self, refresh_token: Token) -> User | None:
+        return refresh_token.user
+
+    def revoke_old_credential(self, refresh_token: Token) -> None:
+        result = db.session.execute(
+            update(Token)
+            .where(Token.id == refresh_token.id, Token.refresh_revoked.is_(False))
+            .values(refresh_revoked=True, access_revoked=True)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise InvalidGrantError("the refresh token was already used")
+
+
+class IdTokens(OpenIDCode):
+    """ID tokens: RS256 by default (ES256 per client), ``kid`` in the header."""
+
+    def resolve_client_private_key(self, client: Client) -> Any:
+        return key_store().signing_key(self.get_client_algorithm(client))
+
+    def get_client_algorithm(self, client: Client) -> str:
+        return client.id_token_signed_response_alg or "RS256"
+
+    def get_encode_header(self, client: Client) -> dict[str, str]:
+        key = self.resolve_client_private_key(client)
+        return {"alg": self.get_client_algorithm(client), "typ": "JWT", "kid": key.kid}
+
+    def get_client_claims(self, client: Client) -> dict[str, Any]:
+        now = int(time.time())
+        return {
+            "iss": _issuer(),
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + current_app.config["IDP_ID_TOKEN_TTL"],
+        }
+
+    def exists_nonce(self, nonce: str, request: Any) -> bool:
+        # A nonce already bound to a code of this client is a replay.
+        return (
+            db.session.scalar(
+                select(AuthorizationCode.id).where(
+                    AuthorizationCode.client_id == request.payload.client_id,
+                    AuthorizationCode.nonce == nonce,
+                )
+            )
+            is not None
+        )
+
+    def generate_user_info(self, user: User, scope: str) -> UserInfo:
+        return UserInfo(user_claims(user, set(scope.split())))
+
+
+class UserInfoClaims(UserInfoEndpoint):
+    """OIDC UserInfo (GET and POST): the claims the access token's scopes allow."""
+
+    def generate_user_info(self, user: User, scope: str) -> UserInfo:
+        return UserInfo(user_claims(user, set(scope.split())))
+
+    def get_issuer(self) -> str:
+        return _issuer()
+
+    def resolve_private_key(self) -> Any:
+        return key_store().signing_key("RS256")
+
+
+class AccessTokens(BearerTokenValidator):
+    """Bearer access tokens, looked up by digest."""
+
+    def authenticate_token(self, token_string: str) -> Token | None:
+        return db.session.scalar(
+            select(Token).where(Token.access_token_hash == digest(token_string))
+        )
+
+
+class Issuer(IssuerParameter):
+    """RFC 9207: ``iss`` in every authorization response."""
+
+    def get_issuer(self) -> str:
+        return _issuer()
+
+
+def query_client(client_id: str) -> Client | None:
+    """Authlib's client lookup."""
+    if not isinstance(client_id, str) or len(client_id) > 64:
+        return None
+    return db.session.scalar(select(Client).where(Client.client_id == client_id))
+
+
+def save_token(token: dict[str, Any], request: Any) -> None:
+    """Store a new token's digests; committed by the token view on success."""
+    now = int(time.time())
+    refresh = token.get("refresh_token")
+    db.session.add(
+        Token(
+            access_token_hash=digest(token["access_token"]),
+            refresh_token_hash=digest(refresh) if refresh else None,
+            client_id=request.client.client_id,
+            user_id=request.user.id if request.user else None,
+            scope=token.get("scope", ""),
+            issued_at=now,
+            expires_in=int(token["expires_in"]),
+            refresh_expires_at=now + current_app.config["IDP_REFRESH_TOKEN_TTL"]
+            if refresh
+            else None,
+        )
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Give ``app`` its own Authlib server (no state shared between apps)."""
+    app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
+    app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SUPPORTED_SCOPES))
+    app.config.setdefault(
+        "OAUTH2_TOKEN_EXPIRES_IN",
+        {
+            "authorization_code": app.config["IDP_ACCESS_TOKEN_TTL"],
+            "refresh_token": app.config["IDP_ACCESS_TOKEN_TTL"],
+        },
+    )
+    server = Server(app, query_client=query_client, save_token=save_token)
+    server.register_grant(AuthorizationCodeGrant, [RequiredS256(required=True), IdTokens()])
+    server.register_grant(RefreshTokenGrant)
+    server.register_extension(Issuer())
+    protector = ResourceProtector()
+    protector.register_token_validator(AccessTokens())
+    server.register_endpoint(UserInfoClaims(resource_protector=protector))
+    app.extensions["idp.oauth"] = server
+
+
+def authorization_server() -> Server:
+    """The current app's Authlib server."""
+    return current_app.extensions["idp.oauth"]

@@ -1,0 +1,85 @@
+"""OAuth 2.0 / OpenID Connect endpoints other than authorize: token, UserInfo,
+discovery and JWKS. (Authorize is the QR page, in ``idp.qrlogin.views``.)"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from idp import db
+from idp.oauth.keys import ALGORITHMS, key_store
+from idp.oauth.models import SUPPORTED_SCOPES
+from idp.oauth.server import ACR, TOKEN_AUTH_METHODS, authorization_server
+
+bp = Blueprint("oauth", __name__)
+
+
+@bp.post("/token")
+def token() -> Response:
+    """Token endpoint (RFC 6749 §3.2): the new rows commit only with a 200."""
+    response = authorization_server().create_token_response()
+    if response.status_code == 200:
+        db.session.commit()
+    else:
+        db.session.rollback()
+    return response
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+def userinfo() -> Response:
+    """UserInfo endpoint (OIDC Core §5.3), GET and POST."""
+    response = authorization_server().create_endpoint_response("userinfo")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    """OpenID Provider metadata (OIDC Discovery §3, RFC 8414)."""
+    issuer = current_app.config["IDP_ISSUER"]
+    metadata = {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "jwks_uri": f"{issuer}/jwks",
+        "scopes_supported": list(SUPPORTED_SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(ALGORITHMS),
+        "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "at_hash",
+            "acr",
+            "amr",
+            "name",
+            "preferred_username",
+            "email",
+            "email_verified",
+        ],
+        "acr_values_supported": [ACR],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+    }
+    response = jsonify(metadata)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/jwks")
+def jwks() -> Response:
+    """The public signing keys (RFC 7517); each has a ``kid``."""
+    response = jsonify(key_store().jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response

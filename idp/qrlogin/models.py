@@ -1,0 +1,64 @@
+"""The login request: one per authorize page, the heart of QR sign-in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from idp.accounts.models import User
+from idp.db import Base, utcnow
+from idp.mobile.models import Device
+from idp.oauth.models import Client
+
+
+class Status(StrEnum):
+    """Login-request states; see the diagram in ``idp.qrlogin.services``."""
+
+    PENDING = "pending"
+    SCANNED = "scanned"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    COMPLETED = "completed"
+
+
+class LoginRequest(Base):
+    """A QR sign-in waiting on a browser page.
+
+    ``id`` is public (it is in the QR code); ``binding_hash`` is the digest of
+    the secret in the browser's HttpOnly cookie, and only that browser may watch
+    or complete the request.
+    """
+
+    __tablename__ = "login_requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    binding_hash: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.client_id", ondelete="CASCADE"), index=True
+    )
+    # The validated authorization request, replayed through Authlib at completion.
+    params: Mapped[dict[str, str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING)
+    renewals: Mapped[int] = mapped_column(default=0)
+    browser_ip: Mapped[str | None] = mapped_column(String(64))
+    browser_user_agent: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    device_pk: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    scanned_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+    client: Mapped[Client] = relationship(lazy="joined")
+    device: Mapped[Device | None] = relationship()
+    user: Mapped[User | None] = relationship()
+
+    def is_expired(self) -> bool:
+        """Past its lifetime while still unfinished."""
+        unfinished = self.status in (Status.PENDING, Status.SCANNED)
+        return self.status == Status.EXPIRED or (unfinished and utcnow() >= self.expires_at)

@@ -1,0 +1,277 @@
+"""The login-request state machine. Every transition is written here, once.
+
+::
+
+    pending --scan--> scanned --approve--> approved --complete--> completed
+       |                 |
+       |                 +------deny-----> denied
+       +-----------------+--(lifetime passes)--> expired
+
+Each transition is one compare-and-set ``UPDATE ... WHERE status IN (...)``:
+of two racing transitions exactly one changes the row, and the other sees the
+new state and fails with a clear error. A transition is committed to the
+database first and only then published, so a page that reconnects reads the
+truth even when it missed the message.
+
+The authorize page, the WebSocket and the phone API all call these functions.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
+
+from idp import db
+from idp.db import utcnow
+from idp.errors import (
+    AlreadyUsed,
+    BindingMismatch,
+    Expired,
+    InvalidRequest,
+    NotApproved,
+    RenewalLimit,
+    UnknownRequest,
+    WrongDevice,
+)
+from idp.mobile.models import Device
+from idp.oauth.models import digest
+from idp.qrlogin.models import LoginRequest, Status
+
+#: 32 random bytes, base64url: 256 bits, far past guessing.
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+UNFINISHED = (Status.PENDING, Status.SCANNED)
+
+
+def channel(request_id: str) -> str:
+    """The broker channel of one login request."""
+    return f"login:{request_id}"
+
+
+def new_binding_secret() -> str:
+    """A secret for the browser's HttpOnly binding cookie."""
+    return secrets.token_urlsafe(32)
+
+
+def create_login_request(
+    *,
+    client_id: str,
+    params: dict[str, str],
+    binding_secret: str,
+    browser_ip: str | None,
+    browser_user_agent: str | None,
+    renewals: int = 0,
+) -> LoginRequest:
+    """Start a login request for a validated authorization request."""
+    now = utcnow()
+    login = LoginRequest(
+        id=secrets.token_urlsafe(32),
+        binding_hash=digest(binding_secret),
+        client_id=client_id,
+        params=params,
+        status=Status.PENDING,
+        renewals=renewals,
+        browser_ip=browser_ip,
+        browser_user_agent=(browser_user_agent or "")[:1000] or None,
+        created_at=now,
+        expires_at=now + timedelta(seconds=current_app.config["IDP_LOGIN_REQUEST_TTL"]),
+    )
+    db.session.add(login)
+    db.session.commit()
+    return login
+
+
+def find_login_request(request_id: str) -> LoginRequest:
+    """The login request with this id, or ``UnknownRequest``."""
+    login = None
+    if REQUEST_ID_RE.match(request_id or ""):
+        login = db.session.get(LoginRequest, request_id, populate_existing=True)
+    if login is None:
+        raise UnknownRequest()
+    return login
+
+
+def find_for_browser(request_id: str, binding_secret: str | None) -> LoginRequest:
+    """The login request, if this browser holds its binding secret."""
+    login = find_login_request(request_id)
+    check_binding(login, binding_secret)
+    return login
+
+
+def check_binding(login: LoginRequest, binding_secret: str | None) -> None:
+    """Refuse a browser that does not hold the request's binding cookie."""
+    presented = digest(binding_secret) if binding_secret else ""
+    if not hmac.compare_digest(presented, login.binding_hash):
+        raise BindingMismatch()
+
+
+def renew_login_request(
+    request_id: str, binding_secret: str | None, *, browser_ip: str | None, user_agent: str | None
+) -> LoginRequest:
+    """Replace an expired request with a fresh one for the same page (bounded)."""
+    old = find_for_browser(request_id, binding_secret)
+    if old.status in UNFINISHED and not old.is_expired():
+        raise InvalidRequest("this code has not expired yet")
+    if old.status not in (*UNFINISHED, Status.EXPIRED):
+        raise AlreadyUsed()
+    if old.renewals >= current_app.config["IDP_QR_MAX_RENEWALS"]:
+        raise RenewalLimit("reload the page for a new code")
+    expire_login(old.id)
+    return create_login_request(
+        client_id=old.client_id,
+        params=old.params,
+        binding_secret=binding_secret or "",
+        browser_ip=browser_ip,
+        browser_user_agent=user_agent,
+        renewals=old.renewals + 1,
+    )
+
+
+def scan_login(request_id: str, device: Device) -> LoginRequest:
+    """The phone scanned the QR: ``pending -> scanned``, by this device only."""
+    login = find_login_request(request_id)
+    if login.status == Status.SCANNED and login.device_pk == device.id and not login.is_expired():
+        return login  # the same phone scanning again (a retry) sees the same request
+    _check_open(login)
+    if login.status != Status.PENDING:
+        raise AlreadyUsed("another device already scanned this code")
+    now = utcnow()
+    _transition(
+        login,
+        from_states=(Status.PENDING,),
+        to=Status.SCANNED,
+        device_pk=device.id,
+        scanned_at=now,
+    )
+    return login
+
+
+def approve_login(request_id: str, device: Device) -> LoginRequest:
+    """The user approved on the phone that scanned: ``scanned -> approved``."""
+    login = _find_scanned_by(request_id, device)
+    _transition(
+        login,
+        from_states=(Status.SCANNED,),
+        to=Status.APPROVED,
+        extra_where=(LoginRequest.device_pk == device.id,),
+        user_id=device.user_id,
+        decided_at=utcnow(),
+    )
+    return login
+
+
+def deny_login(request_id: str, device: Device) -> LoginRequest:
+    """The user refused on the phone that scanned: ``scanned -> denied``."""
+    login = _find_scanned_by(request_id, device)
+    _transition(
+        login,
+        from_states=(Status.SCANNED,),
+        to=Status.DENIED,
+        extra_where=(LoginRequest.device_pk == device.id,),
+        decided_at=utcnow(),
+    )
+    return login
+
+
+def expire_login(request_id: str) -> bool:
+    """Mark an unfinished request past its lifetime ``expired``; True if this call did."""
+    result = db.session.execute(
+        update(LoginRequest)
+        .where(
+            LoginRequest.id == request_id,
+            LoginRequest.status.in_(UNFINISHED),
+            LoginRequest.expires_at <= utcnow(),
+        )
+        .values(status=Status.EXPIRED)
+    )
+    db.session.commit()
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        publish_status(request_id, Status.EXPIRED)
+        return True
+    return False
+
+
+def claim_completion(request_id: str, binding_secret: str | None) -> LoginRequest:
+    """The browser came back for its result.
+
+    An approved request becomes ``completed`` in the caller's transaction (the
+    caller issues the authorization code in the same one, then commits); a
+    denied one is returned as it is. Anything else is refused.
+    """
+    login = find_for_browser(request_id, binding_secret)
+    if login.status == Status.DENIED:
+        return login
+    if login.status == Status.COMPLETED:
+        raise AlreadyUsed("this sign-in was already completed")
+    if login.is_expired():
+        raise Expired()
+    if login.status != Status.APPROVED:
+        raise NotApproved()
+    result = db.session.execute(
+        update(LoginRequest)
+        .where(LoginRequest.id == login.id, LoginRequest.status == Status.APPROVED)
+        .values(status=Status.COMPLETED, completed_at=utcnow())
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        db.session.rollback()
+        raise AlreadyUsed("this sign-in was already completed")
+    set_committed_value(login, "status", Status.COMPLETED)
+    return login
+
+
+def publish_status(request_id: str, status: str) -> None:
+    """Tell the waiting page (on any worker) that the request changed."""
+    current_app.extensions["idp.broker"].publish(channel(request_id), {"status": status})
+
+
+def _find_scanned_by(request_id: str, device: Device) -> LoginRequest:
+    login = find_login_request(request_id)
+    _check_open(login)
+    if login.status == Status.PENDING:
+        raise InvalidRequest("scan the code before approving or denying it")
+    if login.device_pk != device.id:
+        raise WrongDevice()
+    if login.status != Status.SCANNED:
+        raise AlreadyUsed(f"this sign-in request was already {login.status}")
+    return login
+
+
+def _check_open(login: LoginRequest) -> None:
+    if login.is_expired():
+        expire_login(login.id)
+        raise Expired()
+
+
+def _transition(
+    login: LoginRequest,
+    *,
+    from_states: tuple[Status, ...],
+    to: Status,
+    extra_where: tuple[Any, ...] = (),
+    **values: Any,
+) -> None:
+    """Compare-and-set, commit, publish; refuse if another transition won."""
+    result = db.session.execute(
+        update(LoginRequest)
+        .where(
+            LoginRequest.id == login.id,
+            LoginRequest.status.in_(from_states),
+            LoginRequest.expires_at > utcnow(),
+            *extra_where,
+        )
+        .values(status=to, **values)
+    )
+    db.session.commit()
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        current = find_login_request(login.id)
+        _check_open(current)
+        raise AlreadyUsed(f"this sign-in request is already {current.status}")
+    for key, value in {**values, "status": to}.items():
+        set_committed_value(login, key, value)
+    publish_status(login.id, to)

@@ -1,0 +1,199 @@
+"""The browser side of QR sign-in: the authorize page, renewal, completion.
+
+``GET /authorize`` validates the OAuth request with Authlib, starts a login
+request bound to this browser's cookie and shows its QR code. The page then
+waits on a WebSocket; once the phone approves, it opens
+``/authorize/complete/<id>``, which issues the code and redirects to the RP.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.oauth2 import OAuth2Error
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+    url_for,
+)
+
+from idp import db
+from idp.errors import IdPError
+from idp.oauth.server import Issuer, Server, StoredAuthorizationRequest, authorization_server
+from idp.qrlogin import services as logins
+from idp.qrlogin.models import LoginRequest, Status
+from idp.qrlogin.qr import qr_svg
+
+bp = Blueprint("qrlogin", __name__)
+
+#: Authorization request parameters kept with the login request (others are ignored).
+KEPT_PARAMS = (
+    "response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
+    "code_challenge", "code_challenge_method", "prompt", "max_age", "login_hint",
+    "ui_locales", "claims_locales", "acr_values", "display", "response_mode",
+)  # fmt: skip
+BINDING_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+class ForeignOrigin(IdPError):
+    status, code, title = 403, "foreign_origin", "This request came from another site"
+
+
+def binding_cookie_name() -> str:
+    """``__Host-`` cookies are Secure-only and cannot be set by a sibling domain."""
+    secure = current_app.config["IDP_ISSUER"].startswith("https://")
+    return "__Host-idp_binding" if secure else "idp_binding"
+
+
+def binding_secret() -> str | None:
+    """This browser's binding secret, if it sent a well-formed one."""
+    value = request.cookies.get(binding_cookie_name())
+    return value if value and BINDING_RE.match(value) else None
+
+
+def check_same_origin() -> None:
+    """Refuse state-changing browser requests and sockets from other origins."""
+    issuer = urlsplit(current_app.config["IDP_ISSUER"])
+    if request.headers.get("Origin") != f"{issuer.scheme}://{issuer.netloc}":
+        raise ForeignOrigin()
+
+
+@bp.get("/authorize")
+def authorize() -> Response:
+    """Authorization endpoint (RFC 6749 §3.1): validate, then show the QR code."""
+    server = authorization_server()
+    try:
+        grant = server.get_consent_grant(end_user=None)
+    except OAuth2Error as error:
+        return authorization_error(server, error)
+    params = {k: request.args[k] for k in KEPT_PARAMS if k in request.args}
+    secret = binding_secret() or logins.new_binding_secret()
+    login = logins.create_login_request(
+        client_id=grant.client.client_id,
+        params=params,
+        binding_secret=secret,
+        browser_ip=request.remote_addr,
+        browser_user_agent=request.user_agent.string,
+    )
+    if command := current_app.config["IDP_DEMO_PHONE_COMMAND"]:
+        print(
+            f"\n[demo] sign-in request from {login.client.name}; approve it with:\n"
+            f"    {command} {qr_url(login)} --approve\n",
+            flush=True,
+        )
+    page = render_template(
+        "qrlogin/authorize.html",
+        login=login,
+        state=page_state(login),
+        qr=qr_svg(qr_url(login), qr_label()),
+    )
+    response = make_response(page)
+    response.set_cookie(
+        binding_cookie_name(),
+        secret,
+        httponly=True,
+        secure=binding_cookie_name().startswith("__Host-"),
+        samesite="Lax",
+        path="/",
+    )
+    _no_store(response)
+    return response
+
+
+@bp.post("/authorize/renew/<request_id>")
+def renew(request_id: str) -> Response:
+    """The page's code expired: a fresh one for the same authorization request."""
+    check_same_origin()
+    login = logins.renew_login_request(
+        request_id,
+        binding_secret(),
+        browser_ip=request.remote_addr,
+        user_agent=request.user_agent.string,
+    )
+    response = jsonify(page_state(login) | {"qr_svg": str(qr_svg(qr_url(login), qr_label()))})
+    _no_store(response)
+    return response
+
+
+@bp.get("/authorize/complete/<request_id>")
+def complete(request_id: str) -> Response:
+    """The phone decided: issue the code (or ``access_denied``) and go back to the RP."""
+    login = logins.claim_completion(request_id, binding_secret())
+    server = authorization_server()
+    oauth_request = StoredAuthorizationRequest(login.params)
+    oauth_request.login_request = login
+    approved = login.status == Status.COMPLETED
+    try:
+        grant = server.get_consent_grant(
+            request=oauth_request, end_user=login.user if approved else None
+        )
+    except OAuth2Error as error:  # e.g. the client was deleted meanwhile
+        db.session.rollback()
+        return authorization_error(server, error)
+    response = server.create_authorization_response(
+        request=oauth_request, grant_user=login.user if approved else None, grant=grant
+    )
+    if approved and response.status_code == 302 and "code=" in response.location:
+        db.session.commit()
+        logins.publish_status(login.id, Status.COMPLETED)
+    else:
+        db.session.rollback()
+    _no_store(response)
+    return response
+
+
+@bp.get("/q/<request_id>")
+def qr_landing(request_id: str) -> str:
+    """Where a phone's plain camera app lands: it says to use the app, and nothing more."""
+    return render_template("qrlogin/qr_landing.html")
+
+
+def authorization_error(server: Server, error: OAuth2Error) -> Response:
+    """Redirect the error to the RP when that is safe (RFC 6749 §4.1.2.1), else a page."""
+    if error.redirect_uri:
+        response = server.handle_error_response(None, error)
+        Issuer().add_issuer_parameter(server, response)
+        _no_store(response)
+        return response
+    page = render_template(
+        "error.html", status=400, code=error.error, description=error.get_error_description()
+    )
+    response = make_response(page, 400)
+    _no_store(response)
+    return response
+
+
+def qr_url(login: LoginRequest) -> str:
+    """What the QR code holds: ``{issuer}/q/{id}``."""
+    return f"{current_app.config['IDP_ISSUER']}/q/{login.id}"
+
+
+def qr_label() -> str:
+    """The QR code's text alternative."""
+    return "QR code to scan with the QR-IdP app on your phone"
+
+
+def page_state(login: LoginRequest) -> dict[str, Any]:
+    """What the page's script needs to follow one login request."""
+    lifetime = (login.expires_at - login.created_at).total_seconds()
+    return {
+        "id": login.id,
+        "qr_url": qr_url(login),
+        "socket_path": url_for("realtime.login_socket", request_id=login.id),
+        "complete_url": url_for("qrlogin.complete", request_id=login.id),
+        "renew_url": url_for("qrlogin.renew", request_id=login.id),
+        "expires_in": int(lifetime),
+        "renewals_left": current_app.config["IDP_QR_MAX_RENEWALS"] - login.renewals,
+    }
+
+
+def _no_store(response: Response) -> None:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"

@@ -1,0 +1,91 @@
+"""The WebSocket a waiting authorize page listens on: ``/ws/login/<id>``.
+
+Only the browser holding the request's binding cookie, on our own origin, may
+connect; the check runs before the WebSocket handshake, so others get a 403.
+On connect the page first receives the current state (a missed message never
+loses a login), then every change, pushed; it never polls.
+
+Each socket is written by its handler thread alone (Flask-Sock frames sent from
+two threads at once would interleave): broker messages reach the handler
+through its subscription's queue.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from flask import Blueprint, Flask, current_app, g, request
+from flask_sock import Sock
+from simple_websocket import Server
+
+from idp import db
+from idp.db import utcnow
+from idp.qrlogin import services as logins
+from idp.qrlogin.models import LoginRequest, Status
+from idp.qrlogin.views import binding_secret, check_same_origin
+
+bp = Blueprint("realtime", __name__)
+sock = Sock()
+
+#: After one of these the page moves on and the socket closes.
+FINAL = {Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.COMPLETED}
+#: Seconds between heartbeats, so that proxies keep an idle socket and a dead
+#: peer is noticed.
+HEARTBEAT = 25.0
+
+
+@bp.before_request
+def _authorize_socket() -> None:
+    if request.endpoint != "realtime.login_socket":
+        return
+    check_same_origin()
+    request_id = (request.view_args or {}).get("request_id", "")
+    g.login = logins.find_for_browser(request_id, binding_secret())
+    db.session.close()  # hold no transaction while the socket waits
+
+
+@sock.route("/ws/login/<request_id>", bp=bp)
+def login_socket(ws: Server, request_id: str) -> None:
+    """Send the current state, then each change, until a final one."""
+    login: LoginRequest = g.login
+    subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
+    try:
+        # Read the state only after subscribing, so no change can fall in between.
+        status = _current_status(request_id)
+        ws.send(json.dumps({"status": status}))
+        while status not in FINAL and ws.connected:
+            message = subscription.get(timeout=_seconds_until(login.expires_at, HEARTBEAT))
+            if message is not None:
+                new_status = message["status"]
+            elif utcnow() >= login.expires_at:
+                new_status = _current_status(request_id)
+            else:
+                ws.send('{"heartbeat":true}')
+                continue
+            if new_status != status:
+                status = new_status
+                ws.send(json.dumps({"status": status}))
+    finally:
+        subscription.close()
+
+
+def _current_status(request_id: str) -> str:
+    """The state in the database, expiring the request if its time has passed."""
+    login = logins.find_login_request(request_id)
+    status = login.status
+    if login.is_expired() and status != Status.EXPIRED:
+        logins.expire_login(request_id)
+        status = logins.find_login_request(request_id).status
+    db.session.close()
+    return status
+
+
+def _seconds_until(moment: datetime, cap: float) -> float:
+    return max(0.05, min(cap, (moment - utcnow()).total_seconds() + 0.05))
+
+
+def init_app(app: Flask) -> None:
+    """Set up Flask-Sock; incoming frames are tiny, so cap them."""
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": 1024})
+    sock.init_app(app)

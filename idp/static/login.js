@@ -1,0 +1,114 @@
+// The authorize page: follow one login request over a WebSocket (push, never
+// polling), renew the code when it expires, and go on once the phone decides.
+(function () {
+  "use strict";
+  var root = document.getElementById("qr-login");
+  if (!root) { return; }
+  var state = JSON.parse(root.getAttribute("data-state"));
+  var statusEl = document.getElementById("status");
+  var countdownEl = document.getElementById("countdown");
+  var qrEl = document.getElementById("qr");
+  var qrTextEl = document.getElementById("qr-text");
+  var refreshButton = document.getElementById("refresh");
+  var socket = null;
+  var finished = false;
+  var retries = 0;
+  var MAX_RETRIES = 8;
+  var deadline = Date.now() + state.expires_in * 1000;
+
+  var MESSAGES = {
+    pending: ["Scan with the QR-IdP app", ""],
+    scanned: ["Scanned \u2014 confirm on your phone", "scanned"],
+    approved: ["Approved \u2014 signing you in\u2026", "done"],
+    denied: ["Denied on the phone", "bad"],
+    expired: ["Expired \u2014 getting a new code\u2026", "bad"],
+    completed: ["This sign-in was already used", "bad"]
+  };
+
+  function show(text, kind) {
+    statusEl.textContent = text;
+    statusEl.className = "status" + (kind ? " " + kind : "");
+  }
+
+  function onStatus(status) {
+    var message = MESSAGES[status];
+    if (!message) { return; }
+    show(message[0], message[1]);
+    if (status === "approved" || status === "denied") {
+      finished = true;
+      window.location.assign(state.complete_url);
+    } else if (status === "expired") {
+      renew();
+    } else if (status === "completed") {
+      finished = true;
+    }
+  }
+
+  function connect() {
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + window.location.host + state.socket_path);
+    var mine = socket;
+    socket.onopen = function () { retries = 0; };
+    socket.onmessage = function (event) {
+      var data = JSON.parse(event.data);
+      if (data.status) { onStatus(data.status); }
+    };
+    socket.onclose = function () {
+      if (finished || mine !== socket) { return; }
+      if (retries >= MAX_RETRIES) {
+        show("Connection lost \u2014 refresh the code to try again", "bad");
+        offerRefresh();
+        return;
+      }
+      // Reconnect with backoff; the server sends the current state first.
+      var delay = Math.min(10000, 500 * Math.pow(2, retries));
+      retries += 1;
+      window.setTimeout(connect, delay);
+    };
+  }
+
+  function renew() {
+    if (state.renewals_left <= 0) { offerRefresh(); return; }
+    if (socket) { var old = socket; socket = null; old.close(); }
+    fetch(state.renew_url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: "{}"
+    }).then(function (response) {
+      return response.json().then(function (body) { return [response.ok, body]; });
+    }).then(function (result) {
+      if (!result[0]) { throw new Error(result[1].error_description || "renewal refused"); }
+      var fresh = result[1];
+      qrEl.innerHTML = fresh.qr_svg;
+      qrTextEl.textContent = fresh.qr_url;
+      delete fresh.qr_svg;
+      state = fresh;
+      deadline = Date.now() + state.expires_in * 1000;
+      show(MESSAGES.pending[0], "");
+      connect();
+    }).catch(function () { offerRefresh(); });
+  }
+
+  function offerRefresh() {
+    finished = true;
+    qrEl.classList.add("dimmed");
+    countdownEl.textContent = "";
+    show("This code expired", "bad");
+    refreshButton.hidden = false;
+    refreshButton.focus();
+  }
+
+  function tick() {
+    // A local clock for the reader; the server says when the code expires.
+    if (finished) { return; }
+    var left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+    countdownEl.textContent = "The code changes in " + Math.floor(left / 60) + ":" +
+      ("0" + (left % 60)).slice(-2);
+  }
+
+  refreshButton.addEventListener("click", function () { window.location.reload(); });
+  window.setInterval(tick, 1000);
+  tick();
+  connect();
+}());
