@@ -110,7 +110,7 @@ def _verified_device() -> Device:
 
 
 def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True) if request.get_data(cache=True) else {}
+    body = request.get_json(silent=True, force=True) if request.get_data(cache=True) else {}
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     return body

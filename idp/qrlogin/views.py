@@ -186,7 +186,8 @@ def page_state(login: LoginRequest) -> dict[str, Any]:
     return {
         "id": login.id,
         "qr_url": qr_url(login),
-        "socket_path": url_for("realtime.login_socket", request_id=login.id),
+        # url_for would give an absolute ws:// URL for a WebSocket rule; the page wants the path.
+        "socket_path": f"/ws/login/{login.id}",
         "complete_url": url_for("qrlogin.complete", request_id=login.id),
         "renew_url": url_for("qrlogin.renew", request_id=login.id),
         "expires_in": int(lifetime),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs, urlsplit
 
-import demo_rp
 import pytest
 import requests
+
+import demo_rp
 from demo_rp import ConfigError, create_app, load_config
 
 ISSUER = "http://127.0.0.1:8000"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import qrcode
+
 from idp_phone.api import NotASignInCodeError, PhoneClient, check_login_qr, normalize_server
 from idp_phone.cli import UsageError, clean, describe_login_request, main, read_source
 from idp_phone.profile import Profile, ProfileError, generate_key

@@ -6,9 +6,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from joserfc import jwt
+
 from idp_phone.profile import Profile, ProfileError, generate_key, is_enrolled, resolve_profile_dir
 from idp_phone.proof import make_proof, public_jwk
-from joserfc import jwt
 
 
 def _mode(path):

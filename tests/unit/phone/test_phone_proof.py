@@ -5,10 +5,11 @@ import json
 import time
 
 import pytest
-from idp_phone.proof import body_hash, make_proof, public_jwk
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey
+
+from idp_phone.proof import body_hash, make_proof, public_jwk
 
 SCAN_URL = "https://id.example.com/api/mobile/v1/login-requests/scan"
 SCAN_BODY = b'{"qr":"https://id.example.com/q/abc"}'

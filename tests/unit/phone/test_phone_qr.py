@@ -3,8 +3,9 @@
 import pytest
 import qrcode
 import zxingcpp
-from idp_phone.qr import QrDecodeError, decode_qr
 from PIL import Image, ImageDraw
+
+from idp_phone.qr import QrDecodeError, decode_qr
 
 TEXT = "https://id.example.com/q/Zm9vYmFyLWJhei1xdXg"
 

@@ -1,0 +1,197 @@
+"""Test actors: a relying party, a browser and a phone, each doing what the real one does."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import requests
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from simple_websocket import Client as WebSocketClient
+
+from idp.accounts.services import create_user
+from idp.admin.services import create_client
+from idp_phone.api import PhoneClient
+
+PASSWORD = "correct horse battery staple"
+REDIRECT_URI = "http://localhost:9999/callback"
+
+
+def add_user(app, username: str = "alice", **kwargs: Any):
+    with app.app_context():
+        return create_user(
+            username,
+            PASSWORD,
+            email=kwargs.get("email", f"{username}@example.com"),
+            name=kwargs.get("name", username.title() + " Example"),
+        )
+
+
+def add_client(
+    app, *, public: bool = False, name: str = "Test RP", redirect_uri: str = REDIRECT_URI
+):
+    with app.app_context():
+        client, secret = create_client(name, [redirect_uri], public=public)
+        return client.client_id, secret
+
+
+def enroll_phone(server_url: str, profile_dir: Path, username: str = "alice") -> PhoneClient:
+    phone = PhoneClient(profile_dir)
+    phone.enroll(server_url, username, PASSWORD, "Test phone")
+    return phone
+
+
+def s256(verifier: str) -> str:
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+
+
+@dataclass
+class RelyingParty:
+    """A minimal OIDC relying party: authorize URL with PKCE and nonce, code exchange."""
+
+    idp_url: str
+    client_id: str
+    client_secret: str | None
+    redirect_uri: str = REDIRECT_URI
+    state: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    nonce: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    verifier: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+
+    def authorize_url(self, **overrides: str | None) -> str:
+        params: dict[str, str | None] = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "scope": "openid profile email",
+            "state": self.state,
+            "nonce": self.nonce,
+            "code_challenge": s256(self.verifier),
+            "code_challenge_method": "S256",
+        }
+        params.update(overrides)
+        return f"{self.idp_url}/authorize?" + urlencode({k: v for k, v in params.items() if v})
+
+    def token(self, data: dict[str, str], *, auth: str = "basic") -> requests.Response:
+        data = dict(data)
+        kwargs: dict[str, Any] = {}
+        if auth == "basic":
+            kwargs["auth"] = (self.client_id, self.client_secret)
+        elif auth == "post":
+            data |= {"client_id": self.client_id, "client_secret": self.client_secret or ""}
+        else:
+            data |= {"client_id": self.client_id}
+        return requests.post(f"{self.idp_url}/token", data=data, timeout=10, **kwargs)
+
+    def exchange(self, code: str, verifier: str | None = None, **kw: Any) -> requests.Response:
+        return self.token(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": self.redirect_uri,
+                "code_verifier": verifier or self.verifier,
+            },
+            **kw,
+        )
+
+    def verify_id_token(self, id_token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        jwks = requests.get(f"{self.idp_url}/jwks", timeout=10).json()
+        token = jwt.decode(id_token, KeySet.import_key_set(jwks), algorithms=["RS256", "ES256"])
+        return dict(token.header), dict(token.claims)
+
+
+@dataclass
+class Page:
+    """What the authorize page told its script."""
+
+    state: dict[str, Any]
+    response: requests.Response
+
+    @property
+    def id(self) -> str:
+        return self.state["id"]
+
+    @property
+    def qr_url(self) -> str:
+        return self.state["qr_url"]
+
+
+class Browser:
+    """A browser: a cookie jar, the authorize page's data, its WebSocket."""
+
+    def __init__(self, idp_url: str) -> None:
+        self.idp_url = idp_url
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+        )
+
+    def open(self, url: str) -> Page:
+        response = self.session.get(url, allow_redirects=False, timeout=10)
+        assert response.status_code == 200, (response.status_code, response.text[:500])
+        match = re.search(r'data-state="([^"]*)"', response.text)
+        assert match, "the authorize page has no data-state"
+        return Page(json.loads(html.unescape(match.group(1))), response)
+
+    def cookie_header(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.session.cookies)
+
+    def socket(self, page_or_path: Page | str, *, origin: str | None = None, cookies: bool = True):
+        path = page_or_path.state["socket_path"] if isinstance(page_or_path, Page) else page_or_path
+        headers = {"Origin": origin or self.idp_url}
+        if cookies:
+            headers["Cookie"] = self.cookie_header()
+        return WebSocketClient.connect(
+            "ws" + self.idp_url.removeprefix("http") + path, headers=headers
+        )
+
+    def renew(self, page: Page, *, origin: str | None = None) -> requests.Response:
+        return self.session.post(
+            self.idp_url + page.state["renew_url"],
+            headers={"Origin": origin or self.idp_url, "Content-Type": "application/json"},
+            data="{}",
+            timeout=10,
+        )
+
+    def complete(self, page: Page) -> requests.Response:
+        return self.session.get(
+            self.idp_url + page.state["complete_url"], allow_redirects=False, timeout=10
+        )
+
+
+def close_socket(ws) -> None:
+    """Close from the client side, unless the server already did."""
+    if ws.connected:
+        ws.close()
+
+
+def next_status(ws, timeout: float = 10) -> str:
+    """The next status message on a page's socket (heartbeats skipped)."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        raw = ws.receive(timeout=left)
+        if raw is None:
+            break
+        message = json.loads(raw)
+        if "status" in message:
+            return message["status"]
+    raise AssertionError("no status message in time")
+
+
+def redirect_params(response: requests.Response) -> dict[str, str]:
+    """The query of a redirect to the relying party."""
+    assert response.status_code == 302, (response.status_code, response.text[:300])
+    location = response.headers["Location"]
+    assert location.startswith(REDIRECT_URI + "?"), location
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
