@@ -24,7 +24,11 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     from idp.oauth import keys, server
     from idp.realtime import broker
 
-    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    app = Flask(
+        __name__,
+        instance_path=instance_path or settings.instance_path(),
+        instance_relative_config=True,
+    )
     app.config.update(settings.load(Path(app.instance_path), config))
     app.config["SECRET_KEY"] = app.config["IDP_SECRET_KEY"]
     app.config["SESSION_COOKIE_NAME"] = "idp_session"

@@ -38,6 +38,12 @@ SETTINGS: dict[str, tuple[type, Any]] = {
 }
 
 
+def instance_path() -> str | None:
+    """``IDP_INSTANCE_PATH``: where the SQLite file and the secret key live (default:
+    Flask's instance folder, ``instance/`` beside the ``idp`` package)."""
+    return os.environ.get("IDP_INSTANCE_PATH") or None
+
+
 class ConfigError(ValueError):
     """A setting has a value the IdP refuses to start with."""
 

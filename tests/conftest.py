@@ -8,47 +8,110 @@ relying party against it and still look into the database.
 from __future__ import annotations
 
 import os
-import socket
+import secrets
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from idp import create_app
 from idp.migrate import upgrade
+from support import free_port
 
 IN_CI = os.environ.get("CI") == "true"
-USER_PASSWORD = "correct horse battery staple"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "IDP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def service_missing(what: str, error: Exception) -> None:
+    """Outside CI a missing service skips its tests, saying so; in CI it fails them."""
+    message = f"{what} is not reachable ({error}); start it (see .ci/run)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"idp_test_{secrets.token_hex(6)}"
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except OperationalError as error:
+        admin.dispose()
+        service_missing("PostgreSQL", error)
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def redis_url() -> str:
+    """The test Redis, checked to answer."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        service_missing("Redis", error)
+    return REDIS_URL
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Storage and broker settings: ``sqlite`` (embedded) or ``postgres+redis``.
+
+    Parametrize a test or module with ``indirect=True`` to run it on both.
+    """
+    if request.param == "sqlite":
+        yield {}
+    elif request.param == "postgres+redis":
+        broker = redis_url()
+        with postgres_database() as url:
+            yield {"IDP_DATABASE_URL": url, "IDP_BROKER_URL": broker}
+    else:
+        raise ValueError(request.param)
 
 
 def make_app(tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: Any) -> Flask:
-    """A migrated SQLite IdP in ``tmp_path``."""
-    url = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
-    upgrade(url)
+    """A migrated IdP (SQLite in ``tmp_path`` unless ``IDP_DATABASE_URL`` is given)."""
     settings = {
         "TESTING": True,
-        "IDP_DATABASE_URL": url,
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
         "IDP_ISSUER": issuer,
         "IDP_SECRET_KEY": "test-secret-key",
     }
     settings.update(config)
+    upgrade(settings["IDP_DATABASE_URL"])
     return create_app(settings, instance_path=str(tmp_path / "instance"))
 
 
+def dispose_app(app: Flask) -> None:
+    """Release the app's connections (a PostgreSQL database can then be dropped)."""
+    app.extensions["idp.broker"].close()
+    app.extensions["idp.db"].engine.dispose()
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Flask:
-    return make_app(tmp_path)
+def app(tmp_path: Path, backend: dict[str, str]) -> Iterator[Flask]:
+    app = make_app(tmp_path, **backend)
+    yield app
+    dispose_app(app)
 
 
 @pytest.fixture
@@ -78,11 +141,14 @@ def start_live_server(tmp_path: Path, **config: Any) -> tuple[LiveServer, thread
 
 
 @pytest.fixture
-def live_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+def live_server(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: dict[str, str]
+) -> Iterator[LiveServer]:
     """A live IdP; ``@pytest.mark.idp_config(KEY=value)`` overrides its settings."""
     marker = request.node.get_closest_marker("idp_config")
-    config = dict(marker.kwargs) if marker else {}
+    config = backend | (dict(marker.kwargs) if marker else {})
     live, thread = start_live_server(tmp_path, **config)
     yield live
     live.server.shutdown()
     thread.join(timeout=5)
+    dispose_app(live.app)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import json
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +20,22 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from simple_websocket import Client as WebSocketClient
+from simple_websocket import ConnectionClosed
 
 from idp.accounts.services import create_user
 from idp.admin.services import create_client
 from idp_phone.api import PhoneClient
 
 PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 REDIRECT_URI = "http://localhost:9999/callback"
 
 
@@ -171,8 +183,8 @@ class Browser:
 
 
 def close_socket(ws) -> None:
-    """Close from the client side, unless the server already did."""
-    if ws.connected:
+    """Close from the client side, unless the server already did (or is doing so)."""
+    with contextlib.suppress(ConnectionClosed, OSError):
         ws.close()
 
 

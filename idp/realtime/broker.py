@@ -8,6 +8,7 @@ across workers and hosts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -53,6 +54,8 @@ class Broker(Protocol):
     def subscribe(self, channel: str) -> Subscription: ...
 
     def unsubscribe(self, subscription: Subscription) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class LocalFanout:
@@ -111,6 +114,9 @@ class InProcessBroker:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._fanout.remove(subscription)
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class RedisBroker:
     """Redis pub/sub: one connection and one listener thread per process.
@@ -128,6 +134,7 @@ class RedisBroker:
         self._fanout = LocalFanout()
         self._pubsub_lock = threading.Lock()
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="redis-broker", daemon=True)
         self._thread.start()
 
@@ -146,31 +153,43 @@ class RedisBroker:
             with self._pubsub_lock:
                 self._pubsub.unsubscribe(self.PREFIX + subscription.channel)
 
+    def close(self) -> None:
+        """Stop the listener thread and drop the connections."""
+        self._stopped.set()
+        self._thread.join(timeout=5)
+        self._pubsub.close()
+        self._redis.close()
+
     def _listen(self) -> None:
-        while True:
+        broken = False
+        while not self._stopped.is_set():
             try:
+                if broken:
+                    self._resubscribe()
+                    broken = False
                 with self._pubsub_lock:
                     subscribed = bool(self._pubsub.subscribed)
                     message = self._pubsub.get_message(timeout=0) if subscribed else None
                 if message is None:
-                    time.sleep(0.01 if subscribed else 0.05)
+                    time.sleep(0.005 if subscribed else 0.05)
                     continue
                 channel = message["channel"].decode()[len(self.PREFIX) :]
                 self._fanout.deliver(channel, json.loads(message["data"]))
             except Exception:  # the connection dropped: resubscribe after a pause
-                log.exception("redis broker connection lost; reconnecting")
-                time.sleep(1)
-                self._resubscribe()
+                if not self._stopped.is_set():
+                    log.warning("redis broker connection lost; reconnecting", exc_info=True)
+                    broken = True
+                    self._stopped.wait(1)
 
     def _resubscribe(self) -> None:
+        """A fresh pub/sub connection, subscribed to every channel with local subscribers."""
         with self._pubsub_lock:
-            try:
+            with contextlib.suppress(Exception):  # it is already broken
                 self._pubsub.close()
-            finally:
-                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                channels = [self.PREFIX + c for c in self._fanout.channels()]
-                if channels:
-                    self._pubsub.subscribe(*channels)
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            channels = [self.PREFIX + c for c in self._fanout.channels()]
+            if channels:
+                self._pubsub.subscribe(*channels)
 
 
 def create_broker(url: str) -> Broker:

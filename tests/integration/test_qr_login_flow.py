@@ -20,6 +20,9 @@ from support import (
     redirect_params,
 )
 
+# The whole flow runs on the embedded default and on PostgreSQL with the Redis broker.
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
+
 
 @pytest.fixture
 def world(live_server, tmp_path):

@@ -1,0 +1,182 @@
+"""``idp demo``: the embedded demo, set up and running in one command.
+
+It migrates the SQLite database in the instance folder, creates a demo user and
+the demo RP's client, starts ``idp serve``, enrolls a demo phone profile, starts
+the demo relying party, and prints what to open and the phone command to run.
+Running it again reuses what the last run made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Flask
+from sqlalchemy import select
+
+from idp import create_app, db
+from idp.accounts.models import User
+from idp.accounts.services import create_user
+from idp.admin.services import create_client
+from idp.migrate import upgrade
+from idp.oauth.models import Client
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo-password"  # noqa: S105 (printed for the person trying the demo)
+
+
+def run_demo(*, port: int, rp_port: int) -> None:
+    """Set everything up, run the IdP and the demo RP, and wait for Ctrl-C."""
+    for p in (port, rp_port):
+        _check_port_free(p)
+    issuer = f"http://127.0.0.1:{port}"
+    rp_url = f"http://localhost:{rp_port}"
+    app = create_app({"IDP_ISSUER": issuer})
+    instance = Path(app.instance_path)
+    upgrade(app.config["IDP_DATABASE_URL"])
+    with app.app_context():
+        _ensure_user()
+        rp_settings = _ensure_client(app, instance / "demo-rp.json", rp_url)
+
+    bin_dir = Path(sys.executable).parent
+    profile = instance / "demo-phone"
+    phone = f"{_shown(bin_dir / 'idp-phone')} --profile {_shown(profile)}"
+    env = os.environ | {
+        "IDP_ISSUER": issuer,
+        "IDP_DATABASE_URL": app.config["IDP_DATABASE_URL"],
+        "IDP_DEMO_PHONE_COMMAND": f"{phone} scan",
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        processes.append(
+            subprocess.Popen([str(bin_dir / "idp"), "serve", "--port", str(port)], env=env)
+        )
+        _wait_until_up(f"{issuer}/.well-known/openid-configuration", processes[-1])
+        _ensure_phone(profile, issuer)
+        rp_env = os.environ | rp_settings | {"RP_ISSUER": issuer, "RP_BASE_URL": rp_url}
+        processes.append(
+            subprocess.Popen([sys.executable, "-m", "demo_rp", "--port", str(rp_port)], env=rp_env)
+        )
+        _wait_until_up(f"{rp_url}/", processes[-1])
+        _print_banner(rp_url, issuer, phone)
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+        print("a demo process stopped; shutting down", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nstopping the demo", file=sys.stderr)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _ensure_user() -> None:
+    if db.session.scalar(select(User.id).where(User.username == DEMO_USER)) is None:
+        create_user(DEMO_USER, DEMO_PASSWORD, email="demo@example.com", name="Demo User")
+
+
+def _ensure_client(app: Flask, path: Path, rp_url: str) -> dict[str, str]:
+    """The demo RP's client (kept in the instance folder, since its secret is shown once)."""
+    redirect_uri = f"{rp_url}/callback"
+    if path.exists():
+        saved: dict[str, Any] = json.loads(path.read_text())
+        client = db.session.scalar(select(Client).where(Client.client_id == saved["RP_CLIENT_ID"]))
+        if client is not None and client.redirect_uris == [redirect_uri]:
+            return saved
+    client, secret = create_client("Demo RP", [redirect_uri])
+    settings = {
+        "RP_CLIENT_ID": client.client_id,
+        "RP_CLIENT_SECRET": secret or "",
+        "RP_SECRET_KEY": secrets.token_urlsafe(32),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(settings, f)
+    return settings
+
+
+def _ensure_phone(profile: Path, issuer: str) -> None:
+    """Enroll the demo phone unless its profile still works with this IdP."""
+    from idp_phone.api import PhoneApiError, PhoneClient
+    from idp_phone.profile import is_enrolled
+
+    if is_enrolled(profile):
+        try:
+            PhoneClient(profile).me()
+            return
+        except PhoneApiError:
+            shutil.rmtree(profile)  # e.g. the database was reset: enroll again
+    PhoneClient(profile).enroll(issuer, DEMO_USER, DEMO_PASSWORD, "Demo phone")
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            raise SystemExit(
+                f"port {port} is in use: stop what runs there, or pick others with "
+                "`idp demo --port P --rp-port Q`"
+            )
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url} did not start (exit code {process.returncode})")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {seconds:.0f} s")
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it can be written from here."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _print_banner(rp_url: str, issuer: str, phone: str) -> None:
+    print(
+        f"""
+================================================================================
+ QR-IdP demo is running.
+
+ 1. Open the demo website:   {rp_url}/
+    and click "Sign in with your phone". The IdP ({issuer}) shows a QR code.
+
+ 2. Approve with the demo phone (already enrolled as user "{DEMO_USER}"):
+    the exact command for each new code is printed below as it appears, e.g.
+        {phone} scan {issuer}/q/<id> --approve
+    or scan a screenshot of the page:
+        {phone} scan screenshot.png --approve
+
+ 3. The page goes back to the website, signed in, with the ID token's claims.
+
+ Enroll your own phone profile:  idp-phone enroll --server {issuer} \\
+        --username {DEMO_USER} --password-stdin    (password: {DEMO_PASSWORD})
+ Press Ctrl-C to stop.
+================================================================================
+""",
+        flush=True,
+    )

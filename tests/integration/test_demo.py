@@ -1,0 +1,93 @@
+"""`idp demo` as a new user meets it: real processes (gunicorn + gevent IdP, the demo
+RP), the printed phone command, and the browser landing back on the RP signed in."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from simple_websocket import Client as WebSocketClient
+
+from support import free_port, next_status
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def demo(tmp_path):
+    port, rp_port = free_port(), free_port()
+    log = tmp_path / "demo.log"
+    env = os.environ | {"IDP_INSTANCE_PATH": str(tmp_path / "instance"), "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "idp"), "demo", "--port", str(port), "--rp-port", str(rp_port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "QR-IdP demo is running" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}", f"http://localhost:{rp_port}", log
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def printed_command(log: Path, qr_url: str, timeout: float = 10) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if qr_url in line and "--approve" in line:
+                return shlex.split(line.strip())
+        time.sleep(0.1)
+    raise AssertionError(f"no phone command printed for {qr_url}:\n{log.read_text()}")
+
+
+def test_demo_sign_in_as_a_new_user(demo, tmp_path):
+    issuer, rp_url, log = demo
+    browser = requests.Session()
+    home = browser.get(f"{rp_url}/", timeout=10)
+    assert "Sign in with your phone" in home.text
+
+    to_idp = browser.get(f"{rp_url}/login", allow_redirects=False, timeout=10)
+    assert to_idp.headers["Location"].startswith(f"{issuer}/authorize?")
+    page = browser.get(to_idp.headers["Location"], timeout=10)
+    assert 'Sign in to <span class="client">Demo RP</span>' in page.text
+    state = json.loads(html.unescape(re.search(r'data-state="([^"]*)"', page.text).group(1)))
+
+    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies if c.name == "idp_binding")
+    ws = WebSocketClient.connect(
+        issuer.replace("http", "ws") + state["socket_path"],
+        headers={"Origin": issuer, "Cookie": cookie},
+    )
+    assert next_status(ws) == "pending"
+
+    command = printed_command(log, state["qr_url"])
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Demo RP" in result.stdout
+
+    assert next_status(ws) == "scanned"
+    assert next_status(ws) == "approved"
+    back = browser.get(f"{issuer}{state['complete_url']}", timeout=10)  # follows to the RP
+    assert back.url == f"{rp_url}/"
+    assert "Signed in as" in back.text and "Demo User" in back.text
