@@ -135,7 +135,7 @@ def start_live_server(tmp_path: Path, **config: Any) -> tuple[LiveServer, thread
     url = f"http://127.0.0.1:{port}"
     app = make_app(tmp_path, issuer=url, **config)
     server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     return LiveServer(app=app, url=url, server=server), thread
 
