@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g
+from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from idp.errors import InvalidRequest
 
 #: Pages only load our own scripts and styles; nothing may frame them.
 CONTENT_SECURITY_POLICY = (
@@ -69,8 +70,16 @@ def _register_blueprints(app: Flask) -> None:
 
 def _add_security_headers(app: Flask) -> None:
     @app.before_request
-    def _nonce() -> None:
-        g.csp_nonce = secrets.token_urlsafe(16)
+    def _refuse_nul_characters() -> None:
+        # No identifier, code or token contains NUL; PostgreSQL refuses it in text.
+        if request.method in ("POST", "PUT", "PATCH") and request.mimetype.endswith(
+            "form-urlencoded"
+        ):
+            values = [*request.args.values(), *request.form.values()]
+        else:
+            values = list(request.args.values())
+        if any("\x00" in v for v in values) or "\x00" in request.path:
+            raise InvalidRequest("request parameters must not contain NUL characters")
 
     @app.after_request
     def _headers(response: Response) -> Response:

@@ -143,7 +143,9 @@ def serve(host: str, port: int, workers: int, worker_connections: int) -> None:
     """Serve the IdP (HTTP and WebSocket) with gunicorn and gevent workers."""
     from idp.server import run
 
-    _app()  # fail fast on bad configuration, before forking workers
+    app = _app()  # fail fast on bad configuration, before forking workers
+    if workers > 1 and app.config["IDP_BROKER_URL"] == "memory://":
+        _fail("several workers need a shared broker: set IDP_BROKER_URL=redis://...")
     run(host=host, port=port, workers=workers, worker_connections=worker_connections)
 
 

@@ -29,6 +29,8 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     "IDP_REFRESH_TOKEN_TTL": (int, 30 * 24 * 3600),
     "IDP_ID_TOKEN_TTL": (int, 3600),
     "IDP_PROOF_MAX_AGE": (int, 60),
+    # Seconds between a waiting page's heartbeats (each re-reads the state).
+    "IDP_WS_HEARTBEAT": (int, 25),
     # How many times a page renews its QR code by itself before it asks.
     "IDP_QR_MAX_RENEWALS": (int, 5),
     # Demo only: print "<this command> <QR URL> --approve" for each new code.

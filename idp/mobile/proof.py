@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -93,7 +94,7 @@ def _enrollment_key(header: dict[str, Any]) -> ECKey:
 
 def _device(header: dict[str, Any]) -> Device:
     kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
+    if not isinstance(kid, str) or not kid or len(kid) > 64 or "\x00" in kid:
         raise InvalidProof("the proof must name the device in 'kid'")
     device = db.session.scalar(select(Device).where(Device.device_id == kid))
     if device is None:
@@ -113,7 +114,7 @@ def _check_claims(
     if claims.get("bh") != body_hash(body):
         raise InvalidProof("the proof was made for another request body")
     iat = claims.get("iat")
-    if not isinstance(iat, int | float) or isinstance(iat, bool):
+    if not isinstance(iat, int | float) or isinstance(iat, bool) or not math.isfinite(iat):
         raise InvalidProof("the proof has no 'iat'")
     if abs(time.time() - iat) > max_age:
         raise InvalidProof("the proof is too old or from the future: check the phone's clock")

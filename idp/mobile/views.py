@@ -118,7 +118,7 @@ def _json_object() -> dict[str, Any]:
 
 def _string(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or "\x00" in value or len(value) > 4096:
         raise InvalidRequest(f"'{name}' must be a non-empty string")
     return value
 

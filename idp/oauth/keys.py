@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from joserfc.jwk import ECKey, KeySet, RSAKey
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from idp import db
 from idp.oauth.models import SigningKey
@@ -16,6 +16,8 @@ from idp.oauth.models import SigningKey
 SigningJWK = RSAKey | ECKey
 #: RS256 is what every relying party supports, so it is the default; ES256 on request.
 ALGORITHMS = ("RS256", "ES256")
+#: pg_advisory_xact_lock key for making the first signing keys ("QRIDPKEY").
+_LOCK_KEY = 0x5152494450_4B4559
 
 
 def generate_key(alg: str) -> SigningJWK:
@@ -58,25 +60,26 @@ class KeyStore:
                 self._load()
 
     def _load(self) -> None:
+        # One process at a time makes the first keys, so that all agree on them
+        # (on SQLite the transaction's BEGIN IMMEDIATE already serializes this).
+        if db.session.get_bind().dialect.name == "postgresql":
+            db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         rows = list(
             db.session.scalars(select(SigningKey).order_by(SigningKey.created_at, SigningKey.id))
         )
-        missing = [alg for alg in ALGORITHMS if not any(r.alg == alg for r in rows)]
-        for alg in missing:
-            key = generate_key(alg)
-            row = SigningKey(
-                kid=key.kid, alg=alg, private_jwk=json.dumps(key.as_dict(private=True))
-            )
-            db.session.add(row)
-            rows.append(row)
-        if missing:
-            db.session.commit()
+        for alg in ALGORITHMS:
+            if not any(r.alg == alg for r in rows):
+                key = generate_key(alg)
+                row = SigningKey(
+                    kid=key.kid, alg=alg, private_jwk=json.dumps(key.as_dict(private=True))
+                )
+                db.session.add(row)
+                rows.append(row)
+        db.session.commit()  # also ends the read transaction and releases the lock
         keys = [_import(r.private_jwk) for r in rows]
         for row, key in zip(rows, keys, strict=True):
-            # The oldest active key of each algorithm signs, so that two processes
-            # that both made a key on first start agree on one.
             if row.retired_at is None and row.alg not in self._signing:
-                self._signing[row.alg] = key
+                self._signing[row.alg] = key  # the oldest active key of each algorithm signs
         self._jwks = KeySet(keys).as_dict(private=False)
 
 

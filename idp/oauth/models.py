@@ -124,7 +124,7 @@ class AuthorizationCode(Base):
     )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     login_request_id: Mapped[str] = mapped_column(String(64))
-    redirect_uri: Mapped[str] = mapped_column(Text)
+    redirect_uri: Mapped[str | None] = mapped_column(Text)
     scope: Mapped[str] = mapped_column(String(500))
     nonce: Mapped[str | None] = mapped_column(String(255))
     code_challenge: Mapped[str | None] = mapped_column(String(128))
@@ -142,7 +142,7 @@ class AuthorizationCode(Base):
 
     # -- authlib AuthorizationCodeMixin (OAuth 2.0 and OIDC) ---------------
 
-    def get_redirect_uri(self) -> str:
+    def get_redirect_uri(self) -> str | None:
         return self.redirect_uri
 
     def get_scope(self) -> str:

@@ -8,7 +8,7 @@ short-lived, refresh tokens rotated, ID tokens signed with a ``kid``.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
@@ -34,6 +34,11 @@ from idp.oauth.models import SUPPORTED_SCOPES, AuthorizationCode, Client, Token,
 AMR = ["swk", "user"]
 ACR = "urn:qr-idp:acr:phone-approval"
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
+def _epoch(moment: datetime) -> int:
+    """Unix time of a naive UTC timestamp (as the database stores them)."""
+    return int(moment.replace(tzinfo=UTC).timestamp())
 
 
 def _issuer() -> str:
@@ -85,6 +90,21 @@ class RequiredS256(CodeChallenge):
         super().validate_code_challenge(grant, redirect_uri)
 
 
+class BoundedParameters:
+    """Refuse authorization parameters longer than we store (an error, not a 500)."""
+
+    LIMITS = {"nonce": 255, "state": 2000, "login_hint": 255, "max_age": 10}
+
+    def __call__(self, grant: Any) -> None:
+        grant.register_hook("after_validate_authorization_request_payload", self.check)
+
+    def check(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        for name, limit in self.LIMITS.items():
+            if len(data.get(name) or "") > limit:
+                raise InvalidRequestError(f"'{name}' is longer than {limit} characters")
+
+
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     """Codes are stored as digests, live under a minute, and are used once."""
 
@@ -99,14 +119,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 client_id=request.client.client_id,
                 user_id=request.user.id,
                 login_request_id=login.id,
-                redirect_uri=data.get("redirect_uri") or request.client.get_default_redirect_uri(),
+                # RFC 6749 §4.1.3: the token request repeats redirect_uri only if this did.
+                redirect_uri=data.get("redirect_uri"),
                 scope=request.scope or "",
                 nonce=data.get("nonce"),
                 code_challenge=data.get("code_challenge"),
                 code_challenge_method=data.get("code_challenge_method"),
-                auth_time=int(login.decided_at.timestamp())
-                if login.decided_at
-                else int(time.time()),
+                auth_time=_epoch(login.decided_at) if login.decided_at else int(time.time()),
                 acr=ACR,
                 amr=AMR,
                 expires_at=utcnow() + timedelta(seconds=current_app.config["IDP_CODE_TTL"]),
@@ -270,7 +289,9 @@ def init_app(app: Flask) -> None:
         },
     )
     server = Server(app, query_client=query_client, save_token=save_token)
-    server.register_grant(AuthorizationCodeGrant, [RequiredS256(required=True), IdTokens()])
+    server.register_grant(
+        AuthorizationCodeGrant, [RequiredS256(required=True), BoundedParameters(), IdTokens()]
+    )
     server.register_grant(RefreshTokenGrant)
     server.register_extension(Issuer())
     protector = ResourceProtector()

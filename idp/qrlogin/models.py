@@ -53,6 +53,8 @@ class LoginRequest(Base):
     scanned_at: Mapped[datetime | None]
     decided_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # Set once when a fresh request replaces this expired one: it is renewed only once.
+    renewed_at: Mapped[datetime | None]
 
     client: Mapped[Client] = relationship(lazy="joined")
     device: Mapped[Device | None] = relationship()

@@ -78,7 +78,7 @@ def create_login_request(
         status=Status.PENDING,
         renewals=renewals,
         browser_ip=browser_ip,
-        browser_user_agent=(browser_user_agent or "")[:1000] or None,
+        browser_user_agent=(browser_user_agent or "").replace("\x00", "")[:1000] or None,
         created_at=now,
         expires_at=now + timedelta(seconds=current_app.config["IDP_LOGIN_REQUEST_TTL"]),
     )
@@ -123,6 +123,19 @@ def renew_login_request(
     if old.renewals >= current_app.config["IDP_QR_MAX_RENEWALS"]:
         raise RenewalLimit("reload the page for a new code")
     expire_login(old.id)
+    claimed = db.session.execute(
+        update(LoginRequest)
+        .where(
+            LoginRequest.id == old.id,
+            LoginRequest.status == Status.EXPIRED,
+            LoginRequest.renewed_at.is_(None),
+        )
+        .values(renewed_at=utcnow())
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        db.session.rollback()
+        raise AlreadyUsed("this code was already renewed")
+    # The claim commits together with the new request.
     return create_login_request(
         client_id=old.client_id,
         params=old.params,
@@ -213,6 +226,9 @@ def claim_completion(request_id: str, binding_secret: str | None) -> LoginReques
         raise Expired()
     if login.status != Status.APPROVED:
         raise NotApproved()
+    grace = timedelta(seconds=current_app.config["IDP_CODE_TTL"])
+    if login.decided_at and utcnow() > max(login.expires_at, login.decided_at + grace):
+        raise Expired("this approval was not used in time: sign in again")
     result = db.session.execute(
         update(LoginRequest)
         .where(LoginRequest.id == login.id, LoginRequest.status == Status.APPROVED)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import Server
+from wsproto.frame_protocol import CloseReason
 
 from idp import db
 from idp.db import utcnow
@@ -30,9 +32,6 @@ sock = Sock()
 
 #: After one of these the page moves on and the socket closes.
 FINAL = {Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.COMPLETED}
-#: Seconds between heartbeats, so that proxies keep an idle socket and a dead
-#: peer is noticed.
-HEARTBEAT = 25.0
 
 
 @bp.before_request
@@ -45,24 +44,42 @@ def _authorize_socket() -> None:
     db.session.close()  # hold no transaction while the socket waits
 
 
+class _DropInput(list[Any]):
+    """Stands in for a socket's input buffer: the page never sends, so nothing is kept
+    (a client streaming messages would otherwise grow the server's memory)."""
+
+    received = False
+
+    def append(self, _message: Any) -> None:
+        self.received = True
+
+
 @sock.route("/ws/login/<request_id>", bp=bp)
 def login_socket(ws: Server, request_id: str) -> None:
     """Send the current state, then each change, until a final one."""
     login: LoginRequest = g.login
+    inbox = ws.input_buffer = _DropInput()
+    # Heartbeats keep proxies from dropping an idle socket and notice a dead peer.
+    heartbeat = current_app.config["IDP_WS_HEARTBEAT"]
     subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
     try:
         # Read the state only after subscribing, so no change can fall in between.
         status = _current_status(request_id)
         ws.send(json.dumps({"status": status}))
         while status not in FINAL and ws.connected:
-            message = subscription.get(timeout=_seconds_until(login.expires_at, HEARTBEAT))
+            message = subscription.get(timeout=_seconds_until(login.expires_at, heartbeat))
+            if inbox.received:
+                ws.close(reason=CloseReason.POLICY_VIOLATION, message="the page sends nothing")
+                return
             if message is not None:
                 new_status = message["status"]
-            elif utcnow() >= login.expires_at:
-                new_status = _current_status(request_id)
             else:
-                ws.send('{"heartbeat":true}')
-                continue
+                # At expiry, and at each heartbeat in case a message was lost (a
+                # broker reconnecting), read the truth from the database.
+                new_status = _current_status(request_id)
+                if new_status == status:
+                    ws.send('{"heartbeat":true}')
+                    continue
             if new_status != status:
                 status = new_status
                 ws.send(json.dumps({"status": status}))

@@ -78,7 +78,7 @@ def upgrade() -> None:
         sa.Column("client_id", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("login_request_id", sa.String(length=64), nullable=False),
-        sa.Column("redirect_uri", sa.Text(), nullable=False),
+        sa.Column("redirect_uri", sa.Text(), nullable=True),
         sa.Column("scope", sa.String(length=500), nullable=False),
         sa.Column("nonce", sa.String(length=255), nullable=True),
         sa.Column("code_challenge", sa.String(length=128), nullable=True),
@@ -175,6 +175,7 @@ def upgrade() -> None:
         sa.Column("scanned_at", sa.DateTime(), nullable=True),
         sa.Column("decided_at", sa.DateTime(), nullable=True),
         sa.Column("completed_at", sa.DateTime(), nullable=True),
+        sa.Column("renewed_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["client_id"],
             ["clients.client_id"],

@@ -1,0 +1,203 @@
+"""Hostile or unusual input gets a clear answer, never a 500 or a wrong result."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+from simple_websocket import ConnectionClosed
+
+from conftest import dispose_app, make_app
+from idp import db
+from idp.db import utcnow
+from idp.oauth.keys import key_store
+from idp.qrlogin.models import LoginRequest
+from idp_phone.proof import make_proof
+from support import (
+    Browser,
+    RelyingParty,
+    add_client,
+    add_user,
+    enroll_phone,
+    next_status,
+    redirect_params,
+)
+
+
+@pytest.fixture
+def world(live_server, tmp_path):
+    add_user(live_server.app)
+    client_id, secret = add_client(live_server.app)
+    rp = RelyingParty(live_server.url, client_id, secret)
+    phone = enroll_phone(live_server.url, tmp_path / "phone")
+    return live_server, rp, Browser(live_server.url), phone
+
+
+def approve(browser, phone, url):
+    page = browser.open(url)
+    view = phone.scan(page.qr_url)["login_request"]
+    phone.approve(view["id"])
+    return page
+
+
+@pytest.mark.idp_config(IDP_WS_HEARTBEAT=1)
+def test_a_page_socket_that_sends_data_is_closed(world):
+    _, rp, browser, _ = world
+    page = browser.open(rp.authorize_url())
+    ws = browser.socket(page)
+    assert next_status(ws) == "pending"
+    for _ in range(50):
+        ws.send("x" * 1000)
+    with pytest.raises(ConnectionClosed):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            ws.receive(timeout=0.2)
+    assert ws.close_reason == 1008
+
+
+@pytest.mark.idp_config(IDP_WS_HEARTBEAT=1)
+def test_a_heartbeat_rereads_the_state(world):
+    """A lost broker message is made up for at the next heartbeat."""
+    live, rp, browser, _phone = world
+    page = browser.open(rp.authorize_url())
+    ws = browser.socket(page)
+    assert next_status(ws) == "pending"
+    with live.app.app_context():  # change the row without publishing anything
+        login = db.session.get(LoginRequest, page.id)
+        login.status = "denied"
+        db.session.commit()
+    assert next_status(ws, timeout=5) == "denied"
+
+
+def test_auth_time_is_utc_whatever_the_server_timezone(world, monkeypatch):
+    _, rp, browser, phone = world
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        page = approve(browser, phone, rp.authorize_url())
+        tokens = rp.exchange(redirect_params(browser.complete(page))["code"]).json()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    _, claims = rp.verify_id_token(tokens["id_token"])
+    assert abs(claims["auth_time"] - time.time()) < 60
+
+
+def test_an_overlong_nonce_goes_back_as_invalid_request(world):
+    _, rp, browser, _ = world
+    response = browser.session.get(rp.authorize_url(nonce="n" * 300), allow_redirects=False)
+    params = redirect_params(response)
+    assert params["error"] == "invalid_request" and "nonce" in params["error_description"]
+
+
+@pytest.mark.parametrize("field", ["client_id", "nonce", "state"])
+def test_nul_characters_are_refused(world, field):
+    _, rp, browser, _ = world
+    url = rp.authorize_url(**{field: "abc\x00def"})
+    response = browser.session.get(url, allow_redirects=False)
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_token_request_with_nul_and_bad_basic_credentials(world):
+    live, _, _, _ = world
+    nul = requests.post(f"{live.url}/token", data={"grant_type": "x\x00"}, timeout=5)
+    assert nul.status_code == 400 and nul.json()["error"] == "invalid_request"
+    not_utf8 = base64.b64encode(b"\xff\xfe:\xff").decode()
+    response = requests.post(
+        f"{live.url}/token",
+        data={"grant_type": "authorization_code", "code": "x"},
+        headers={"Authorization": f"Basic {not_utf8}"},
+        timeout=5,
+    )
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_omitted_redirect_uri_need_not_be_repeated(world):
+    """RFC 6749 §4.1.3: redirect_uri is repeated at the token endpoint only if it was sent."""
+    _, rp, browser, phone = world
+    page = approve(browser, phone, rp.authorize_url(redirect_uri=None))
+    code = redirect_params(browser.complete(page))["code"]
+    response = rp.token(
+        {"grant_type": "authorization_code", "code": code, "code_verifier": rp.verifier}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_an_approval_is_redeemed_in_time_or_not_at_all(world):
+    live, rp, browser, phone = world
+    page = approve(browser, phone, rp.authorize_url())
+    with live.app.app_context():  # long after both the code and the approval should have been used
+        login = db.session.get(LoginRequest, page.id)
+        login.expires_at = utcnow() - timedelta(minutes=5)
+        login.decided_at = utcnow() - timedelta(minutes=5)
+        db.session.commit()
+    late = browser.complete(page)
+    assert late.status_code == 410 and "Location" not in late.headers
+
+
+@pytest.mark.idp_config(IDP_LOGIN_REQUEST_TTL=1)
+def test_an_expired_code_is_renewed_once(world):
+    _, rp, browser, _ = world
+    page = browser.open(rp.authorize_url())
+    time.sleep(1.1)
+    assert browser.renew(page).status_code == 200
+    again = browser.renew(page)
+    assert again.status_code == 409 and again.json()["error"] == "already_used"
+
+
+def test_the_phone_api_refuses_nul_in_json(world):
+    live, _, _, phone = world
+    url = f"{live.url}/api/mobile/v1/login-requests/scan"
+    body = json.dumps({"qr": f"{live.url}/q/abc\x00"}).encode()
+    profile = phone.profile
+    proof = make_proof(profile.key, "POST", url, body, kid=profile.device_id)
+    response = requests.post(url, data=body, headers={"Device-Proof": proof}, timeout=5)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
+def test_processes_starting_together_agree_on_signing_keys(tmp_path, backend):
+    apps = [make_app(tmp_path, **backend) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results = {}
+
+    def load(index):
+        with apps[index].app_context():
+            barrier.wait()
+            results[index] = (key_store().signing_key("RS256").kid, key_store().jwks())
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    try:
+        assert results[0] == results[1]
+        assert json.dumps(results[0][1], sort_keys=True) == json.dumps(
+            results[1][1], sort_keys=True
+        )
+    finally:
+        for app in apps:
+            dispose_app(app)
+
+
+def test_serve_refuses_several_workers_without_a_shared_broker(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = os.environ | {"IDP_INSTANCE_PATH": str(tmp_path), "IDP_BROKER_URL": "memory://"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "idp"), "serve", "--workers", "2", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "IDP_BROKER_URL=redis://" in result.stderr
