@@ -13,8 +13,13 @@ from idp.errors import IdPError
 
 def _app() -> Flask:
     from idp import create_app
+    from idp.config import ConfigError
 
-    return create_app()
+    try:
+        return create_app()
+    except ConfigError as error:
+        _fail(str(error))
+        raise  # unreachable: _fail exits
 
 
 def _fail(message: str) -> None:

@@ -86,7 +86,11 @@ def check_issuer(issuer: str) -> str:
     OpenID Connect Discovery §3: an https URL with no query or fragment. Plain
     ``http`` is accepted only on a loopback host, for trying it out locally.
     """
+    if issuer != issuer.strip() or any(c.isspace() for c in issuer):
+        raise ConfigError(f"IDP_ISSUER must not contain spaces: {issuer!r}")
     issuer = issuer.rstrip("/")
+    if "?" in issuer or "#" in issuer:
+        raise ConfigError("IDP_ISSUER must not have a query or a fragment")
     parts = urlsplit(issuer)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(f"IDP_ISSUER must be an https:// URL, not {issuer!r}")
@@ -117,10 +121,16 @@ def _instance_secret(instance_path: Path) -> str:
         return path.read_text().strip()
     instance_path.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_text().strip()
+    # Write a private temporary file, then link it into place: a process starting
+    # at the same moment sees either no file or the whole secret, never half of it.
+    tmp = instance_path / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    finally:
+        tmp.unlink()
     return secret

@@ -63,6 +63,19 @@ def enroll_phone(server_url: str, profile_dir: Path, username: str = "alice") ->
     return phone
 
 
+class PageSocket(WebSocketClient):
+    """simple-websocket's client, which keeps a message that arrives with the handshake.
+
+    Its handshake reads only the first event of what it received; a message the
+    server sent right after the 101 response (gevent often sends both in one
+    segment) would wait in wsproto's buffer until more data came.
+    """
+
+    def handshake(self) -> None:
+        super().handshake()
+        self.connected = self._handle_events()
+
+
 def s256(verifier: str) -> str:
     return (
         base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -164,9 +177,7 @@ class Browser:
         headers = {"Origin": origin or self.idp_url}
         if cookies:
             headers["Cookie"] = self.cookie_header()
-        return WebSocketClient.connect(
-            "ws" + self.idp_url.removeprefix("http") + path, headers=headers
-        )
+        return PageSocket.connect("ws" + self.idp_url.removeprefix("http") + path, headers=headers)
 
     def renew(self, page: Page, *, origin: str | None = None) -> requests.Response:
         return self.session.post(

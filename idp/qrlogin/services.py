@@ -154,14 +154,20 @@ def scan_login(request_id: str, device: Device) -> LoginRequest:
     _check_open(login)
     if login.status != Status.PENDING:
         raise AlreadyUsed("another device already scanned this code")
-    now = utcnow()
-    _transition(
-        login,
-        from_states=(Status.PENDING,),
-        to=Status.SCANNED,
-        device_pk=device.id,
-        scanned_at=now,
-    )
+    try:
+        _transition(
+            login,
+            from_states=(Status.PENDING,),
+            to=Status.SCANNED,
+            device_pk=device.id,
+            scanned_at=utcnow(),
+        )
+    except AlreadyUsed:
+        # A retry that raced this phone's own first scan sees the request all the same.
+        current = find_login_request(request_id)
+        if current.status == Status.SCANNED and current.device_pk == device.id:
+            return current
+        raise
     return login
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 # Order matters: Edge and Opera say "Chrome" too, Chrome says "Safari".
 _BROWSERS = (
     ("Edg/", "Edge"),
+    ("EdgA/", "Edge"),
+    ("EdgiOS/", "Edge"),
+    ("CriOS/", "Chrome"),
+    ("FxiOS/", "Firefox"),
     ("OPR/", "Opera"),
     ("Firefox/", "Firefox"),
     ("Chromium/", "Chromium"),

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from simple_websocket import Client as WebSocketClient
 
-from support import free_port, next_status
+from support import PageSocket, free_port, next_status
 
 BIN = Path(sys.executable).parent
 
@@ -75,7 +74,7 @@ def test_demo_sign_in_as_a_new_user(demo, tmp_path):
     state = json.loads(html.unescape(re.search(r'data-state="([^"]*)"', page.text).group(1)))
 
     cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies if c.name == "idp_binding")
-    ws = WebSocketClient.connect(
+    ws = PageSocket.connect(
         issuer.replace("http", "ws") + state["socket_path"],
         headers={"Origin": issuer, "Cookie": cookie},
     )

@@ -1,0 +1,371 @@
+"""The ``idp`` console script, run as an admin runs it: a subprocess with IDP_* variables."""
+
+import hashlib
+import json
+import os
+import shlex
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+
+from idp.migrate import upgrade
+
+IDP = Path(sys.executable).parent / "idp"
+PASSWORD = "correct horse battery staple"
+HTTPS_MESSAGE = (
+    "IDP_ISSUER 'http://example.com' is plain http on a host that is not loopback: "
+    "use https:// (http is only for 127.0.0.1, ::1 or localhost)"
+)
+BAD_URI_MESSAGE = (
+    "error: redirect URI 'http://rp.example/cb' must be https, http on a loopback host, "
+    "or a reverse-domain scheme of a native app\n"
+)
+
+
+@dataclass
+class Cli:
+    tmp: Path
+    database: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+        env["IDP_DATABASE_URL"] = f"sqlite:///{self.database}"
+        env["IDP_INSTANCE_PATH"] = str(self.tmp / "instance")
+        return env
+
+    def __call__(
+        self, command: str, *, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run ``idp <command>`` (split like a shell would)."""
+        return subprocess.run(
+            [str(IDP), *shlex.split(command)],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env | (env or {}),
+            timeout=120,
+            check=False,
+        )
+
+    def rows(self, sql: str) -> list[tuple]:
+        with sqlite3.connect(self.database) as connection:
+            return connection.execute(sql).fetchall()
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """The command, pointed at a database file that does not exist yet."""
+    return Cli(tmp=tmp_path, database=tmp_path / "x.sqlite3")
+
+
+@pytest.fixture
+def idp(fresh):
+    """The command, pointed at a migrated database (migrated in-process: faster)."""
+    upgrade(f"sqlite:///{fresh.database}")
+    return fresh
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr == ""
+    return result.stdout
+
+
+def failed(result: subprocess.CompletedProcess, code: int = 1) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+# idp db upgrade ---------------------------------------------------------------------------
+
+
+def test_db_upgrade_creates_the_schema_and_can_run_again(fresh):
+    assert not fresh.database.exists()
+    assert ok(fresh("db upgrade")) == "database is up to date\n"
+    tables = {name for (name,) in fresh.rows("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {
+        "alembic_version",
+        "users",
+        "clients",
+        "devices",
+        "used_proofs",
+        "login_requests",
+        "authorization_codes",
+        "tokens",
+        "signing_keys",
+    }
+    assert fresh.rows("SELECT version_num FROM alembic_version") == [("0001",)]
+    assert ok(fresh("db upgrade")) == "database is up to date\n"
+    # The instance folder got the secret key, private.
+    secret = fresh.tmp / "instance" / "secret_key"
+    assert secret.stat().st_mode & 0o777 == 0o600
+
+
+# idp users create -------------------------------------------------------------------------
+
+
+def test_users_create_reads_the_password_from_stdin(idp):
+    out = ok(
+        idp(
+            "users create bob --email b@example.com --name 'Bob Example' --password-stdin",
+            input=PASSWORD + "\n",
+        )
+    )
+    [(username, email, name, subject, password_hash)] = idp.rows(
+        "SELECT username, email, name, subject, password_hash FROM users"
+    )
+    assert (username, email, name) == ("bob", "b@example.com", "Bob Example")
+    assert out == f"created user bob (sub {subject})\n"
+    assert password_hash.startswith("$argon2id$")
+    assert PASSWORD not in password_hash
+    # The line end of stdin is not part of the password.
+    assert PasswordHasher().verify(password_hash, PASSWORD)
+
+
+def test_users_create_without_email_or_name(idp):
+    ok(idp("users create carol --password-stdin", input=PASSWORD + "\r\n"))
+    [(email, name, password_hash)] = idp.rows("SELECT email, name, password_hash FROM users")
+    assert (email, name) == (None, None)
+    assert PasswordHasher().verify(password_hash, PASSWORD)
+
+
+def test_a_taken_username_fails_with_a_clear_message(idp):
+    ok(idp("users create bob --password-stdin", input=PASSWORD))
+    result = idp(
+        "users create bob --email other@example.com --password-stdin",
+        input="another long password",
+    )
+    assert failed(result) == "error: the username 'bob' is taken\n"
+    assert idp.rows("SELECT username, email FROM users") == [("bob", None)]
+
+
+@pytest.mark.parametrize(
+    ("args", "password", "message"),
+    [
+        ("bob", "short", "error: passwords have at least 8 characters\n"),
+        ("bob", "", "error: passwords have at least 8 characters\n"),
+        ("bob", "1234567", "error: passwords have at least 8 characters\n"),
+        ("'b o b'", PASSWORD, "error: usernames are 1-150 letters, digits or _ . @ -\n"),
+        ("bob --email nope", PASSWORD, "error: 'nope' is not an email address\n"),
+    ],
+)
+def test_bad_users_are_refused(idp, args, password, message):
+    result = idp(f"users create {args} --password-stdin", input=password + "\n")
+    assert failed(result) == message
+    assert idp.rows("SELECT count(*) FROM users") == [(0,)]
+
+
+def test_users_create_requires_password_stdin(idp):
+    result = idp("users create bob", input=PASSWORD + "\n")
+    assert result.returncode == 2
+    assert "Error: Missing option '--password-stdin'." in result.stderr
+    assert idp.rows("SELECT count(*) FROM users") == [(0,)]
+
+
+# idp clients ------------------------------------------------------------------------------
+
+
+def create_json(idp: Cli, args: str) -> dict:
+    return json.loads(ok(idp(f"clients create {args} --json")))
+
+
+def test_clients_create_json_prints_id_and_secret_once(idp):
+    out = ok(idp("clients create --name X --redirect-uri https://rp.example/cb --json"))
+    created = json.loads(out)
+    assert set(created) == {"client_id", "client_secret"}
+    assert isinstance(created["client_secret"], str)
+    assert len(created["client_secret"]) == 43
+    [row] = idp.rows(
+        "SELECT client_id, name, redirect_uris, client_secret_hash, token_endpoint_auth_method "
+        "FROM clients"
+    )
+    assert row == (
+        created["client_id"],
+        "X",
+        '["https://rp.example/cb"]',
+        hashlib.sha256(created["client_secret"].encode()).hexdigest(),
+        "client_secret_basic",
+    )
+
+
+def test_clients_create_public_json_has_a_null_secret(idp):
+    out = ok(idp("clients create --name App --redirect-uri com.example.app:/cb --public --json"))
+    created = json.loads(out)
+    assert set(created) == {"client_id", "client_secret"}
+    assert created["client_secret"] is None
+    assert out == json.dumps({"client_id": created["client_id"], "client_secret": None}) + "\n"
+    assert idp.rows("SELECT client_secret_hash, token_endpoint_auth_method FROM clients") == [
+        (None, "none")
+    ]
+
+
+def test_clients_create_text_output(idp):
+    out = ok(idp("clients create --name X --redirect-uri https://rp.example/cb"))
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("client_id: ")
+    assert lines[1].startswith("client_secret: ")
+    assert lines[2] == "(the secret is shown only now; the IdP keeps only its hash)"
+    client_id = lines[0].removeprefix("client_id: ")
+    secret = lines[1].removeprefix("client_secret: ")
+    assert idp.rows("SELECT client_id, client_secret_hash FROM clients") == [
+        (client_id, hashlib.sha256(secret.encode()).hexdigest())
+    ]
+    out = ok(idp("clients create --name P --redirect-uri http://localhost/cb --public"))
+    [line] = out.splitlines()
+    assert line.startswith("client_id: ")
+
+
+def test_clients_list(idp):
+    assert ok(idp("clients list --json")) == "[]\n"
+    assert ok(idp("clients list")) == ""
+    web = create_json(
+        idp,
+        "--name 'Web RP' --redirect-uri https://rp.example/cb "
+        "--redirect-uri http://127.0.0.1:5000/cb",
+    )
+    app = create_json(idp, "--name App --redirect-uri com.example.app:/cb --public")
+    listed = json.loads(ok(idp("clients list --json")))
+    assert listed == [
+        {
+            "client_id": web["client_id"],
+            "name": "Web RP",
+            "type": "confidential",
+            "redirect_uris": ["https://rp.example/cb", "http://127.0.0.1:5000/cb"],
+        },
+        {
+            "client_id": app["client_id"],
+            "name": "App",
+            "type": "public",
+            "redirect_uris": ["com.example.app:/cb"],
+        },
+    ]
+    assert ok(idp("clients list")) == (
+        f"{web['client_id']}  confidential  Web RP  "
+        "https://rp.example/cb http://127.0.0.1:5000/cb\n"
+        f"{app['client_id']}  public        App  com.example.app:/cb\n"
+    )
+
+
+def test_clients_delete_then_delete_again(idp):
+    keep = create_json(idp, "--name Keep --redirect-uri https://keep.example/cb")
+    gone = create_json(idp, "--name Gone --redirect-uri https://gone.example/cb")
+    client_id = gone["client_id"]
+    assert ok(idp(f"clients delete {client_id}")) == f"deleted client {client_id}\n"
+    assert failed(idp(f"clients delete {client_id}")) == f"error: no client {client_id!r}\n"
+    assert failed(idp("clients delete no-such-client")) == "error: no client 'no-such-client'\n"
+    assert idp.rows("SELECT client_id FROM clients") == [(keep["client_id"],)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param("--redirect-uri http://rp.example/cb", BAD_URI_MESSAGE, id="http"),
+        pytest.param("--redirect-uri http://rp.example/cb --json", BAD_URI_MESSAGE, id="json"),
+        pytest.param("--redirect-uri http://rp.example/cb --public", BAD_URI_MESSAGE, id="public"),
+        pytest.param(
+            "--redirect-uri https://rp.example/cb --redirect-uri http://rp.example/cb",
+            BAD_URI_MESSAGE,
+            id="one-of-two",
+        ),
+        pytest.param(
+            "--redirect-uri 'https://rp.example/cb#x'",
+            "error: redirect URI 'https://rp.example/cb#x' must not have a fragment "
+            "(RFC 6749 §3.1.2)\n",
+            id="fragment",
+        ),
+        pytest.param(
+            "--redirect-uri 'javascript:alert(1)'",
+            "error: redirect URI 'javascript:alert(1)' must be https, http on a loopback host, "
+            "or a reverse-domain scheme of a native app\n",
+            id="javascript",
+        ),
+    ],
+)
+def test_a_bad_redirect_uri_fails_and_registers_nothing(idp, args, message):
+    assert failed(idp(f"clients create --name X {args}")) == message
+    assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
+
+
+def test_clients_create_requires_name_and_redirect_uri(idp):
+    result = idp("clients create --name X")
+    assert result.returncode == 2
+    assert "Missing option '--redirect-uri'" in result.stderr
+    result = idp("clients create --redirect-uri https://rp.example/cb")
+    assert result.returncode == 2
+    assert "Missing option '--name'" in result.stderr
+    assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
+
+
+# A configuration the IdP refuses ------------------------------------------------------------
+
+COMMANDS = [
+    pytest.param("db upgrade", None, id="db-upgrade"),
+    pytest.param("users create bob --password-stdin", PASSWORD, id="users-create"),
+    pytest.param(
+        "clients create --name X --redirect-uri https://rp.example/cb", None, id="clients-create"
+    ),
+    pytest.param("clients list --json", None, id="clients-list"),
+    pytest.param("clients delete some-id", None, id="clients-delete"),
+]
+
+
+@pytest.mark.parametrize(("command", "stdin"), COMMANDS)
+def test_a_plain_http_issuer_stops_every_command(idp, command, stdin):
+    result = idp(command, input=stdin, env={"IDP_ISSUER": "http://example.com"})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    # The reason is the last line printed, naming the variable and https.
+    assert result.stderr.splitlines()[-1].endswith(HTTPS_MESSAGE)
+    assert idp.rows("SELECT count(*) FROM users") == [(0,)]
+    assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("command", "stdin", "env", "message"),
+    [
+        *(
+            pytest.param(
+                *p.values,
+                {"IDP_ISSUER": "http://example.com"},
+                HTTPS_MESSAGE,
+                id=f"{p.id}-http-issuer",
+            )
+            for p in COMMANDS
+        ),
+        pytest.param(
+            "clients list",
+            None,
+            {"IDP_ISSUER": "https://id.example.com/?x=1"},
+            "IDP_ISSUER must not have a query or a fragment",
+            id="issuer-query",
+        ),
+        pytest.param(
+            "clients list",
+            None,
+            {"IDP_LOGIN_REQUEST_TTL": "2m"},
+            "IDP_LOGIN_REQUEST_TTL must be a whole number, not '2m'",
+            id="ttl-not-int",
+        ),
+        pytest.param(
+            "clients list",
+            None,
+            {"IDP_CODE_TTL": "-5"},
+            "IDP_CODE_TTL must not be negative, not -5",
+            id="ttl-negative",
+        ),
+    ],
+)
+def test_a_refused_configuration_is_one_clear_line_not_a_traceback(
+    idp, command, stdin, env, message
+):
+    result = idp(command, input=stdin, env=env)
+    assert failed(result) == f"error: {message}\n"
