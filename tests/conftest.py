@@ -23,9 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from idp import create_app
-from idp.migrate import upgrade
-from support import free_port
+from support import dispose_app, free_port, make_app
 
 IN_CI = os.environ.get("CI") == "true"
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -86,25 +84,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
             yield {"IDP_DATABASE_URL": url, "IDP_BROKER_URL": broker}
     else:
         raise ValueError(request.param)
-
-
-def make_app(tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: Any) -> Flask:
-    """A migrated IdP (SQLite in ``tmp_path`` unless ``IDP_DATABASE_URL`` is given)."""
-    settings = {
-        "TESTING": True,
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
-        "IDP_ISSUER": issuer,
-        "IDP_SECRET_KEY": "test-secret-key",
-    }
-    settings.update(config)
-    upgrade(settings["IDP_DATABASE_URL"])
-    return create_app(settings, instance_path=str(tmp_path / "instance"))
-
-
-def dispose_app(app: Flask) -> None:
-    """Release the app's connections (a PostgreSQL database can then be dropped)."""
-    app.extensions["idp.broker"].close()
-    app.extensions["idp.db"].engine.dispose()
 
 
 @pytest.fixture

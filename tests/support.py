@@ -17,13 +17,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
+from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from simple_websocket import Client as WebSocketClient
 from simple_websocket import ConnectionClosed
 
+from idp import create_app
 from idp.accounts.services import create_user
 from idp.admin.services import create_client
+from idp.migrate import upgrade
 from idp_phone.api import PhoneClient
 
 PASSWORD = "correct horse battery staple"
@@ -61,6 +64,25 @@ def enroll_phone(server_url: str, profile_dir: Path, username: str = "alice") ->
     phone = PhoneClient(profile_dir)
     phone.enroll(server_url, username, PASSWORD, "Test phone")
     return phone
+
+
+def make_app(tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: Any) -> Flask:
+    """A migrated IdP (SQLite in ``tmp_path`` unless ``IDP_DATABASE_URL`` is given)."""
+    settings = {
+        "TESTING": True,
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
+        "IDP_ISSUER": issuer,
+        "IDP_SECRET_KEY": "test-secret-key",
+    }
+    settings.update(config)
+    upgrade(settings["IDP_DATABASE_URL"])
+    return create_app(settings, instance_path=str(tmp_path / "instance"))
+
+
+def dispose_app(app: Flask) -> None:
+    """Release the app's connections (a PostgreSQL database can then be dropped)."""
+    app.extensions["idp.broker"].close()
+    app.extensions["idp.db"].engine.dispose()
 
 
 class PageSocket(WebSocketClient):

@@ -13,30 +13,17 @@ import pytest
 import requests
 from simple_websocket import ConnectionClosed
 
-from conftest import dispose_app, make_app
 from idp import db
 from idp.db import utcnow
 from idp.oauth.keys import key_store
 from idp.qrlogin.models import LoginRequest
 from idp_phone.proof import make_proof
 from support import (
-    Browser,
-    RelyingParty,
-    add_client,
-    add_user,
-    enroll_phone,
+    dispose_app,
+    make_app,
     next_status,
     redirect_params,
 )
-
-
-@pytest.fixture
-def world(live_server, tmp_path):
-    add_user(live_server.app)
-    client_id, secret = add_client(live_server.app)
-    rp = RelyingParty(live_server.url, client_id, secret)
-    phone = enroll_phone(live_server.url, tmp_path / "phone")
-    return live_server, rp, Browser(live_server.url), phone
 
 
 def approve(browser, phone, url):

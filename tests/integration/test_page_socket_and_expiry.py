@@ -10,23 +10,10 @@ from simple_websocket import ConnectionError as HandshakeRefused
 from idp_phone.api import PhoneApiError
 from support import (
     Browser,
-    RelyingParty,
-    add_client,
-    add_user,
     close_socket,
-    enroll_phone,
     next_status,
     redirect_params,
 )
-
-
-@pytest.fixture
-def world(live_server, tmp_path):
-    add_user(live_server.app)
-    client_id, secret = add_client(live_server.app)
-    rp = RelyingParty(live_server.url, client_id, secret)
-    phone = enroll_phone(live_server.url, tmp_path / "phone")
-    return live_server, rp, Browser(live_server.url), phone
 
 
 def test_socket_without_binding_cookie_is_refused(world):

@@ -18,18 +18,9 @@ from idp import db
 from idp.mobile.models import Device
 from idp_phone.api import PhoneApiError, PhoneClient
 from idp_phone.proof import body_hash, make_proof, public_jwk
-from support import PASSWORD, Browser, RelyingParty, add_client, add_user, enroll_phone, next_status
+from support import PASSWORD, add_user, enroll_phone, next_status
 
 API = "/api/mobile/v1"
-
-
-@pytest.fixture
-def world(live_server, tmp_path):
-    add_user(live_server.app, "alice")
-    client_id, secret = add_client(live_server.app)
-    rp = RelyingParty(live_server.url, client_id, secret)
-    phone = enroll_phone(live_server.url, tmp_path / "phone")
-    return live_server, rp, Browser(live_server.url), phone
 
 
 def signed_post(phone: PhoneClient, url: str, body: bytes, **proof_kw):

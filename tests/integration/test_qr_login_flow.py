@@ -24,15 +24,6 @@ from support import (
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
 
 
-@pytest.fixture
-def world(live_server, tmp_path):
-    add_user(live_server.app, "alice", name="Alice Example", email="alice@example.com")
-    client_id, secret = add_client(live_server.app)
-    rp = RelyingParty(live_server.url, client_id, secret)
-    phone = enroll_phone(live_server.url, tmp_path / "phone")
-    return live_server, rp, Browser(live_server.url), phone
-
-
 def sign_in(rp, browser, phone):
     """Drive one approval; returns the redirect params."""
     page = browser.open(rp.authorize_url())
