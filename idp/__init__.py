@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, render_template, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.errors import InvalidRequest
@@ -62,10 +62,8 @@ def _register_blueprints(app: Flask) -> None:
     realtime.init_app(app)
 
     @app.get("/")
-    def home() -> Response:
-        from flask import render_template
-
-        return Response(render_template("home.html"))
+    def home() -> str:
+        return render_template("home.html")
 
 
 def _add_security_headers(app: Flask) -> None:
