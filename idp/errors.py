@@ -55,6 +55,10 @@ class BindingMismatch(IdPError):
     title = "This sign-in was started in another browser"
 
 
+class ForeignOrigin(IdPError):
+    status, code, title = 403, "foreign_origin", "This request came from another site"
+
+
 class UnknownRequest(IdPError):
     status, code, title = 404, "unknown_request", "No such sign-in request"
 

@@ -25,7 +25,7 @@ from flask import (
 )
 
 from idp import db
-from idp.errors import IdPError
+from idp.errors import ForeignOrigin
 from idp.oauth.server import Issuer, Server, StoredAuthorizationRequest, authorization_server
 from idp.qrlogin import services as logins
 from idp.qrlogin.models import LoginRequest, Status
@@ -40,10 +40,6 @@ KEPT_PARAMS = (
     "ui_locales", "claims_locales", "acr_values", "display", "response_mode",
 )  # fmt: skip
 BINDING_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-
-
-class ForeignOrigin(IdPError):
-    status, code, title = 403, "foreign_origin", "This request came from another site"
 
 
 def binding_cookie_name() -> str:
