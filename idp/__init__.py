@@ -23,6 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     from idp import config as settings
     from idp import db, errors
     from idp.oauth import keys, server
+    from idp.ops import logs
     from idp.realtime import broker
 
     app = Flask(
@@ -39,6 +40,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
         )
 
+    logs.init_app(app)
     db.init_app(app)
     errors.init_app(app)
     keys.init_app(app)
@@ -52,6 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 def _register_blueprints(app: Flask) -> None:
     from idp.mobile.views import bp as mobile_bp
     from idp.oauth.views import bp as oauth_bp
+    from idp.ops.views import bp as ops_bp
     from idp.qrlogin.views import bp as qrlogin_bp
     from idp.realtime import views as realtime
 
@@ -59,6 +62,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(qrlogin_bp)
     app.register_blueprint(mobile_bp)
     app.register_blueprint(realtime.bp)
+    app.register_blueprint(ops_bp)
     realtime.init_app(app)
 
     @app.get("/")

@@ -139,6 +139,29 @@ def clients_delete(client_id: str) -> None:
 
 
 @main.command()
+@click.option("--keep", default=3600, show_default=True, type=click.IntRange(min=0),
+              help="Seconds to keep rows after they expire (for investigating).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def purge(keep: int, as_json: bool) -> None:
+    """Delete expired login requests, codes, tokens and used proofs.
+
+    Safe to run on a schedule (cron, a systemd timer, a Kubernetes CronJob)
+    while the IdP serves, and from several hosts at once.
+    """
+    from datetime import timedelta
+
+    from idp.housekeeping import purge as run_purge
+
+    with _app().app_context():
+        report = run_purge(timedelta(seconds=keep))
+    if as_json:
+        click.echo(json.dumps(report.deleted))
+        return
+    for table, count in report.deleted.items():
+        click.echo(f"{table}: {count} deleted")
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int)
@@ -146,12 +169,20 @@ def clients_delete(client_id: str) -> None:
               help="Open connections (pages' WebSockets included) one worker holds.")  # fmt: skip
 def serve(host: str, port: int, workers: int, worker_connections: int) -> None:
     """Serve the IdP (HTTP and WebSocket) with gunicorn and gevent workers."""
-    from idp.server import run
+    from idp.server import run, shared_metrics
 
-    app = _app()  # fail fast on bad configuration, before forking workers
-    if workers > 1 and app.config["IDP_BROKER_URL"] == "memory://":
-        _fail("several workers need a shared broker: set IDP_BROKER_URL=redis://...")
-    run(host=host, port=port, workers=workers, worker_connections=worker_connections)
+    with shared_metrics(workers):
+        app = _app()  # fail fast on bad configuration, before forking workers
+        if workers > 1 and app.config["IDP_BROKER_URL"] == "memory://":
+            _fail("several workers need a shared broker: set IDP_BROKER_URL=redis://...")
+        run(
+            host=host,
+            port=port,
+            workers=workers,
+            worker_connections=worker_connections,
+            log_format=app.config["IDP_LOG_FORMAT"],
+            log_level=app.config["IDP_LOG_LEVEL"],
+        )
 
 
 @main.command()

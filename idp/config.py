@@ -29,7 +29,7 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     "IDP_REFRESH_TOKEN_TTL": (int, 30 * 24 * 3600),
     "IDP_ID_TOKEN_TTL": (int, 3600),
     "IDP_PROOF_MAX_AGE": (int, 60),
-    # Seconds between a waiting page's heartbeats (each re-reads the state).
+    # Seconds between a waiting page's heartbeats (they keep proxies from closing it).
     "IDP_WS_HEARTBEAT": (int, 25),
     # How many times a page renews its QR code by itself before it asks.
     "IDP_QR_MAX_RENEWALS": (int, 5),
@@ -37,6 +37,11 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     "IDP_DEMO_PHONE_COMMAND": (str, ""),
     # How many reverse proxies in front set X-Forwarded-* (0: trust none).
     "IDP_TRUSTED_PROXIES": (int, 0),
+    # When set, /metrics answers only to "Authorization: Bearer <this token>".
+    "IDP_METRICS_TOKEN": (str, ""),
+    # Log lines: "json" (one object per line, with the request id) or "text".
+    "IDP_LOG_FORMAT": (str, "json"),
+    "IDP_LOG_LEVEL": (str, "INFO"),
 }
 
 
@@ -77,6 +82,11 @@ def load(instance_path: Path, overrides: Mapping[str, Any] | None = None) -> dic
     if not values["IDP_SECRET_KEY"]:
         values["IDP_SECRET_KEY"] = _instance_secret(instance_path)
     values["IDP_ISSUER"] = check_issuer(values["IDP_ISSUER"])
+    if values["IDP_LOG_FORMAT"] not in {"json", "text"}:
+        raise ConfigError(f"IDP_LOG_FORMAT must be json or text, not {values['IDP_LOG_FORMAT']!r}")
+    values["IDP_LOG_LEVEL"] = str(values["IDP_LOG_LEVEL"]).upper()
+    if values["IDP_LOG_LEVEL"] not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("IDP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return values
 
 

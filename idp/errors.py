@@ -6,7 +6,10 @@ anything that asks for JSON) and an HTML page for people.
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 
@@ -79,6 +82,11 @@ class Expired(IdPError):
     status, code, title = 410, "expired", "This sign-in request expired"
 
 
+class Unavailable(IdPError):
+    status, code = 503, "temporarily_unavailable"
+    title = "The service is briefly unavailable: try again in a moment"
+
+
 class RenewalLimit(IdPError):
     status, code, title = 429, "renewal_limit", "The code was renewed too many times"
 
@@ -109,6 +117,20 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(IdPError)
     def _handle_idp_error(error: IdPError) -> Response:
         return error_response(error.status, error.code, error.description)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _handle_database_down(error: DBAPIError) -> Response:
+        # The database is unreachable (restarting, failing over) or busy. The
+        # transaction was rolled back, so nothing is half-written; the client
+        # retries and the pool reconnects by itself.
+        logging.getLogger("idp").warning("database unavailable: %s", error.orig or error)
+        from idp import db
+
+        db.session.remove()
+        response = error_response(503, Unavailable.code, Unavailable.title)
+        response.headers["Retry-After"] = "2"
+        return response
 
     @app.errorhandler(HTTPException)
     def _handle_http_error(error: HTTPException) -> Response:

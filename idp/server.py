@@ -6,9 +6,32 @@ as cheap greenlets, where a thread-per-socket worker would need a thread each.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.ggevent import GeventWorker
+
+
+class Worker(GeventWorker):
+    """A gevent worker whose waiting pages move on when it stops.
+
+    On SIGTERM (a deploy, a scale-down) gunicorn stops accepting and waits for
+    open requests; a waiting page's WebSocket would hold it until the graceful
+    timeout. Instead every socket is closed at once with 1012 (service restart),
+    and the page reconnects, through the load balancer, to a worker that stays.
+    """
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        import gevent
+
+        from idp.realtime.broker import announce_shutdown
+
+        gevent.spawn(announce_shutdown)  # out of the signal handler
 
 
 class _Gunicorn(BaseApplication):
@@ -27,18 +50,73 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
-def run(*, host: str, port: int, workers: int, worker_connections: int) -> None:
-    """Serve until stopped (SIGTERM or Ctrl-C finish open requests first)."""
+def _child_exit(_server: Any, worker: Any) -> None:
+    """A worker died: drop its live gauges from the shared metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+@contextlib.contextmanager
+def shared_metrics(workers: int) -> Iterator[None]:
+    """With several workers, each writes its metrics to one folder that /metrics
+    (on any worker) adds up. Must be entered before ``prometheus_client`` is imported."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="idp-metrics-") as folder:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def logging_config(log_format: str, level: str) -> dict[str, Any]:
+    """gunicorn's and the app's log lines, in one format, to standard error."""
+    formatter = (
+        {"()": "idp.ops.logs.JsonFormatter"}
+        if log_format == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"main": formatter},
+        "handlers": {"main": handler},
+        "root": {"level": level, "handlers": ["main"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": ["main"], "propagate": False},
+            "gunicorn.access": {"level": "WARNING", "handlers": ["main"], "propagate": False},
+        },
+    }
+
+
+def run(
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    worker_connections: int,
+    log_format: str = "json",
+    log_level: str = "INFO",
+) -> None:
+    """Serve until stopped (SIGTERM: open pages are sent elsewhere, requests finish)."""
     _Gunicorn(
         {
             "bind": f"{host}:{port}",
             "workers": workers,
-            "worker_class": "gevent",
+            "worker_class": "idp.server.Worker",
             "worker_connections": worker_connections,
             "timeout": 30,
             "graceful_timeout": 10,
             "keepalive": 5,
-            "accesslog": "-",
+            # One line per request comes from the app (idp.request), with its id.
+            "accesslog": None,
+            "logconfig_dict": logging_config(log_format, log_level),
+            "child_exit": _child_exit,
             "control_socket_disable": True,
         }
     ).run()

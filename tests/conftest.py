@@ -7,67 +7,17 @@ relying party against it and still look into the database.
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from support import dispose_app, free_port, make_app
-
-IN_CI = os.environ.get("CI") == "true"
-POSTGRES_ADMIN_URL = os.environ.get(
-    "IDP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def service_missing(what: str, error: Exception) -> None:
-    """Outside CI a missing service skips its tests, saying so; in CI it fails them."""
-    message = f"{what} is not reachable ({error}); start it (see .ci/run)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"idp_test_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except OperationalError as error:
-        admin.dispose()
-        service_missing("PostgreSQL", error)
-    try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-def redis_url() -> str:
-    """The test Redis, checked to answer."""
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as error:
-        service_missing("Redis", error)
-    return REDIS_URL
+from support import dispose_app, free_port, make_app, postgres_database, redis_url
 
 
 @pytest.fixture(params=["sqlite"])

@@ -7,21 +7,27 @@ import contextlib
 import hashlib
 import html
 import json
+import os
 import re
 import secrets
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
 import requests
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from simple_websocket import Client as WebSocketClient
 from simple_websocket import ConnectionClosed
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from idp import create_app
 from idp.accounts.services import create_user
@@ -30,6 +36,50 @@ from idp.migrate import upgrade
 from idp_phone.api import PhoneClient
 
 PASSWORD = "correct horse battery staple"
+
+IN_CI = os.environ.get("CI") == "true"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "IDP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def service_missing(what: str, error: Exception) -> None:
+    """Outside CI a missing service skips its tests, saying so; in CI it fails them."""
+    message = f"{what} is not reachable ({error}); start it (see .ci/run)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"idp_test_{secrets.token_hex(6)}"
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except OperationalError as error:
+        admin.dispose()
+        service_missing("PostgreSQL", error)
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def redis_url() -> str:
+    """The test Redis, checked to answer."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        service_missing("Redis", error)
+    return REDIS_URL
 
 
 def free_port() -> int:

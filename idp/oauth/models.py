@@ -122,7 +122,7 @@ class AuthorizationCode(Base):
     client_id: Mapped[str] = mapped_column(
         ForeignKey("clients.client_id", ondelete="CASCADE"), index=True
     )
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     login_request_id: Mapped[str] = mapped_column(String(64))
     redirect_uri: Mapped[str | None] = mapped_column(Text)
     scope: Mapped[str] = mapped_column(String(500))
@@ -132,7 +132,7 @@ class AuthorizationCode(Base):
     auth_time: Mapped[int]
     acr: Mapped[str | None] = mapped_column(String(100))
     amr: Mapped[list[str] | None] = mapped_column(JSON)
-    expires_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)  # idp purge
     used_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship(lazy="joined")
@@ -172,9 +172,11 @@ class Token(Base):
     client_id: Mapped[str] = mapped_column(
         ForeignKey("clients.client_id", ondelete="CASCADE"), index=True
     )
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
     scope: Mapped[str] = mapped_column(String(500))
-    issued_at: Mapped[int]
+    issued_at: Mapped[int] = mapped_column(index=True)  # idp purge
     expires_in: Mapped[int]
     refresh_expires_at: Mapped[int | None]
     access_revoked: Mapped[bool] = mapped_column(default=False)

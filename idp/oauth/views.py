@@ -3,13 +3,14 @@ discovery and JWKS. (Authorize is the QR page, in ``idp.qrlogin.views``.)"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import db
 from idp.errors import error_response
 from idp.oauth.keys import ALGORITHMS, key_store
 from idp.oauth.models import SUPPORTED_SCOPES
 from idp.oauth.server import ACR, TOKEN_AUTH_METHODS, authorization_server
+from idp.ops import metrics
 
 bp = Blueprint("oauth", __name__)
 
@@ -24,8 +25,13 @@ def token() -> Response:
         return error_response(401, "invalid_client", "the client credentials are not UTF-8")
     if response.status_code == 200:
         db.session.commit()
+        result = "success"
     else:
         db.session.rollback()
+        result = (response.get_json(silent=True) or {}).get("error", "error")
+    grant_type = request.form.get("grant_type", "")
+    grant_type = grant_type if grant_type in metrics.GRANT_TYPES else "other"
+    metrics.TOKEN_REQUESTS.labels(grant_type, str(result)[:40]).inc()
     return response
 
 

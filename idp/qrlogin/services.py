@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +43,7 @@ from idp.errors import (
 )
 from idp.mobile.models import Device
 from idp.oauth.models import digest
+from idp.ops import metrics
 from idp.qrlogin.models import LoginRequest, Status
 
 #: 32 random bytes, base64url: 256 bits, far past guessing.
@@ -84,6 +86,7 @@ def create_login_request(
     )
     db.session.add(login)
     db.session.commit()
+    metrics.LOGIN_REQUESTS.labels("created").inc()
     return login
 
 
@@ -248,8 +251,13 @@ def claim_completion(request_id: str, binding_secret: str | None) -> LoginReques
 
 
 def publish_status(request_id: str, status: str) -> None:
-    """Tell the waiting page (on any worker) that the request changed."""
-    current_app.extensions["idp.broker"].publish(channel(request_id), {"status": status})
+    """Tell the waiting page (on any worker) that the request changed (it is committed).
+
+    ``at`` (epoch seconds) lets the page's worker measure approve-to-notify latency.
+    """
+    metrics.LOGIN_REQUESTS.labels(str(status)).inc()
+    message = {"status": str(status), "at": time.time()}
+    current_app.extensions["idp.broker"].publish(channel(request_id), message)
 
 
 def _find_scanned_by(request_id: str, device: Device) -> LoginRequest:

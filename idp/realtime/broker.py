@@ -8,15 +8,30 @@ across workers and hosts.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import queue
 import threading
-import time
+import weakref
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+
+#: Sent to local subscribers when messages may have been missed: re-read the database.
+RECHECK: dict[str, Any] = {"recheck": True}
+#: Sent to local subscribers when this process is shutting down: go elsewhere.
+RESTART: dict[str, Any] = {"restart": True}
+
+#: Every broker of this process, so that shutdown can reach their subscribers.
+_brokers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def announce_shutdown() -> None:
+    """Tell every waiting page of this process to reconnect (to another worker)."""
+    for broker in list(_brokers):
+        broker.broadcast(RESTART)
 
 
 class Subscription:
@@ -55,6 +70,10 @@ class Broker(Protocol):
 
     def unsubscribe(self, subscription: Subscription) -> None: ...
 
+    def broadcast(self, message: dict[str, Any]) -> None: ...
+
+    def ping(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -91,10 +110,17 @@ class LocalFanout:
         for sub in subs:
             sub.deliver(message)
 
-    def channels(self) -> list[str]:
-        """Channels with at least one local subscriber."""
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """Hand ``message`` to every local subscriber of every channel."""
         with self._lock:
-            return list(self._subscriptions)
+            subs = [sub for group in self._subscriptions.values() for sub in group]
+        for sub in subs:
+            sub.deliver(message)
+
+    def count(self) -> int:
+        """Local subscriptions (one per open page socket)."""
+        with self._lock:
+            return sum(len(group) for group in self._subscriptions.values())
 
 
 class InProcessBroker:
@@ -102,6 +128,7 @@ class InProcessBroker:
 
     def __init__(self) -> None:
         self._fanout = LocalFanout()
+        _brokers.add(self)
 
     def publish(self, channel: str, message: dict[str, Any]) -> None:
         self._fanout.deliver(channel, message)
@@ -114,82 +141,129 @@ class InProcessBroker:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._fanout.remove(subscription)
 
+    def broadcast(self, message: dict[str, Any]) -> None:
+        self._fanout.broadcast(message)
+
+    def ping(self) -> bool:
+        return True
+
     def close(self) -> None:
         """Nothing to release."""
 
 
 class RedisBroker:
-    """Redis pub/sub: one connection and one listener thread per process.
+    """Redis pub/sub across workers and hosts.
 
-    Local subscribers share the process's Redis subscription to their channel;
-    a lost connection is re-established and every channel subscribed again.
+    Every process subscribes once, at start, to one Redis channel that carries all
+    login events, and fans them out to its local subscribers; a page subscribing
+    costs no Redis command, and nothing races a SUBSCRIBE. Each event is small and
+    a login makes about four, so even a large cluster's processes read them easily.
+
+    A listener thread blocks on the connection. When the connection drops it
+    reconnects and then tells every local subscriber to re-read the database
+    (:data:`RECHECK`): whatever was published in the gap is found there. A publish
+    that fails is kept and sent once Redis answers again.
     """
 
-    PREFIX = "qridp:"
+    CHANNEL = "qridp:login-events"
+    #: Publishes kept while Redis is unreachable (older ones are dropped: the
+    #: recheck after reconnecting covers them).
+    BACKLOG = 10_000
 
     def __init__(self, url: str) -> None:
         import redis  # optional dependency: only production needs it
 
-        self._redis = redis.Redis.from_url(url)
+        self._redis = redis.Redis.from_url(
+            url, health_check_interval=10, socket_keepalive=True, socket_connect_timeout=5
+        )
         self._fanout = LocalFanout()
-        self._pubsub_lock = threading.Lock()
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._backlog: collections.deque[bytes] = collections.deque(maxlen=self.BACKLOG)
         self._stopped = threading.Event()
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="redis-broker", daemon=True)
         self._thread.start()
+        _brokers.add(self)
 
     def publish(self, channel: str, message: dict[str, Any]) -> None:
-        self._redis.publish(self.PREFIX + channel, json.dumps(message))
+        payload = json.dumps({"channel": channel, "message": message}).encode()
+        try:
+            self._redis.publish(self.CHANNEL, payload)
+        except Exception:  # the state is committed; deliver the news when Redis is back
+            log.warning("redis publish failed; kept for after reconnecting", exc_info=True)
+            self._backlog.append(payload)
 
     def subscribe(self, channel: str) -> Subscription:
         subscription = Subscription(self, channel)
-        if self._fanout.add(subscription):
-            with self._pubsub_lock:
-                self._pubsub.subscribe(self.PREFIX + channel)
+        self._fanout.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        if self._fanout.remove(subscription):
-            with self._pubsub_lock:
-                self._pubsub.unsubscribe(self.PREFIX + subscription.channel)
+        self._fanout.remove(subscription)
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        self._fanout.broadcast(message)
+
+    def ping(self) -> bool:
+        """True when Redis answers and this process is subscribed."""
+        try:
+            return bool(self._redis.ping()) and self._ready.is_set()
+        except Exception:
+            return False
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the listener is subscribed (tests and start-up checks)."""
+        return self._ready.wait(timeout)
 
     def close(self) -> None:
         """Stop the listener thread and drop the connections."""
         self._stopped.set()
         self._thread.join(timeout=5)
-        self._pubsub.close()
         self._redis.close()
 
     def _listen(self) -> None:
-        broken = False
+        first = True
         while not self._stopped.is_set():
             try:
-                if broken:
-                    self._resubscribe()
-                    broken = False
-                with self._pubsub_lock:
-                    subscribed = bool(self._pubsub.subscribed)
-                    message = self._pubsub.get_message(timeout=0) if subscribed else None
-                if message is None:
-                    time.sleep(0.005 if subscribed else 0.05)
-                    continue
-                channel = message["channel"].decode()[len(self.PREFIX) :]
-                self._fanout.deliver(channel, json.loads(message["data"]))
-            except Exception:  # the connection dropped: resubscribe after a pause
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                try:
+                    pubsub.subscribe(self.CHANNEL)
+                    self._ready.set()
+                    if not first:  # anything published meanwhile is in the database
+                        log.info("redis broker reconnected")
+                        self._fanout.broadcast(RECHECK)
+                    first = False
+                    self._flush_backlog()
+                    while not self._stopped.is_set():
+                        # Blocks up to a second, so that close() is noticed.
+                        message = pubsub.get_message(timeout=1.0)
+                        if message is not None:
+                            self._deliver(message["data"])
+                finally:
+                    self._ready.clear()
+                    with contextlib.suppress(Exception):  # it may be broken already
+                        pubsub.close()
+            except Exception as error:  # the connection dropped: reconnect after a pause
                 if not self._stopped.is_set():
-                    log.warning("redis broker connection lost; reconnecting", exc_info=True)
-                    broken = True
-                    self._stopped.wait(1)
+                    log.warning("redis broker connection lost (%s); reconnecting", error)
+                    self._stopped.wait(0.5)
 
-    def _resubscribe(self) -> None:
-        """A fresh pub/sub connection, subscribed to every channel with local subscribers."""
-        with self._pubsub_lock:
-            with contextlib.suppress(Exception):  # it is already broken
-                self._pubsub.close()
-            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            channels = [self.PREFIX + c for c in self._fanout.channels()]
-            if channels:
-                self._pubsub.subscribe(*channels)
+    def _deliver(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+            channel, message = event["channel"], event["message"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed event on %s", self.CHANNEL)
+            return
+        self._fanout.deliver(channel, message)
+
+    def _flush_backlog(self) -> None:
+        while self._backlog:
+            payload = self._backlog.popleft()
+            try:
+                self._redis.publish(self.CHANNEL, payload)
+            except Exception:
+                self._backlog.appendleft(payload)
+                raise
 
 
 def create_broker(url: str) -> Broker:

@@ -13,6 +13,7 @@ through its subscription's queue.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -23,9 +24,11 @@ from wsproto.frame_protocol import CloseReason
 
 from idp import db
 from idp.db import utcnow
+from idp.ops import metrics
 from idp.qrlogin import services as logins
 from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.views import binding_secret, check_same_origin
+from idp.realtime.broker import RECHECK, RESTART
 
 bp = Blueprint("realtime", __name__)
 sock = Sock()
@@ -59,9 +62,9 @@ def login_socket(ws: Server, request_id: str) -> None:
     """Send the current state, then each change, until a final one."""
     login: LoginRequest = g.login
     inbox = ws.input_buffer = _DropInput()
-    # Heartbeats keep proxies from dropping an idle socket and notice a dead peer.
     heartbeat = current_app.config["IDP_WS_HEARTBEAT"]
     subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
+    metrics.OPEN_WEBSOCKETS.inc()
     try:
         # Read the state only after subscribing, so no change can fall in between.
         status = _current_status(request_id)
@@ -71,19 +74,26 @@ def login_socket(ws: Server, request_id: str) -> None:
             if inbox.received:
                 ws.close(reason=CloseReason.POLICY_VIOLATION, message="the page sends nothing")
                 return
-            if message is not None:
-                new_status = message["status"]
-            else:
-                # At expiry, and at each heartbeat in case a message was lost (a
-                # broker reconnecting), read the truth from the database.
+            if message == RESTART:  # this worker is stopping: the page reconnects elsewhere
+                ws.close(reason=CloseReason.SERVICE_RESTART, message="reconnect")
+                return
+            if message is None and utcnow() < login.expires_at:
+                # Keeps proxies from dropping an idle socket and notices a dead peer.
+                ws.send('{"heartbeat":true}')
+                continue
+            if message is None or message == RECHECK:
+                # At expiry, or when the broker may have lost a message (it
+                # reconnected): the database has the truth.
                 new_status = _current_status(request_id)
-                if new_status == status:
-                    ws.send('{"heartbeat":true}')
-                    continue
+            else:
+                new_status = message.get("status", status)
             if new_status != status:
                 status = new_status
                 ws.send(json.dumps({"status": status}))
+                if message and status in (Status.APPROVED, Status.DENIED) and "at" in message:
+                    metrics.APPROVE_TO_NOTIFY.observe(max(0.0, time.time() - message["at"]))
     finally:
+        metrics.OPEN_WEBSOCKETS.dec()
         subscription.close()
 
 

@@ -17,6 +17,7 @@ from idp import db
 from idp.db import utcnow
 from idp.oauth.keys import key_store
 from idp.qrlogin.models import LoginRequest
+from idp.realtime.broker import RECHECK, announce_shutdown
 from idp_phone.proof import make_proof
 from support import (
     dispose_app,
@@ -49,8 +50,17 @@ def test_a_page_socket_that_sends_data_is_closed(world):
 
 
 @pytest.mark.idp_config(IDP_WS_HEARTBEAT=1)
-def test_a_heartbeat_rereads_the_state(world):
-    """A lost broker message is made up for at the next heartbeat."""
+def test_an_idle_page_gets_heartbeats(world):
+    _live, rp, browser, _phone = world
+    page = browser.open(rp.authorize_url())
+    ws = browser.socket(page)
+    assert next_status(ws) == "pending"
+    assert json.loads(ws.receive(timeout=3)) == {"heartbeat": True}
+    assert json.loads(ws.receive(timeout=3)) == {"heartbeat": True}
+
+
+def test_a_recheck_rereads_the_state(world):
+    """When the broker may have lost a message (it reconnected), pages read the database."""
     live, rp, browser, _phone = world
     page = browser.open(rp.authorize_url())
     ws = browser.socket(page)
@@ -59,7 +69,24 @@ def test_a_heartbeat_rereads_the_state(world):
         login = db.session.get(LoginRequest, page.id)
         login.status = "denied"
         db.session.commit()
+    live.app.extensions["idp.broker"].broadcast(RECHECK)
     assert next_status(ws, timeout=5) == "denied"
+
+
+def test_a_stopping_worker_sends_its_pages_elsewhere(world):
+    """On SIGTERM each socket closes with 1012 (service restart), so the page reconnects."""
+    _live, rp, browser, _phone = world
+    page = browser.open(rp.authorize_url())
+    ws = browser.socket(page)
+    assert next_status(ws) == "pending"
+    announce_shutdown()
+    with pytest.raises(ConnectionClosed):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            ws.receive(timeout=0.2)
+    assert ws.close_reason == 1012
+    again = browser.socket(page)  # the page reconnects and still gets the state
+    assert next_status(again) == "pending"
 
 
 def test_auth_time_is_utc_whatever_the_server_timezone(world, monkeypatch):

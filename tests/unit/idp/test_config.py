@@ -145,7 +145,29 @@ def test_defaults(tmp_path):
         "IDP_QR_MAX_RENEWALS": 5,
         "IDP_DEMO_PHONE_COMMAND": "",
         "IDP_TRUSTED_PROXIES": 0,
+        "IDP_METRICS_TOKEN": "",
+        "IDP_LOG_FORMAT": "json",
+        "IDP_LOG_LEVEL": "INFO",
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("IDP_LOG_FORMAT", "xml", "IDP_LOG_FORMAT must be json or text, not 'xml'"),
+        ("IDP_LOG_LEVEL", "chatty", "IDP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
+    ],
+)
+def test_log_settings_are_checked(tmp_path, monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path)
+    assert str(error.value) == message
+
+
+def test_log_level_is_case_insensitive(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDP_LOG_LEVEL", "warning")
+    assert load(tmp_path)["IDP_LOG_LEVEL"] == "WARNING"
 
 
 def test_environment_variables_are_read_and_whole_numbers_parsed(tmp_path, monkeypatch):

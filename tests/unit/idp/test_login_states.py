@@ -6,6 +6,7 @@ for real, with threads that each have their own app context, session and connect
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -516,6 +517,14 @@ def test_an_approval_not_used_in_time_is_refused(world, app):
 # Broker: what a waiting page receives ---------------------------------------------------------
 
 
+def status_of(message: dict[str, Any] | None) -> str | None:
+    """The status a message announces; it also carries its publishing time, ``at``."""
+    assert message is not None, "no message arrived"
+    assert set(message) == {"status", "at"}
+    assert abs(message["at"] - time.time()) < 60
+    return message["status"]
+
+
 def subscribe(app, request_id: str):
     """Subscribe, then wait until the broker really delivers on this channel.
 
@@ -543,8 +552,8 @@ def test_a_subscriber_receives_the_statuses_in_order(world, app):
         approve_login(login.id, device(world.device))
         claim_completion(login.id, BINDING)
         db.session.commit()
-        assert subscription.get(timeout=5) == {"status": "scanned"}
-        assert subscription.get(timeout=5) == {"status": "approved"}
+        assert status_of(subscription.get(timeout=5)) == "scanned"
+        assert status_of(subscription.get(timeout=5)) == "approved"
         assert subscription.get(timeout=0.5) is None  # no "completed": the view publishes it
     finally:
         subscription.close()
@@ -557,7 +566,7 @@ def test_a_subscriber_receives_expired(world, app):
         expire(login.id)
         with raises(Expired, "expired", 410):
             scan_login(login.id, device(world.device))
-        assert subscription.get(timeout=5) == {"status": "expired"}
+        assert status_of(subscription.get(timeout=5)) == "expired"
         assert subscription.get(timeout=0.5) is None
     finally:
         subscription.close()

@@ -1,11 +1,13 @@
 """The Alembic migrations produce exactly the models' schema."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from idp.migrate import upgrade
 from idp.models import Base
+from support import postgres_database
 
 
 def test_migrations_match_models(tmp_path):
@@ -27,4 +29,47 @@ def test_upgrade_is_idempotent(tmp_path):
     with engine.connect() as connection:
         version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
     engine.dispose()
-    assert version == "0001"
+    assert version == "0002"
+
+
+def test_migrations_match_models_on_postgresql():
+    with postgres_database() as url:
+        upgrade(url)
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            diff = compare_metadata(context, Base.metadata)
+        engine.dispose()
+    assert diff == []
+
+
+def test_upgrade_from_the_first_revision_keeps_the_rows(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    upgrade(url, "0001")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO clients (client_id, name, redirect_uris, scope, grant_types,"
+            " token_endpoint_auth_method, id_token_signed_response_alg, created_at)"
+            " VALUES ('c1', 'Old RP', '[]', 'openid', '[]', 'none', 'RS256',"
+            " '2026-01-01 00:00:00')"
+        )
+    upgrade(url)
+    with engine.connect() as connection:
+        names = connection.exec_driver_sql("SELECT name FROM clients").scalars().all()
+        indexes = {
+            row[1] for row in connection.exec_driver_sql("PRAGMA index_list('tokens')").all()
+        }
+    engine.dispose()
+    assert names == ["Old RP"]
+    assert {"ix_tokens_issued_at", "ix_tokens_user_id"} <= indexes
+
+
+@pytest.mark.parametrize("table", sorted(Base.metadata.tables))
+def test_every_foreign_key_is_indexed(table):
+    """Deleting a user, client or device must not scan the tables that point at it."""
+    t = Base.metadata.tables[table]
+    leading = {index.columns[0].name for index in t.indexes}
+    leading |= {c.columns[0].name for c in t.constraints if hasattr(c, "columns") and c.columns}
+    for fk in t.foreign_keys:
+        assert fk.parent.name in leading, f"{table}.{fk.parent.name} has no index"

@@ -1,0 +1,87 @@
+"""``idp purge``: delete what has expired, in short batches.
+
+Safe to run on a schedule, on any host, while the IdP serves, and twice at once:
+each batch is its own short transaction that deletes only rows no request can
+use any more, so a crash in the middle leaves nothing half-done.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import ColumnElement, delete, or_, select
+
+from idp import db
+from idp.db import utcnow
+from idp.mobile.models import UsedProof
+from idp.oauth.models import AuthorizationCode, Token
+from idp.qrlogin.models import LoginRequest
+
+BATCH = 5000
+
+
+@dataclass
+class PurgeReport:
+    """Rows deleted, by table."""
+
+    deleted: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.deleted.values())
+
+
+def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeReport:
+    """Delete login requests, codes, tokens and used proofs that expired more than
+    ``keep`` ago (used proofs as soon as they expire: a stale proof is refused anyway).
+
+    A login request can still be completed ``IDP_CODE_TTL`` seconds after an approval
+    near its end, so it is kept at least that long past its expiry.
+    """
+    if keep < timedelta(0):
+        raise ValueError("keep must not be negative")
+    now = utcnow()
+    code_ttl = timedelta(seconds=current_app.config["IDP_CODE_TTL"])
+    login_cutoff = now - max(keep, code_ttl + timedelta(seconds=60))
+    cutoff = now - keep
+    epoch_cutoff = int(time.time() - keep.total_seconds())
+
+    report = PurgeReport()
+    report.deleted["login_requests"] = _delete_in_batches(
+        LoginRequest.id, LoginRequest.expires_at < login_cutoff, batch
+    )
+    report.deleted["authorization_codes"] = _delete_in_batches(
+        AuthorizationCode.id, AuthorizationCode.expires_at < cutoff, batch
+    )
+    # A token row goes when its access token has expired and its refresh token
+    # (if any) is revoked or expired too. ``issued_at < cutoff`` lets the index help.
+    token_dead = (
+        (Token.issued_at < epoch_cutoff)
+        & (Token.issued_at + Token.expires_in < epoch_cutoff)
+        & or_(
+            Token.refresh_token_hash.is_(None),
+            Token.refresh_revoked.is_(True),
+            Token.refresh_expires_at < epoch_cutoff,
+        )
+    )
+    report.deleted["tokens"] = _delete_in_batches(Token.id, token_dead, batch)
+    result = db.session.execute(delete(UsedProof).where(UsedProof.expires_at < now))
+    db.session.commit()
+    report.deleted["used_proofs"] = result.rowcount  # type: ignore[attr-defined]
+    return report
+
+
+def _delete_in_batches(key: ColumnElement, condition: ColumnElement[bool], batch: int) -> int:
+    table = key.table  # type: ignore[attr-defined]
+    total = 0
+    while True:
+        ids = select(key).where(condition).limit(batch).scalar_subquery()
+        result = db.session.execute(delete(table).where(key.in_(ids)))
+        db.session.commit()
+        count = result.rowcount  # type: ignore[attr-defined]
+        total += count
+        if count < batch:
+            return total

@@ -1,0 +1,61 @@
+"""``/healthz`` (the process answers), ``/readyz`` (it can serve: database and
+broker reachable) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import text
+
+from idp import db
+from idp.errors import error_response
+from idp.ops import metrics
+
+bp = Blueprint("ops", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process is up and answering (checks nothing else)."""
+    return _no_store(jsonify(status="ok"))
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: a load balancer sends traffic only while this says 200."""
+    checks = {"database": "ok", "broker": "ok"}
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception as error:
+        log.warning("readiness: database unreachable: %s", error)
+        checks["database"] = "unreachable"
+    finally:
+        db.session.remove()
+    if not current_app.extensions["idp.broker"].ping():
+        checks["broker"] = "unreachable"
+    ready = all(v == "ok" for v in checks.values())
+    response = jsonify(status="ready" if ready else "unavailable", checks=checks)
+    response.status_code = 200 if ready else 503
+    return _no_store(response)
+
+
+@bp.get("/metrics")
+def prometheus() -> Response:
+    """Prometheus metrics; behind ``IDP_METRICS_TOKEN`` (a bearer token) when set."""
+    expected = current_app.config["IDP_METRICS_TOKEN"]
+    if expected:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            response = error_response(401, "unauthorized", "metrics need the metrics token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    body, content_type = metrics.exposition()
+    return _no_store(Response(body, content_type=content_type))
+
+
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,355 @@
+"""Production topology: several `idp serve` processes sharing PostgreSQL and Redis,
+behind a load balancer, and the faults they must survive without losing a login.
+
+Every process here is real: gunicorn with gevent workers, PostgreSQL, Redis
+(a private redis-server where a test kills it), and a layer-4 load balancer that
+decides which process gets each new connection. A waiting page is the browser's
+HTTP session plus its WebSocket, reconnecting when it closes, as ``login.js`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from simple_websocket import ConnectionClosed
+from sqlalchemy import create_engine, text
+
+from cluster import IdPProcess, RedisServer, TcpProxy, wait_until
+from idp.realtime.broker import RECHECK, RedisBroker
+from idp_phone.api import PhoneApiError, PhoneClient
+from support import (
+    REDIS_URL,
+    Browser,
+    Page,
+    RelyingParty,
+    add_client,
+    add_user,
+    dispose_app,
+    make_app,
+    next_status,
+    postgres_database,
+    redirect_params,
+    redis_url,
+)
+
+SECRET_KEY = "cluster-test-secret-key-shared-by-every-process"
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    database_url: str  # as the IdP processes reach it
+    broker_url: str
+    balancer: TcpProxy
+    processes: list[IdPProcess]
+    rp: RelyingParty
+
+    @property
+    def issuer(self) -> str:
+        return self.balancer.url
+
+    def add_process(self, name: str, workers: int = 1) -> IdPProcess:
+        env = {
+            "IDP_ISSUER": self.issuer,
+            "IDP_DATABASE_URL": self.database_url,
+            "IDP_BROKER_URL": self.broker_url,
+            "IDP_SECRET_KEY": SECRET_KEY,
+            "IDP_WS_HEARTBEAT": "2",
+        }
+        process = IdPProcess(self.tmp, name, env, workers=workers).start()
+        self.processes.append(process)
+        return process
+
+    def phone(self) -> PhoneClient:
+        """The enrolled phone, with fresh connections (so they go where the balancer says)."""
+        return PhoneClient(self.tmp / "phone")
+
+    def login_row(self, request_id: str) -> tuple[str, str | None]:
+        engine = create_engine(self.database_url)
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT status, completed_at FROM login_requests WHERE id = :id"),
+                {"id": request_id},
+            ).one()
+        engine.dispose()
+        return row[0], row[1]
+
+    def count(self, table: str) -> int:
+        engine = create_engine(self.database_url)
+        with engine.connect() as connection:
+            n = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: S608
+        engine.dispose()
+        return n
+
+
+def build_cluster(tmp: Path, database_url: str, broker_url: str, reach_db: str) -> Cluster:
+    """A migrated database with user alice and a client; an enrolled phone; no process yet.
+
+    ``reach_db`` is the URL the IdP processes use (through a proxy, in the outage test).
+    """
+    balancer = TcpProxy(0)
+    app = make_app(tmp / "setup", issuer=balancer.url, IDP_DATABASE_URL=database_url)
+    try:
+        add_user(app, "alice")
+        client_id, secret = add_client(app)
+    finally:
+        dispose_app(app)
+    return Cluster(
+        tmp=tmp,
+        database_url=reach_db,
+        broker_url=broker_url,
+        balancer=balancer,
+        processes=[],
+        rp=RelyingParty(balancer.url, client_id, secret),
+    )
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, database: str) -> Iterator[Cluster]:
+    """Shared PostgreSQL and the shared Redis; processes are added by each test."""
+    with running(build_cluster(tmp_path, database, redis_url(), database)) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def running(made: Cluster) -> Iterator[Cluster]:
+    """Stop every process and the balancer afterwards, whatever happened."""
+    try:
+        yield made
+    finally:
+        for process in made.processes:
+            process.stop()
+        made.balancer.close()
+
+
+def enroll(cluster: Cluster, through: IdPProcess) -> None:
+    cluster.balancer.route(through.port)
+    PhoneClient(cluster.tmp / "phone").enroll(
+        cluster.issuer, "alice", "correct horse battery staple", "Test phone"
+    )
+
+
+def open_page(cluster: Cluster, on: IdPProcess) -> tuple[Browser, Page, object]:
+    """The browser opens the authorize page, and its socket, on process ``on``."""
+    cluster.balancer.route(on.port)
+    browser = Browser(cluster.issuer)
+    page = browser.open(cluster.rp.authorize_url())
+    ws = browser.socket(page)
+    assert next_status(ws) == "pending"
+    return browser, page, ws
+
+
+def reconnect(browser: Browser, page: Page, ws: object, timeout: float = 30) -> object:
+    """What login.js does when its socket closes: connect again until it works."""
+    with pytest.raises(ConnectionClosed):
+        while True:
+            ws.receive(timeout=timeout)  # type: ignore[attr-defined]
+
+    def attempt() -> object:
+        return browser.socket(page)
+
+    return wait_until(attempt, timeout, "the page reconnecting")
+
+
+def finish(cluster: Cluster, browser: Browser, page: Page, via: IdPProcess) -> dict:
+    """Complete the redirect and exchange the code (both through ``via``)."""
+    cluster.balancer.route(via.port)
+    params = redirect_params(browser.complete(page))
+    assert params["state"] == cluster.rp.state
+    response = cluster.rp.exchange(params["code"])
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    _, claims = cluster.rp.verify_id_token(tokens["id_token"])
+    assert claims["nonce"] == cluster.rp.nonce
+    return tokens
+
+
+def test_two_processes_complete_the_flow(cluster):
+    """Done-when of the issue: browser on one process, phone on the other."""
+    a, b = cluster.add_process("a"), cluster.add_process("b")
+    enroll(cluster, b)
+    browser, page, ws = open_page(cluster, a)
+
+    cluster.balancer.route(b.port)
+    phone = cluster.phone()
+    assert phone.scan(page.qr_url)["login_request"]["id"] == page.id
+    assert next_status(ws) == "scanned"
+    phone.approve(page.id)
+    assert next_status(ws) == "approved"  # pushed across processes through Redis
+
+    tokens = finish(cluster, browser, page, via=b)
+    cluster.balancer.route(a.port)
+    info = requests.get(
+        f"{cluster.issuer}/userinfo",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        timeout=10,
+    )
+    assert info.status_code == 200
+    assert info.json()["preferred_username"] == "alice"
+
+    # Who did what, from each process's own metrics.
+    assert a.metric("idp_login_requests_total", outcome="created") == 1
+    assert a.metric("idp_login_requests_total", outcome="approved") == 0
+    assert b.metric("idp_login_requests_total", outcome="approved") == 1
+    assert a.metric("idp_approve_to_notify_seconds_count") == 1
+    assert b.metric("idp_token_requests_total", grant_type="authorization_code",
+                    result="success") == 1  # fmt: skip
+    assert cluster.login_row(page.id)[0] == "completed"
+
+
+def test_a_killed_worker_loses_no_login(cluster):
+    """SIGKILL the worker that holds the waiting page's socket: the page reconnects to
+    another worker and the login completes, once."""
+    a = cluster.add_process("a", workers=2)
+    b = cluster.add_process("b")
+    enroll(cluster, b)
+    browser, page, ws = open_page(cluster, a)
+    upstream = cluster.balancer.upstream_of[ws.sock.getsockname()[1]]
+    victim = a.worker_holding(upstream)
+    os.kill(victim, signal.SIGKILL)
+    ws = reconnect(browser, page, ws)
+    assert next_status(ws) == "pending"  # the current state, first thing
+
+    cluster.balancer.route(b.port)
+    phone = cluster.phone()
+    phone.scan(page.qr_url)
+    phone.approve(page.id)
+    statuses = [next_status(ws), next_status(ws)]
+    assert statuses == ["scanned", "approved"]
+    finish(cluster, browser, page, via=a)
+    assert victim not in a.worker_pids()
+    assert len(a.worker_pids()) == 2  # gunicorn replaced it
+    assert cluster.count("authorization_codes") == 1
+    assert cluster.count("tokens") == 1
+
+
+def test_a_stopping_process_sends_its_pages_to_another(cluster):
+    """SIGTERM (a deploy): open sockets close with 1012 at once; the page reconnects
+    through the balancer to the process that stays and the login completes there."""
+    a, b = cluster.add_process("a"), cluster.add_process("b")
+    enroll(cluster, b)
+    browser, page, ws = open_page(cluster, a)
+    cluster.balancer.route(b.port)  # the balancer takes a out of rotation
+    assert a.terminate() == 0
+    assert ws.close_reason == 1012  # service restart: reconnect
+    ws = reconnect(browser, page, ws)
+    assert next_status(ws) == "pending"
+    phone = cluster.phone()
+    phone.scan(page.qr_url)
+    phone.approve(page.id)
+    assert [next_status(ws), next_status(ws)] == ["scanned", "approved"]
+    finish(cluster, browser, page, via=b)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_a_redis_restart_loses_no_login(tmp_path, database, private_redis):
+    """Redis dies while a page waits and the phone approves meanwhile: once Redis is
+    back the processes resubscribe, the page gets the approval and the login completes."""
+    made = build_cluster(tmp_path, database, private_redis.url, database)
+    with running(made) as cluster:
+        a, b = cluster.add_process("a"), cluster.add_process("b")
+        enroll(cluster, b)
+        browser, page, ws = open_page(cluster, a)
+        cluster.balancer.route(b.port)
+        phone = cluster.phone()
+        phone.scan(page.qr_url)
+        assert next_status(ws) == "scanned"
+
+        private_redis.kill()
+        unready = requests.get(f"{a.url}/readyz", timeout=5)
+        assert unready.status_code == 503
+        assert unready.json()["checks"] == {"database": "ok", "broker": "unreachable"}
+        phone.approve(page.id)  # committed; its message cannot be sent now
+        assert cluster.login_row(page.id)[0] == "approved"
+
+        private_redis.start()
+        assert next_status(ws, timeout=30) == "approved"
+        finish(cluster, browser, page, via=a)
+        wait_until(lambda: requests.get(f"{a.url}/readyz", timeout=5).status_code == 200)
+        wait_until(lambda: requests.get(f"{b.url}/readyz", timeout=5).status_code == 200)
+
+
+def test_a_postgresql_outage_fails_clearly_and_heals(tmp_path, database):
+    """The database is unreachable for a while: requests get a clear 503, nothing is
+    half-written, and once it is back the same login completes without a restart."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database)
+    network = TcpProxy(url.port or 5432)
+    through_proxy = url.set(host="127.0.0.1", port=network.port).render_as_string(
+        hide_password=False
+    )
+    made = build_cluster(tmp_path, database, redis_url(), through_proxy)
+    try:
+        with running(made) as cluster:
+            a, b = cluster.add_process("a"), cluster.add_process("b")
+            enroll(cluster, b)
+            browser, page, ws = open_page(cluster, a)
+            cluster.balancer.route(b.port)
+            phone = cluster.phone()
+            phone.scan(page.qr_url)
+            assert next_status(ws) == "scanned"
+
+            network.cut()
+            with pytest.raises(PhoneApiError) as refused:
+                phone.approve(page.id)
+            assert refused.value.status == 503
+            assert refused.value.error == "temporarily_unavailable"
+            cluster.balancer.route(a.port)
+            page_again = requests.get(cluster.rp.authorize_url(), timeout=15)
+            assert page_again.status_code == 503
+            assert page_again.headers["Retry-After"] == "2"
+            assert "briefly unavailable" in page_again.text
+            token = cluster.rp.exchange("no-such-code")
+            assert (token.status_code, token.json()["error"]) == (503, "temporarily_unavailable")
+            ready = requests.get(f"{a.url}/readyz", timeout=15)
+            assert ready.status_code == 503
+            assert ready.json()["checks"] == {"database": "unreachable", "broker": "ok"}
+            assert requests.get(f"{a.url}/healthz", timeout=5).status_code == 200
+
+            network.restore()
+            assert cluster.login_row(page.id)[0] == "scanned"  # the refused approval left no trace
+            cluster.balancer.route(b.port)
+            phone = cluster.phone()
+            wait_until(lambda: phone.approve(page.id), 30, "the approval to go through")
+            assert next_status(ws) == "approved"
+            finish(cluster, browser, page, via=a)
+    finally:
+        network.close()
+
+
+def test_the_redis_broker_rechecks_after_losing_its_connection():
+    """Redis drops the subscriber connection (a restart, a failover): the broker
+    reconnects by itself and tells every local page to re-read the database."""
+    broker = RedisBroker(redis_url())
+    try:
+        assert broker.wait_ready(10)
+        subscription = broker.subscribe("login:x")
+        redis.Redis.from_url(REDIS_URL).client_kill_filter(_type="pubsub")
+        assert subscription.get(timeout=10) == RECHECK
+        broker.publish("login:x", {"status": "scanned"})
+        assert subscription.get(timeout=10) == {"status": "scanned"}
+        assert broker.ping()
+    finally:
+        broker.close()

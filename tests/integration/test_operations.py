@@ -1,0 +1,151 @@
+"""Operations: health, readiness, Prometheus metrics and structured logs with a request
+id, on the embedded default and on PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from idp.ops.logs import JsonFormatter
+from support import RelyingParty, add_client
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
+
+
+def sample(client, name: str, **labels: str) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_readyz_checks_the_database_and_the_broker(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_readyz_says_which_part_is_down(app, client, monkeypatch):
+    monkeypatch.setattr(app.extensions["idp.broker"], "ping", lambda: False)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "broker": "unreachable"},
+    }
+
+
+def test_metrics_count_login_requests_and_token_requests(app, client):
+    client_id, secret = add_client(app)
+    rp = RelyingParty("http://127.0.0.1:8000", client_id, secret)
+    created = sample(client, "idp_login_requests_total", outcome="created")
+    failed = sample(
+        client, "idp_token_requests_total", grant_type="authorization_code", result="invalid_grant"
+    )
+    assert client.get(rp.authorize_url().removeprefix(rp.idp_url)).status_code == 200
+    token = client.post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": "nope",
+            "redirect_uri": rp.redirect_uri,
+            "code_verifier": rp.verifier,
+        },
+        auth=(client_id, secret),
+    )
+    assert token.status_code == 400
+    assert sample(client, "idp_login_requests_total", outcome="created") == created + 1
+    after = sample(
+        client, "idp_token_requests_total", grant_type="authorization_code", result="invalid_grant"
+    )
+    assert after == failed + 1
+    metrics = client.get("/metrics")
+    assert metrics.content_type.startswith("text/plain")
+    text = metrics.get_data(as_text=True)
+    for name in (
+        "idp_open_websockets",
+        "idp_approve_to_notify_seconds_bucket",
+        "idp_http_requests_total",
+        "idp_http_request_duration_seconds_bucket",
+    ):
+        assert name in text
+
+
+def test_an_unknown_grant_type_is_counted_as_other(client):
+    labels = {"grant_type": "other", "result": "unsupported_grant_type"}
+    before = sample(client, "idp_token_requests_total", **labels)
+    assert client.post("/token", data={"grant_type": "x" * 500}).status_code == 400
+    after = sample(client, "idp_token_requests_total", **labels)
+    assert after == before + 1
+
+
+@pytest.mark.idp_config(IDP_METRICS_TOKEN="s3cret-metrics-token")
+def test_metrics_token(live_server):
+    import requests
+
+    url = f"{live_server.url}/metrics"
+    refused = requests.get(url, timeout=5)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    wrong = requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert wrong.status_code == 401
+    ok = requests.get(url, headers={"Authorization": "Bearer s3cret-metrics-token"}, timeout=5)
+    assert ok.status_code == 200
+    assert "idp_login_requests_total" in ok.text
+
+
+def test_every_response_has_a_request_id(client):
+    made = client.get("/healthz").headers["X-Request-Id"]
+    assert len(made) == 32
+    assert client.get("/healthz").headers["X-Request-Id"] != made
+    given = client.get("/healthz", headers={"X-Request-Id": "lb-1234.abc"})
+    assert given.headers["X-Request-Id"] == "lb-1234.abc"
+    hostile = client.get("/healthz", headers={"X-Request-Id": "a b {json}" + "x" * 100})
+    assert hostile.headers["X-Request-Id"] != "a b {json}" + "x" * 100
+    assert len(hostile.headers["X-Request-Id"]) == 32
+
+
+def test_request_log_lines_are_json_with_the_route_not_the_path(client, caplog):
+    caplog.set_level(logging.INFO, logger="idp.request")
+    response = client.get(
+        "/q/secret-login-id-in-the-path?x=secret-query", headers={"X-Request-Id": "req-7"}
+    )
+    [record] = [r for r in caplog.records if r.name == "idp.request"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == "req-7"
+    assert line["route"] == "/q/<request_id>"
+    assert line["status"] == response.status_code
+    assert line["method"] == "GET"
+    assert isinstance(line["duration_ms"], float)
+    assert line["level"] == "info"
+    assert "secret" not in json.dumps(line)
+
+
+def test_log_lines_inside_a_request_carry_its_id(app):
+    with app.test_request_context("/"):
+        from flask import g
+
+        g.request_id = "inner-42"
+        record = logging.LogRecord(
+            "idp.x", logging.WARNING, __file__, 1, "hello %s", ("you",), None
+        )
+        line = json.loads(JsonFormatter().format(record))
+    assert line == {
+        "time": line["time"],
+        "level": "warning",
+        "logger": "idp.x",
+        "message": "hello you",
+        "request_id": "inner-42",
+    }
