@@ -55,6 +55,10 @@ def run_demo(*, port: int, rp_port: int) -> None:
         "IDP_ISSUER": issuer,
         "IDP_DATABASE_URL": app.config["IDP_DATABASE_URL"],
         "IDP_DEMO_PHONE_COMMAND": f"{phone} scan",
+        # A person reads this terminal: plain lines, and only warnings besides the
+        # phone commands.
+        "IDP_LOG_FORMAT": os.environ.get("IDP_LOG_FORMAT") or "text",
+        "IDP_LOG_LEVEL": os.environ.get("IDP_LOG_LEVEL") or "WARNING",
     }
     processes: list[subprocess.Popen[bytes]] = []
     try:

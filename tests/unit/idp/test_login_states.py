@@ -689,3 +689,67 @@ def test_racing_scans_by_different_devices_exactly_one_wins(world, app, publishe
     assert stored.status == Status.SCANNED
     assert stored.device_pk == winner
     assert statuses(published, login.id) == ["scanned"]
+
+
+def test_approve_racing_deny_exactly_one_wins(world, app, published):
+    """The phone's approve and deny arrive at once (a double tap): one decision stands."""
+    login = start(world)
+    scan_login(login.id, device(world.device))
+    db.session.close()
+
+    def decide(i: int, ready: Callable[[], Any]) -> str:
+        phone = device(world.device)
+        db.session.commit()
+        ready()
+        return (approve_login if i % 2 else services.deny_login)(login.id, phone).status
+
+    results, errors = race(app, THREADS, decide)
+    assert len(results) == 1
+    assert len(errors) == THREADS - 1
+    assert all(type(error) is AlreadyUsed for error in errors), errors
+    [winner] = results
+    assert row(login.id).status == winner
+    assert statuses(published, login.id) == ["scanned", winner]
+
+
+@pytest.mark.parametrize("lifetime", [0.05, 0.15, 0.4])
+def test_approve_racing_expiry_exactly_one_wins(world, app, published, lifetime):
+    """Approvals arrive around the moment the request expires while other workers expire
+    it: it ends approved or expired, never both, with one message for the outcome."""
+    login = start(world)
+    scan_login(login.id, device(world.device))
+    db.session.execute(
+        update(LoginRequest)
+        .where(LoginRequest.id == login.id)
+        .values(expires_at=utcnow() + timedelta(seconds=lifetime))
+    )
+    db.session.commit()
+    db.session.close()
+
+    def act(i: int, ready: Callable[[], Any]) -> tuple[str, Any]:
+        phone = device(world.device)
+        db.session.commit()
+        ready()
+        if i % 2:
+            time.sleep(0.05 + 0.02 * i)  # spread the approvals around the expiry moment
+            return ("approve", approve_login(login.id, phone).status)
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            if services.expire_login(login.id):
+                return ("expire", True)
+            time.sleep(0.005)
+        return ("expire", False)
+
+    results, errors = race(app, THREADS, act)
+    approvals = [r for r in results if r[0] == "approve"]
+    expiries = [r for r in results if r == ("expire", True)]
+    assert all(type(error) in (Expired, AlreadyUsed) for error in errors), errors
+    final = row(login.id).status
+    if final == Status.APPROVED:
+        assert len(approvals) == 1
+        assert expiries == []
+    else:
+        assert final == Status.EXPIRED
+        assert approvals == []
+        assert len(expiries) == 1
+    assert statuses(published, login.id) == ["scanned", final]
