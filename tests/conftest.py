@@ -20,11 +20,12 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from support import dispose_app, free_port, make_app, postgres_database, redis_url
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres+redis"])
 def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """Storage and broker settings: ``sqlite`` (embedded) or ``postgres+redis``.
 
-    Parametrize a test or module with ``indirect=True`` to run it on both.
+    Every test that uses an app or a live server (through this fixture) runs on both,
+    each PostgreSQL test in a database of its own, created and dropped here.
     """
     if request.param == "sqlite":
         yield {}

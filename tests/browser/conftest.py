@@ -1,0 +1,127 @@
+"""Browser tests: Debian's Chromium driven by Playwright, against a real `idp serve`
+(gunicorn + gevent) and the demo relying party, with the QR code read back from the
+pixels on the screen.
+
+Chromium comes from Debian (`apt-get install chromium`; `.ci/run` installs it);
+Playwright only drives it, so `playwright install` is never needed. Without Chromium
+these tests skip, saying so; in CI (`CI=true`) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from cluster import IdPProcess
+from support import IN_CI, add_user, dispose_app, free_port, make_app
+
+CHROMIUM = os.environ.get("IDP_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _missing(reason: str) -> None:
+    message = f"browser tests need {reason}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the session; each test gets fresh contexts."""
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        _missing(f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package (make install)")
+    manager = sync_playwright().start()
+    browser = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+        manager.stop()
+
+
+@dataclass
+class Site:
+    """The IdP (a real `idp serve`) and the demo RP, as a new user meets them."""
+
+    idp: IdPProcess
+    rp_url: str
+    tmp: Path
+
+    @property
+    def issuer(self) -> str:
+        return self.idp.url
+
+
+@pytest.fixture
+def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
+    """`@pytest.mark.idp_config(IDP_...=value)` sets the IdP's environment."""
+    from demo_rp import create_app as create_rp
+
+    marker = request.node.get_closest_marker("idp_config")
+    extra = {k: str(v) for k, v in (marker.kwargs if marker else {}).items()}
+    idp_port, rp_port = free_port(), free_port()
+    issuer, rp_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{rp_port}"
+    database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
+    setup = make_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database)
+    try:
+        add_user(setup, "alice", name="Alice Example")
+        with setup.app_context():
+            from idp.admin.services import create_client
+
+            client, secret = create_client("Demo RP", [f"{rp_url}/callback"])
+            client_id = client.client_id
+    finally:
+        dispose_app(setup)
+
+    idp = IdPProcess(
+        tmp_path,
+        "idp",
+        {
+            "IDP_ISSUER": issuer,
+            "IDP_DATABASE_URL": database,
+            "IDP_SECRET_KEY": "browser-test-secret",
+            "IDP_LOG_FORMAT": "text",
+        }
+        | extra,
+    )
+    idp.port = idp_port
+    idp.start()
+    rp = create_rp(
+        {
+            "RP_ISSUER": issuer,
+            "RP_CLIENT_ID": client_id,
+            "RP_CLIENT_SECRET": secret or "",
+            "RP_SECRET_KEY": "rp-secret",
+            "RP_BASE_URL": rp_url,
+        }
+    )
+    server = make_server("127.0.0.1", rp_port, rp, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield Site(idp=idp, rp_url=rp_url, tmp=tmp_path)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        idp.stop()

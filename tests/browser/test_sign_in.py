@@ -1,0 +1,170 @@
+"""Sign in as a person does: the demo RP's button, the authorize page in Chromium, the
+QR code read from a screenshot of the screen by the phone app, and the browser landing
+back on the RP."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from idp_phone.api import PhoneApiError, PhoneClient
+from idp_phone.qr import decode_qr
+from support import PASSWORD
+
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def enroll(site: Any) -> PhoneClient:
+    phone = PhoneClient(site.tmp / "phone")
+    phone.enroll(site.issuer, "alice", PASSWORD, "Alice's phone")
+    return phone
+
+
+def new_context(chromium: Browser, **options: object) -> BrowserContext:
+    context = chromium.new_context(**({"viewport": LAPTOP} | options))  # type: ignore[arg-type]
+    context.set_default_timeout(20_000)
+    return context
+
+
+def start_sign_in(context: BrowserContext, site: Any) -> Page:
+    """Open the RP, press its sign-in button, and wait for the QR page."""
+    page = context.new_page()
+    page.goto(site.rp_url + "/")
+    page.get_by_role("button", name="Sign in with your phone").click()
+    page.wait_for_url(f"{site.issuer}/authorize?*")
+    expect(page.locator("#qr svg")).to_be_visible()
+    expect(page.locator("#status")).to_have_text("Scan with the QR-IdP app")
+    return page
+
+
+def read_qr(page: Page, tmp: Path, name: str = "screen.png") -> str:
+    """What a phone camera pointed at the screen reads: decode a screenshot."""
+    path = tmp / name
+    page.screenshot(path=str(path))
+    return decode_qr(path)
+
+
+def shot(page: Page, name: str) -> None:
+    """Keep a picture of this state for the README (only with IDP_SCREENSHOTS=dir)."""
+    if folder := os.environ.get("IDP_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
+def test_approve(chromium, site):
+    phone = enroll(site)
+    context = new_context(chromium)
+    page = start_sign_in(context, site)
+    shot(page, "authorize-page")
+    text = read_qr(page, site.tmp)
+    assert text.startswith(f"{site.issuer}/q/")
+
+    view = phone.scan(text)["login_request"]
+    assert view["client"]["name"] == "Demo RP"
+    expect(page.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    shot(page, "scanned")
+
+    phone.approve(view["id"])
+    page.wait_for_url(f"{site.rp_url}/")
+    expect(page.get_by_text("Alice Example").first).to_be_visible()
+    expect(page.get_by_text("alice@example.com").first).to_be_visible()
+    shot(page, "signed-in")
+    context.close()
+
+
+def test_deny(chromium, site):
+    phone = enroll(site)
+    context = new_context(chromium)
+    page = start_sign_in(context, site)
+    view = phone.scan(read_qr(page, site.tmp))["login_request"]
+    phone.deny(view["id"])
+    page.wait_for_url(f"{site.rp_url}/callback?*")
+    assert "error=access_denied" in page.url
+    expect(page.get_by_role("heading", name="Sign-in was denied on the phone")).to_be_visible()
+    shot(page, "denied")
+    context.close()
+
+
+@pytest.mark.idp_config(IDP_LOGIN_REQUEST_TTL=4)
+def test_an_expired_code_is_replaced_by_itself(chromium, site):
+    phone = enroll(site)
+    context = new_context(chromium)
+    page = start_sign_in(context, site)
+    old = read_qr(page, site.tmp, "old.png")
+    # Nobody touches the page: it renews the code when the old one expires.
+    expect(page.locator("#qr-text")).not_to_have_text(old, timeout=15_000)
+    expect(page.locator("#status")).to_have_text("Scan with the QR-IdP app")
+    new = read_qr(page, site.tmp, "new.png")
+    assert new != old
+    with pytest.raises(PhoneApiError) as refused:
+        phone.scan(old)
+    assert refused.value.error == "expired"
+    phone.approve(phone.scan(new)["login_request"]["id"])
+    page.wait_for_url(f"{site.rp_url}/")
+    expect(page.get_by_text("Alice Example").first).to_be_visible()
+    context.close()
+
+
+def test_the_server_restarting_while_the_page_waits(chromium, site):
+    """A deploy restarts the IdP under a waiting page: the page reconnects by itself and
+    the login completes."""
+    phone = enroll(site)
+    context = new_context(chromium)
+    page = start_sign_in(context, site)
+    text = read_qr(page, site.tmp)
+    assert site.idp.terminate() == 0
+    site.idp.start()
+    view = phone.scan(text)["login_request"]
+    expect(page.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    phone.approve(view["id"])
+    page.wait_for_url(f"{site.rp_url}/")
+    expect(page.get_by_text("Alice Example").first).to_be_visible()
+    context.close()
+
+
+def test_another_browser_cannot_reach_the_result(chromium, site):
+    """An attacker who has the QR link (or sees the page's URLs) but not the browser
+    that opened it gets nothing: no socket, no completion, no code."""
+    phone = enroll(site)
+    victim = new_context(chromium)
+    page = start_sign_in(victim, site)
+    text = read_qr(page, site.tmp)
+    state = page.locator("#qr-login").get_attribute("data-state") or ""
+    complete_path = re.search(r'"complete_url": *"([^"]+)"', state).group(1)  # type: ignore[union-attr]
+
+    attacker = new_context(chromium)
+    spy = attacker.new_page()
+    spy.goto(site.rp_url + "/")  # any page, for a same-site fetch context
+    view = phone.scan(text)["login_request"]
+    phone.approve(view["id"])
+    page.wait_for_url(f"{site.rp_url}/")  # the victim is signed in
+
+    response = spy.goto(site.issuer + complete_path)
+    assert response is not None
+    assert response.status == 403
+    expect(spy.get_by_text("This sign-in was started in another browser")).to_be_visible()
+    assert not spy.url.startswith(site.rp_url + "/callback")
+    victim.close()
+    attacker.close()
+
+
+def test_a_phone_sized_screen_shows_a_readable_code(chromium, site):
+    phone = enroll(site)
+    context = new_context(chromium, viewport=PHONE, device_scale_factor=2, is_mobile=True)
+    page = start_sign_in(context, site)
+    box = page.locator("#qr svg").bounding_box()
+    assert box is not None
+    assert box["x"] >= 0
+    assert box["x"] + box["width"] <= PHONE["width"]
+    assert box["width"] >= 200  # CSS pixels: big enough for another phone's camera
+    shot(page, "authorize-page-phone")
+    text = read_qr(page, site.tmp)
+    phone.approve(phone.scan(text)["login_request"]["id"])
+    page.wait_for_url(f"{site.rp_url}/")
+    context.close()
