@@ -31,6 +31,11 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     "IDP_PROOF_MAX_AGE": (int, 60),
     # Seconds between a waiting page's heartbeats (they keep proxies from closing it).
     "IDP_WS_HEARTBEAT": (int, 25),
+    # "Can't scan?": seconds a short typable code lives (at most as long as its request),
+    # and how many wrong codes a user may type per window of seconds.
+    "IDP_SHORT_CODE_TTL": (int, 120),
+    "IDP_SHORT_CODE_ATTEMPTS": (int, 5),
+    "IDP_SHORT_CODE_WINDOW": (int, 600),
     # How many times a page renews its QR code by itself before it asks.
     "IDP_QR_MAX_RENEWALS": (int, 5),
     # Demo only: print "<this command> <QR URL> --approve" for each new code.

@@ -19,6 +19,8 @@ class IdPError(Exception):
     status = 400
     code = "invalid_request"
     title = "Something is wrong with this request"
+    #: Extra response headers (e.g. ``Retry-After``).
+    headers: dict[str, str] = {}
 
     def __init__(self, description: str = "") -> None:
         super().__init__(description or self.title)
@@ -66,6 +68,20 @@ class UnknownRequest(IdPError):
     status, code, title = 404, "unknown_request", "No such sign-in request"
 
 
+class UnknownCode(IdPError):
+    status, code = 404, "unknown_code"
+    title = "No sign-in is waiting for this code: check it, or ask the page for a new one"
+
+
+class TooManyAttempts(IdPError):
+    status, code = 429, "too_many_attempts"
+    title = "Too many wrong codes: wait a few minutes, or scan the QR code instead"
+
+    def __init__(self, description: str = "", *, retry_after: int) -> None:
+        super().__init__(description)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class AlreadyUsed(IdPError):
     status, code, title = 409, "already_used", "This sign-in request was already used"
 
@@ -93,7 +109,8 @@ class RenewalLimit(IdPError):
 
 def wants_json() -> bool:
     """JSON for the APIs and for clients that prefer it; HTML for browsers."""
-    if request.path.startswith(("/api/", "/token", "/userinfo", "/authorize/renew")):
+    json_paths = ("/api/", "/token", "/userinfo", "/authorize/renew", "/authorize/short-code")
+    if request.path.startswith(json_paths):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json"
@@ -116,7 +133,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(IdPError)
     def _handle_idp_error(error: IdPError) -> Response:
-        return error_response(error.status, error.code, error.description)
+        response = error_response(error.status, error.code, error.description)
+        response.headers.update(error.headers)
+        return response
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)

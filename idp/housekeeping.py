@@ -18,7 +18,7 @@ from idp import db
 from idp.db import utcnow
 from idp.mobile.models import UsedProof
 from idp.oauth.models import AuthorizationCode, Token
-from idp.qrlogin.models import LoginRequest
+from idp.qrlogin.models import LoginRequest, ShortCodeFailure
 
 BATCH = 5000
 
@@ -36,7 +36,8 @@ class PurgeReport:
 
 def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeReport:
     """Delete login requests, codes, tokens and used proofs that expired more than
-    ``keep`` ago (used proofs as soon as they expire: a stale proof is refused anyway).
+    ``keep`` ago (used proofs as soon as they expire: a stale proof is refused anyway,
+    and wrong typed short codes once they no longer count).
 
     A login request can still be completed ``IDP_CODE_TTL`` seconds after an approval
     near its end, so it is kept at least that long past its expiry.
@@ -71,6 +72,11 @@ def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeRepo
     result = db.session.execute(delete(UsedProof).where(UsedProof.expires_at < now))
     db.session.commit()
     report.deleted["used_proofs"] = result.rowcount  # type: ignore[attr-defined]
+    # Wrong typed codes count only within their window.
+    window = timedelta(seconds=current_app.config["IDP_SHORT_CODE_WINDOW"])
+    report.deleted["short_code_failures"] = _delete_in_batches(
+        ShortCodeFailure.id, ShortCodeFailure.at < now - window, batch
+    )
     return report
 
 

@@ -259,6 +259,15 @@ class Browser:
             timeout=10,
         )
 
+    def short_code(self, page: Page, *, origin: str | None = None) -> requests.Response:
+        """What opening "Can't scan?" does: ask for a short code to type."""
+        return self.session.post(
+            self.idp_url + page.state["short_code_url"],
+            headers={"Origin": origin or self.idp_url, "Content-Type": "application/json"},
+            data="{}",
+            timeout=10,
+        )
+
     def complete(self, page: Page) -> requests.Response:
         return self.session.get(
             self.idp_url + page.state["complete_url"], allow_redirects=False, timeout=10

@@ -30,6 +30,18 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,199}")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 
+#: The letters of a short code: no look-alikes (B/8, I/L/1, O/0, S/5, Z/2).
+SHORT_CODE_ALPHABET = "ACDEFGHJKMNPQRTUVWXY"
+
+
+def normalize_short_code(text: str) -> str | None:
+    """``XXXX-XXXX`` from what was typed (case, spaces and dashes ignored), or ``None``."""
+    letters = "".join(text.split()).replace("-", "").upper()
+    if len(letters) != 8 or any(c not in SHORT_CODE_ALPHABET for c in letters):
+        return None
+    return f"{letters[:4]}-{letters[4:]}"
+
+
 class PhoneApiError(Exception):
     """The server refused the request: ``{"error": CODE, "error_description": TEXT}``."""
 
@@ -259,6 +271,14 @@ class PhoneClient:
         """
         check_login_qr(self.profile.server, qr_text)
         data = self._call("POST", "/login-requests/scan", {"qr": qr_text.strip()})
+        _login_request(data, 200)
+        return data
+
+    def scan_code(self, code: str) -> dict[str, Any]:
+        """Report a short code typed from the page ("Can't scan?"), as :meth:`scan` does."""
+        if normalize_short_code(code) is None:
+            raise ValueError("a sign-in code is 8 letters like KXRT-WMPQ")
+        data = self._call("POST", "/login-requests/scan", {"code": code.strip()})
         _login_request(data, 200)
         return data
 

@@ -4,6 +4,7 @@ Commands::
 
     idp-phone [--profile DIR] enroll --server URL --username U --password-stdin [--device-name N]
     idp-phone [--profile DIR] scan SOURCE [--approve | --deny] [--json]
+    idp-phone [--profile DIR] scan --code KXRT-WMPQ [--approve | --deny] [--json]
     idp-phone [--profile DIR] whoami
 
 Exit codes: 0 success, 1 the server refused (``error: CODE: DESCRIPTION``) or cannot be
@@ -31,6 +32,7 @@ from idp_phone.api import (
     ServerUnreachableError,
     check_login_qr,
     normalize_server,
+    normalize_short_code,
 )
 from idp_phone.profile import DEFAULT_PROFILE_DIR, ProfileError, is_enrolled
 from idp_phone.qr import QrDecodeError, decode_qr
@@ -206,8 +208,15 @@ def _cmd_whoami(args: argparse.Namespace, client: PhoneClient) -> int:
 
 def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
     profile = client.profile
-    qr_text = read_source(args.source)
-    check_login_qr(profile.server, qr_text)  # before anything is sent anywhere
+    if (args.source is None) == (args.code is None):
+        raise UsageError("give the QR code (SOURCE) or the typed code (--code), not both")
+    if args.source is not None:
+        qr_text = read_source(args.source)
+        check_login_qr(profile.server, qr_text)  # before anything is sent anywhere
+    elif normalize_short_code(args.code) is None:
+        raise UsageError(
+            "a sign-in code is 8 letters like KXRT-WMPQ (no digits, no B, I, L, O, S, Z)"
+        )
 
     decision: str | None = "approve" if args.approve else "deny" if args.deny else None
     interactive = decision is None and not args.json
@@ -217,7 +226,10 @@ def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
             "give --approve or --deny (or --json to only scan)"
         )
 
-    view = client.scan(qr_text)["login_request"]
+    if args.source is not None:
+        view = client.scan(qr_text)["login_request"]
+    else:
+        view = client.scan_code(args.code)["login_request"]
     if not args.json:
         print(
             describe_login_request(view, account=f"{clean(profile.username)} at {profile.server}")
@@ -270,9 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enroll.set_defaults(handler=_cmd_enroll)
 
-    scan = commands.add_parser("scan", help="scan a sign-in QR code, then approve or deny it")
+    scan = commands.add_parser(
+        "scan", help="scan a sign-in QR code (or type its short code), then approve or deny it"
+    )
     scan.add_argument(
-        "source", metavar="SOURCE", help="the QR code's URL text, or a photo/screenshot of it"
+        "source",
+        metavar="SOURCE",
+        nargs="?",
+        help="the QR code's URL text, or a photo/screenshot of it",
+    )
+    scan.add_argument(
+        "--code",
+        metavar="CODE",
+        help='instead of a QR code: the short code the page shows under "Can\'t scan?"',
     )
     choice = scan.add_mutually_exclusive_group()
     choice.add_argument("--approve", action="store_true", help="approve without asking")

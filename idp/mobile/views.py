@@ -13,6 +13,7 @@ from idp.mobile.proof import HEADER, Proof, verify_proof
 from idp.mobile.services import enroll_device
 from idp.oauth.models import SCOPE_DESCRIPTIONS
 from idp.qrlogin import services as logins
+from idp.qrlogin import shortcodes
 from idp.qrlogin.models import LoginRequest
 from idp.qrlogin.useragent import summarize_user_agent
 
@@ -41,9 +42,16 @@ def whoami() -> Response:
 
 @bp.post("/login-requests/scan")
 def scan() -> Response:
-    """The camera read a QR code: show what is asked, by whom, from where."""
+    """The camera read a QR code (``{"qr": ...}``), or the person typed the page's short
+    code (``{"code": ...}``): show what is asked, by whom, from where."""
     device = _verified_device()
-    request_id = _request_id_from_qr(_string(_json_object(), "qr"))
+    body = _json_object()
+    if ("qr" in body) == ("code" in body):
+        raise InvalidRequest("send either 'qr' (the scanned text) or 'code' (the typed code)")
+    if "qr" in body:
+        request_id = _request_id_from_qr(_string(body, "qr"))
+    else:
+        request_id = shortcodes.find_by_code(_string(body, "code"), device).id
     login = logins.scan_login(request_id, device)
     return jsonify(login_request=login_request_view(login))
 

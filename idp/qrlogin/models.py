@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.accounts.models import User
@@ -59,6 +59,10 @@ class LoginRequest(Base):
     completed_at: Mapped[datetime | None]
     # Set once when a fresh request replaces this expired one: it is renewed only once.
     renewed_at: Mapped[datetime | None]
+    # "Can't scan?": the digest of the short typable code the page shows on request, and
+    # until when the phone may type it instead of scanning (idp.qrlogin.shortcodes).
+    short_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    short_code_expires_at: Mapped[datetime | None]
 
     client: Mapped[Client] = relationship(lazy="joined")
     device: Mapped[Device | None] = relationship()
@@ -68,3 +72,17 @@ class LoginRequest(Base):
         """Past its lifetime while still unfinished."""
         unfinished = self.status in (Status.PENDING, Status.SCANNED)
         return self.status == Status.EXPIRED or (unfinished and utcnow() >= self.expires_at)
+
+
+class ShortCodeFailure(Base):
+    """A typed code that matched no waiting sign-in; too many in a while lock the user out
+    of typing codes (the codes are short, so guessing must stay hopeless)."""
+
+    __tablename__ = "short_code_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    __table_args__ = (Index("ix_short_code_failures_user_id_at", "user_id", "at"),)

@@ -164,6 +164,7 @@ def scan_login(request_id: str, device: Device) -> LoginRequest:
             to=Status.SCANNED,
             device_pk=device.id,
             scanned_at=utcnow(),
+            short_code_hash=None,  # a typed code is used up by the scan
         )
     except AlreadyUsed:
         # A retry that raced this phone's own first scan sees the request all the same.

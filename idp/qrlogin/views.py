@@ -25,9 +25,11 @@ from flask import (
 )
 
 from idp import db
+from idp.db import utcnow
 from idp.errors import ForeignOrigin
 from idp.oauth.server import Issuer, Server, StoredAuthorizationRequest, authorization_server
 from idp.qrlogin import services as logins
+from idp.qrlogin import shortcodes
 from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.qr import qr_svg
 
@@ -118,6 +120,17 @@ def renew(request_id: str) -> Response:
     return response
 
 
+@bp.post("/authorize/short-code/<request_id>")
+def short_code(request_id: str) -> Response:
+    """ "Can't scan?" was opened: a short code to type into the phone app instead."""
+    check_same_origin()
+    code, expires_at = shortcodes.issue_code(request_id, binding_secret())
+    expires_in = max(0, int((expires_at - utcnow()).total_seconds()))
+    response = jsonify(code=code, expires_in=expires_in)
+    _no_store(response)
+    return response
+
+
 @bp.get("/authorize/complete/<request_id>")
 def complete(request_id: str) -> Response:
     """The phone decided: issue the code (or ``access_denied``) and go back to the RP."""
@@ -186,6 +199,7 @@ def page_state(login: LoginRequest) -> dict[str, Any]:
         "socket_path": f"/ws/login/{login.id}",
         "complete_url": url_for("qrlogin.complete", request_id=login.id),
         "renew_url": url_for("qrlogin.renew", request_id=login.id),
+        "short_code_url": url_for("qrlogin.short_code", request_id=login.id),
         "expires_in": int(lifetime),
         "renewals_left": current_app.config["IDP_QR_MAX_RENEWALS"] - login.renewals,
     }

@@ -10,6 +10,9 @@
   var qrEl = document.getElementById("qr");
   var qrTextEl = document.getElementById("qr-text");
   var refreshButton = document.getElementById("refresh");
+  var cantScan = document.getElementById("cant-scan");
+  var shortCodeEl = document.getElementById("short-code");
+  var shortCodeNote = document.getElementById("short-code-note");
   var socket = null;
   var finished = false;
   var retries = 0;
@@ -87,7 +90,29 @@
       deadline = Date.now() + state.expires_in * 1000;
       show(MESSAGES.pending[0], "");
       connect();
+      if (cantScan.open) { fetchShortCode(); }
     }).catch(function () { offerRefresh(); });
+  }
+
+  // "Can't scan?": a short code to type into the app, made only when asked for.
+  function fetchShortCode() {
+    shortCodeEl.textContent = "\u2026";
+    shortCodeNote.textContent = "";
+    fetch(state.short_code_url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: "{}"
+    }).then(function (response) {
+      return response.json().then(function (body) { return [response.ok, body]; });
+    }).then(function (result) {
+      if (!result[0]) { throw new Error(result[1].error_description || "no code"); }
+      shortCodeEl.textContent = result[1].code;
+      shortCodeNote.textContent = "Valid for " + result[1].expires_in + " seconds.";
+    }).catch(function (error) {
+      shortCodeEl.textContent = "";
+      shortCodeNote.textContent = error.message;
+    });
   }
 
   function offerRefresh() {
@@ -108,6 +133,9 @@
   }
 
   refreshButton.addEventListener("click", function () { window.location.reload(); });
+  cantScan.addEventListener("toggle", function () {
+    if (cantScan.open && !finished) { fetchShortCode(); }
+  });
   window.setInterval(tick, 1000);
   tick();
   connect();

@@ -168,3 +168,20 @@ def test_a_phone_sized_screen_shows_a_readable_code(chromium, site):
     phone.approve(phone.scan(text)["login_request"]["id"])
     page.wait_for_url(f"{site.rp_url}/")
     context.close()
+
+
+def test_cant_scan_shows_a_code_to_type(chromium, site):
+    phone = enroll(site)
+    context = new_context(chromium)
+    page = start_sign_in(context, site)
+    page.get_by_text("Can't scan?").click()  # a <summary>: keyboard and mouse alike
+    code = page.locator("#short-code")
+    expect(code).to_have_text(re.compile(r"^[A-Z]{4}-[A-Z]{4}$"))
+    expect(page.locator("#short-code-note")).to_have_text(re.compile(r"Valid for \d+ seconds"))
+    shot(page, "cant-scan")
+    view = phone.scan_code(code.inner_text())["login_request"]
+    expect(page.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    phone.approve(view["id"])
+    page.wait_for_url(f"{site.rp_url}/")
+    expect(page.get_by_text("Alice Example").first).to_be_visible()
+    context.close()

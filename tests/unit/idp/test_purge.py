@@ -15,9 +15,9 @@ from idp.admin.services import create_client
 from idp.cli import main
 from idp.db import utcnow
 from idp.housekeeping import purge
-from idp.mobile.models import UsedProof
+from idp.mobile.models import Device, UsedProof
 from idp.oauth.models import AuthorizationCode, Token, digest
-from idp.qrlogin.models import LoginRequest, Status
+from idp.qrlogin.models import LoginRequest, ShortCodeFailure, Status
 from support import PASSWORD, REDIRECT_URI
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
@@ -91,6 +91,19 @@ def rows(app):
             "token-old-refresh-expired", 5 * HOUR, refresh="r4", refresh_expires_at=epoch - HOUR * 2
         )
 
+        phone = Device(
+            device_id="dev_1", user_id=user.id, name="Phone", public_jwk="{}", key_thumbprint="t"
+        )
+        db.session.add(phone)
+        db.session.flush()
+        db.session.add_all(
+            [
+                ShortCodeFailure(user_id=user.id, device_pk=phone.id, at=now - timedelta(hours=1)),
+                ShortCodeFailure(
+                    user_id=user.id, device_pk=phone.id, at=now - timedelta(minutes=1)
+                ),
+            ]
+        )
         db.session.add_all(
             [
                 UsedProof(
@@ -109,6 +122,7 @@ def rows(app):
             digest(t) for t in ["token-live", "token-old-refreshable", "token-old-refresh-forever"]
         },
         "proofs": {"proof-live"},
+        "failures": 1,
     }
 
 
@@ -119,6 +133,7 @@ def remaining(app) -> dict[str, set[str]]:
             "codes": set(db.session.scalars(select(AuthorizationCode.code_hash))),
             "tokens": set(db.session.scalars(select(Token.access_token_hash))),
             "proofs": set(db.session.scalars(select(UsedProof.jti))),
+            "failures": len(db.session.scalars(select(ShortCodeFailure.id)).all()),
         }
 
 
@@ -130,6 +145,7 @@ def test_purge_deletes_exactly_what_expired(app, rows):
         "authorization_codes": 1,
         "tokens": 3,
         "used_proofs": 1,
+        "short_code_failures": 1,
     }
     assert remaining(app) == rows
 
@@ -157,7 +173,7 @@ def test_keep_zero_still_spares_what_can_be_used(app, rows):
 def test_small_batches_delete_everything(app, rows):
     with app.app_context():
         report = purge(timedelta(hours=1), batch=1)
-    assert report.total == 6
+    assert report.total == 7
     assert remaining(app) == rows
 
 
@@ -178,7 +194,7 @@ def test_two_purges_at_once_agree(app, rows):
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert sum(r.total for r in reports) == 6
+    assert sum(r.total for r in reports) == 7
     assert remaining(app) == rows
 
 
@@ -194,6 +210,7 @@ def test_the_command(app, rows, monkeypatch):
         "authorization_codes": 1,
         "tokens": 3,
         "used_proofs": 1,
+        "short_code_failures": 1,
     }
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Token)) == 3

@@ -1,0 +1,74 @@
+"""short typable codes
+
+"Can't scan?": a login request may carry the digest of a short code typed into the
+phone instead of scanning, and wrong typed codes are counted per user.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-25 07:14:35.076814
+
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision: str = "0003"
+down_revision: str | Sequence[str] | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Upgrade schema."""
+    op.create_table(
+        "short_code_failures",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("device_pk", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["device_pk"],
+            ["devices.id"],
+            name=op.f("fk_short_code_failures_device_pk_devices"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_short_code_failures_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_short_code_failures")),
+    )
+    with op.batch_alter_table("short_code_failures", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_short_code_failures_at"), ["at"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_short_code_failures_device_pk"), ["device_pk"], unique=False
+        )
+        batch_op.create_index("ix_short_code_failures_user_id_at", ["user_id", "at"], unique=False)
+
+    with op.batch_alter_table("login_requests", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("short_code_hash", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("short_code_expires_at", sa.DateTime(), nullable=True))
+        batch_op.create_unique_constraint(
+            batch_op.f("uq_login_requests_short_code_hash"), ["short_code_hash"]
+        )
+
+
+def downgrade() -> None:
+    """Downgrade schema."""
+    with op.batch_alter_table("login_requests", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("uq_login_requests_short_code_hash"), type_="unique")
+        batch_op.drop_column("short_code_expires_at")
+        batch_op.drop_column("short_code_hash")
+
+    with op.batch_alter_table("short_code_failures", schema=None) as batch_op:
+        batch_op.drop_index("ix_short_code_failures_user_id_at")
+        batch_op.drop_index(batch_op.f("ix_short_code_failures_device_pk"))
+        batch_op.drop_index(batch_op.f("ix_short_code_failures_at"))
+
+    op.drop_table("short_code_failures")
