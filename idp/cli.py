@@ -83,14 +83,19 @@ def clients() -> None:
 @click.option("--redirect-uri", "redirect_uris", multiple=True, required=True,
               help="An exact redirect URI; repeat for several.")  # fmt: skip
 @click.option("--public", is_flag=True, help="No secret (browser or native app): PKCE only.")
+@click.option("--logo-uri", default=None, help="An https image shown beside the name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool, as_json: bool) -> None:
+def clients_create(
+    name: str, redirect_uris: tuple[str, ...], public: bool, logo_uri: str | None, as_json: bool
+) -> None:
     """Register a client. A confidential client's secret is printed once, here."""
     from idp.admin.services import create_client
 
     with _app().app_context():
         try:
-            client, secret = create_client(name, list(redirect_uris), public=public)
+            client, secret = create_client(
+                name, list(redirect_uris), public=public, logo_uri=logo_uri
+            )
         except IdPError as error:
             _fail(error.description)
         if as_json:

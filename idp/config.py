@@ -19,6 +19,8 @@ DEFAULT_ISSUER = "http://127.0.0.1:8000"
 #: name -> (type, default); defaults computed at load time are ``None`` here.
 SETTINGS: dict[str, tuple[type, Any]] = {
     "IDP_ISSUER": (str, DEFAULT_ISSUER),
+    # The name people see at the top of every page.
+    "IDP_NAME": (str, "QR-IdP"),
     "IDP_DATABASE_URL": (str, None),
     "IDP_BROKER_URL": (str, "memory://"),
     "IDP_SECRET_KEY": (str, None),

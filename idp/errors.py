@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, render_template, request
+from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -18,13 +19,13 @@ class IdPError(Exception):
 
     status = 400
     code = "invalid_request"
-    title = "Something is wrong with this request"
+    title = _l("Something is wrong with this request")
     #: Extra response headers (e.g. ``Retry-After``).
     headers: dict[str, str] = {}
 
     def __init__(self, description: str = "") -> None:
-        super().__init__(description or self.title)
-        self.description = description or self.title
+        super().__init__(description or str(self.title))
+        self.description = description or str(self.title)
 
 
 class InvalidRequest(IdPError):
@@ -32,50 +33,50 @@ class InvalidRequest(IdPError):
 
 
 class NotALoginCode(IdPError):
-    status, code, title = 400, "not_a_login_code", "This is not a sign-in code of this server"
+    status, code, title = 400, "not_a_login_code", _l("This is not a sign-in code of this server")
 
 
 class InvalidProof(IdPError):
-    status, code, title = 401, "invalid_proof", "The request's device proof is not valid"
+    status, code, title = 401, "invalid_proof", _l("The request's device proof is not valid")
 
 
 class UnknownDevice(IdPError):
-    status, code, title = 401, "unknown_device", "This device is not enrolled"
+    status, code, title = 401, "unknown_device", _l("This device is not enrolled")
 
 
 class DeviceRevoked(IdPError):
-    status, code, title = 401, "device_revoked", "This device was revoked"
+    status, code, title = 401, "device_revoked", _l("This device was revoked")
 
 
 class InvalidCredentials(IdPError):
-    status, code, title = 401, "invalid_credentials", "Wrong username or password"
+    status, code, title = 401, "invalid_credentials", _l("Wrong username or password")
 
 
 class WrongDevice(IdPError):
-    status, code, title = 403, "wrong_device", "Another device scanned this sign-in request"
+    status, code, title = 403, "wrong_device", _l("Another device scanned this sign-in request")
 
 
 class BindingMismatch(IdPError):
     status, code = 403, "binding_mismatch"
-    title = "This sign-in was started in another browser"
+    title = _l("This sign-in was started in another browser")
 
 
 class ForeignOrigin(IdPError):
-    status, code, title = 403, "foreign_origin", "This request came from another site"
+    status, code, title = 403, "foreign_origin", _l("This request came from another site")
 
 
 class UnknownRequest(IdPError):
-    status, code, title = 404, "unknown_request", "No such sign-in request"
+    status, code, title = 404, "unknown_request", _l("No such sign-in request")
 
 
 class UnknownCode(IdPError):
     status, code = 404, "unknown_code"
-    title = "No sign-in is waiting for this code: check it, or ask the page for a new one"
+    title = _l("No sign-in is waiting for this code: check it, or ask the page for a new one")
 
 
 class TooManyAttempts(IdPError):
     status, code = 429, "too_many_attempts"
-    title = "Too many wrong codes: wait a few minutes, or scan the QR code instead"
+    title = _l("Too many wrong codes: wait a few minutes, or scan the QR code instead")
 
     def __init__(self, description: str = "", *, retry_after: int) -> None:
         super().__init__(description)
@@ -83,28 +84,28 @@ class TooManyAttempts(IdPError):
 
 
 class AlreadyUsed(IdPError):
-    status, code, title = 409, "already_used", "This sign-in request was already used"
+    status, code, title = 409, "already_used", _l("This sign-in request was already used")
 
 
 class NotApproved(IdPError):
-    status, code, title = 409, "not_approved", "This sign-in has not been approved yet"
+    status, code, title = 409, "not_approved", _l("This sign-in has not been approved yet")
 
 
 class DeviceExists(IdPError):
-    status, code, title = 409, "device_exists", "This device key is already enrolled"
+    status, code, title = 409, "device_exists", _l("This device key is already enrolled")
 
 
 class Expired(IdPError):
-    status, code, title = 410, "expired", "This sign-in request expired"
+    status, code, title = 410, "expired", _l("This sign-in request expired")
 
 
 class Unavailable(IdPError):
     status, code = 503, "temporarily_unavailable"
-    title = "The service is briefly unavailable: try again in a moment"
+    title = _l("The service is briefly unavailable: try again in a moment")
 
 
 class RenewalLimit(IdPError):
-    status, code, title = 429, "renewal_limit", "The code was renewed too many times"
+    status, code, title = 429, "renewal_limit", _l("The code was renewed too many times")
 
 
 def wants_json() -> bool:
@@ -116,12 +117,48 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
+#: What a person reads for OAuth and HTTP error codes (``error_description`` is for
+#: developers); the IdP's own codes use their class's ``title``.
+OTHER_TITLES = {
+    "invalid_client": _l("This website is not registered with this sign-in service"),
+    "unauthorized_client": _l("This website may not sign in this way"),
+    "access_denied": _l("The sign-in was denied"),
+    "unsupported_response_type": _l(
+        "This website asked for a kind of sign-in this service does not offer"
+    ),
+    "invalid_scope": _l("This website asked for access this service does not give"),
+    "server_error": _l("Something went wrong on our side"),
+    "not_found": _l("There is no such page here"),
+    "method_not_allowed": _l("This page cannot be used that way"),
+    "request_entity_too_large": _l("The request is too large"),
+}
+
+
+def human_title(code: str) -> str:
+    """The headline a person reads for an error code, in the request's language."""
+    pending = [IdPError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return str(cls.title)
+        pending.extend(cls.__subclasses__())
+    return str(OTHER_TITLES.get(code, IdPError.title))
+
+
 def error_response(status: int, code: str, description: str) -> Response:
     """Render one error as JSON or HTML, never cached."""
+    description = str(description)
     if wants_json():
         response = jsonify(error=code, error_description=description)
     else:
-        html = render_template("error.html", status=status, code=code, description=description)
+        headline = human_title(code)
+        html = render_template(
+            "error.html",
+            status=status,
+            code=code,
+            headline=headline,
+            details=description if description != headline else "",
+        )
         response = Response(html, mimetype="text/html")
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"

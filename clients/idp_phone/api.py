@@ -172,10 +172,17 @@ class PhoneClient:
         *,
         session: requests.Session | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        language: str | None = None,
     ) -> None:
-        """Use the profile in ``profile_dir`` (default ``~/.config/idp-phone``)."""
+        """Use the profile in ``profile_dir`` (default ``~/.config/idp-phone``).
+
+        ``language`` (a BCP 47 tag such as ``zh-CN``) is sent as ``Accept-Language``, so
+        that scope descriptions come in the phone's language.
+        """
         self.profile_dir = resolve_profile_dir(profile_dir)
         self._session = session if session is not None else requests.Session()
+        if language:
+            self._session.headers["Accept-Language"] = language
         self._timeout = timeout
         self._profile: Profile | None = None
 

@@ -30,13 +30,25 @@ def check_redirect_uri(uri: str) -> str:
     )
 
 
+def check_logo_uri(uri: str) -> str:
+    """A logo is fetched by every browser that shows the page: https only (or loopback)."""
+    parts = urlsplit(uri)
+    secure = parts.scheme == "https" or (
+        parts.scheme == "http" and parts.hostname is not None and is_loopback(parts.hostname)
+    )
+    if not secure or not parts.hostname or len(uri) > 500 or any(c in uri for c in "\"' <>"):
+        raise InvalidRequest(f"logo URI {uri!r} must be an https URL of at most 500 characters")
+    return uri
+
+
 def create_client(
-    name: str, redirect_uris: list[str], *, public: bool = False
+    name: str, redirect_uris: list[str], *, public: bool = False, logo_uri: str | None = None
 ) -> tuple[Client, str | None]:
     """Register a client; returns it and, for a confidential one, its secret (shown once)."""
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidRequest("a client needs a name of 1-200 characters")
+    logo = check_logo_uri(logo_uri) if logo_uri else None
     if not redirect_uris:
         raise InvalidRequest("a client needs at least one redirect URI")
     uris = list(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
@@ -45,6 +57,7 @@ def create_client(
         client_id=secrets.token_urlsafe(18),
         client_secret_hash=digest(secret) if secret else None,
         name=name,
+        logo_uri=logo,
         redirect_uris=uris,
         grant_types=["authorization_code", "refresh_token"],
         token_endpoint_auth_method="none" if public else "client_secret_basic",

@@ -84,10 +84,12 @@ def login_request_view(login: LoginRequest) -> dict[str, Any]:
         "client": {
             "client_id": login.client.client_id,
             "name": login.client.name,
+            "logo_uri": login.client.logo_uri,
             "redirect_host": urlsplit(redirect_uri).netloc,
         },
         "scopes": [
-            {"name": s, "description": SCOPE_DESCRIPTIONS.get(s, s)} for s in dict.fromkeys(scopes)
+            {"name": s, "description": str(SCOPE_DESCRIPTIONS.get(s, s))}
+            for s in dict.fromkeys(scopes)
         ],
         "browser": {
             "ip": login.browser_ip,

@@ -15,6 +15,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import scope_to_list
+from flask_babel import lazy_gettext
 from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -23,10 +24,11 @@ from idp.db import Base, utcnow
 
 SUPPORTED_SCOPES = ("openid", "profile", "email")
 #: What the phone shows for each scope before the user approves.
+#: Shown by the phone app before it offers Approve, in the phone's language.
 SCOPE_DESCRIPTIONS = {
-    "openid": "Sign you in with your account identifier",
-    "profile": "Your name and username",
-    "email": "Your email address",
+    "openid": lazy_gettext("Sign you in with your account identifier"),
+    "profile": lazy_gettext("Your name and username"),
+    "email": lazy_gettext("Your email address"),
 }
 
 
@@ -44,6 +46,8 @@ class Client(Base):
     client_id: Mapped[str] = mapped_column(String(64), unique=True)
     client_secret_hash: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
+    # Shown beside the name on the authorize page and in the phone app (https only).
+    logo_uri: Mapped[str | None] = mapped_column(String(500))
     redirect_uris: Mapped[list[str]] = mapped_column(JSON)
     scope: Mapped[str] = mapped_column(String(500), default=" ".join(SUPPORTED_SCOPES))
     grant_types: Mapped[list[str]] = mapped_column(JSON)

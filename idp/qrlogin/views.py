@@ -23,10 +23,11 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext
 
-from idp import db
+from idp import CONTENT_SECURITY_POLICY, db
 from idp.db import utcnow
-from idp.errors import ForeignOrigin
+from idp.errors import ForeignOrigin, error_response
 from idp.oauth.server import Issuer, Server, StoredAuthorizationRequest, authorization_server
 from idp.qrlogin import services as logins
 from idp.qrlogin import shortcodes
@@ -93,6 +94,12 @@ def authorize() -> Response:
         qr=qr_svg(qr_url(login), qr_label()),
     )
     response = make_response(page)
+    if logo := login.client.logo_uri:
+        # The registered logo's origin, and nothing else, joins the page's image sources.
+        parts = urlsplit(logo)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
+            "img-src 'self' data:", f"img-src 'self' data: {parts.scheme}://{parts.netloc}"
+        )
     response.set_cookie(
         binding_cookie_name(),
         secret,
@@ -171,10 +178,7 @@ def authorization_error(server: Server, error: OAuth2Error) -> Response:
         Issuer().add_issuer_parameter(server, response)
         _no_store(response)
         return response
-    page = render_template(
-        "error.html", status=400, code=error.error, description=error.get_error_description()
-    )
-    response = make_response(page, 400)
+    response = error_response(400, error.error, error.get_error_description())
     _no_store(response)
     return response
 
@@ -186,22 +190,42 @@ def qr_url(login: LoginRequest) -> str:
 
 def qr_label() -> str:
     """The QR code's text alternative."""
-    return "QR code to scan with the QR-IdP app on your phone"
+    return gettext("QR code to scan with the QR-IdP app on your phone")
 
 
 def page_state(login: LoginRequest) -> dict[str, Any]:
     """What the page's script needs to follow one login request."""
     lifetime = (login.expires_at - login.created_at).total_seconds()
+    locales = login.params.get("ui_locales") or None
     return {
         "id": login.id,
         "qr_url": qr_url(login),
         # url_for would give an absolute ws:// URL for a WebSocket rule; the page wants the path.
         "socket_path": f"/ws/login/{login.id}",
-        "complete_url": url_for("qrlogin.complete", request_id=login.id),
-        "renew_url": url_for("qrlogin.renew", request_id=login.id),
-        "short_code_url": url_for("qrlogin.short_code", request_id=login.id),
+        # ui_locales rides along so that what these answer is in the page's language.
+        "complete_url": url_for("qrlogin.complete", request_id=login.id, ui_locales=locales),
+        "renew_url": url_for("qrlogin.renew", request_id=login.id, ui_locales=locales),
+        "short_code_url": url_for("qrlogin.short_code", request_id=login.id, ui_locales=locales),
         "expires_in": int(lifetime),
         "renewals_left": current_app.config["IDP_QR_MAX_RENEWALS"] - login.renewals,
+        "messages": page_messages(),
+    }
+
+
+def page_messages() -> dict[str, str]:
+    """What the page's script says, in the page's language (``{time}`` and ``{seconds}``
+    are filled in by the script)."""
+    return {
+        "pending": gettext("Scan with the QR-IdP app"),
+        "scanned": gettext("Scanned — confirm on your phone"),
+        "approved": gettext("Approved — signing you in…"),
+        "denied": gettext("Denied on the phone"),
+        "expired": gettext("Expired — getting a new code…"),
+        "completed": gettext("This sign-in was already used"),
+        "code_expired": gettext("This code expired"),
+        "connection_lost": gettext("Connection lost — get a new code to try again"),
+        "countdown": gettext("The code changes in {time}"),
+        "short_code_valid": gettext("Valid for {seconds} seconds."),
     }
 
 

@@ -19,13 +19,14 @@
   var MAX_RETRIES = 8;
   var deadline = Date.now() + state.expires_in * 1000;
 
+  var text = state.messages;
   var MESSAGES = {
-    pending: ["Scan with the QR-IdP app", ""],
-    scanned: ["Scanned \u2014 confirm on your phone", "scanned"],
-    approved: ["Approved \u2014 signing you in\u2026", "done"],
-    denied: ["Denied on the phone", "bad"],
-    expired: ["Expired \u2014 getting a new code\u2026", "bad"],
-    completed: ["This sign-in was already used", "bad"]
+    pending: [text.pending, ""],
+    scanned: [text.scanned, "scanned"],
+    approved: [text.approved, "done"],
+    denied: [text.denied, "bad"],
+    expired: [text.expired, "bad"],
+    completed: [text.completed, "bad"]
   };
 
   function show(text, kind) {
@@ -59,7 +60,7 @@
     socket.onclose = function () {
       if (finished || mine !== socket) { return; }
       if (retries >= MAX_RETRIES) {
-        show("Connection lost \u2014 refresh the code to try again", "bad");
+        show(text.connection_lost, "bad");
         offerRefresh();
         return;
       }
@@ -108,7 +109,8 @@
     }).then(function (result) {
       if (!result[0]) { throw new Error(result[1].error_description || "no code"); }
       shortCodeEl.textContent = result[1].code;
-      shortCodeNote.textContent = "Valid for " + result[1].expires_in + " seconds.";
+      shortCodeNote.textContent = text.short_code_valid.replace(
+        "{seconds}", String(result[1].expires_in));
     }).catch(function (error) {
       shortCodeEl.textContent = "";
       shortCodeNote.textContent = error.message;
@@ -119,7 +121,7 @@
     finished = true;
     qrEl.classList.add("dimmed");
     countdownEl.textContent = "";
-    show("This code expired", "bad");
+    show(text.code_expired, "bad");
     refreshButton.hidden = false;
     refreshButton.focus();
   }
@@ -128,8 +130,8 @@
     // A local clock for the reader; the server says when the code expires.
     if (finished) { return; }
     var left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
-    countdownEl.textContent = "The code changes in " + Math.floor(left / 60) + ":" +
-      ("0" + (left % 60)).slice(-2);
+    countdownEl.textContent = text.countdown.replace(
+      "{time}", Math.floor(left / 60) + ":" + ("0" + (left % 60)).slice(-2));
   }
 
   refreshButton.addEventListener("click", function () { window.location.reload(); });

@@ -185,3 +185,22 @@ def test_cant_scan_shows_a_code_to_type(chromium, site):
     page.wait_for_url(f"{site.rp_url}/")
     expect(page.get_by_text("Alice Example").first).to_be_visible()
     context.close()
+
+
+def test_a_chinese_browser_gets_the_page_in_chinese(chromium, site):
+    phone = enroll(site)
+    context = new_context(chromium, locale="zh-CN")  # sends Accept-Language: zh-CN
+    page = context.new_page()
+    page.goto(site.rp_url + "/")
+    page.get_by_role("button", name="Sign in with your phone").click()
+    page.wait_for_url(f"{site.issuer}/authorize?*")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.get_by_role("heading")).to_have_text("用手机登录 Demo RP")
+    expect(page.locator("#status")).to_have_text("请用 QR-IdP App 扫码")
+    expect(page.locator("#countdown")).to_contain_text("二维码将在")
+    shot(page, "authorize-page-zh-CN")
+    view = phone.scan(read_qr(page, site.tmp))["login_request"]
+    expect(page.locator("#status")).to_have_text("已扫码——请在手机上确认")
+    phone.approve(view["id"])
+    page.wait_for_url(f"{site.rp_url}/")
+    context.close()

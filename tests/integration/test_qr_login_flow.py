@@ -58,6 +58,7 @@ def test_qr_sign_in_end_to_end(world):
     assert view["client"] == {
         "client_id": rp.client_id,
         "name": "Test RP",
+        "logo_uri": None,
         "redirect_host": "localhost:9999",
     }
     assert [s["name"] for s in view["scopes"]] == ["openid", "profile", "email"]

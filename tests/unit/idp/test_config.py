@@ -132,6 +132,7 @@ def test_defaults(tmp_path):
     secret = (tmp_path / "secret_key").read_text()
     assert values == {
         "IDP_ISSUER": DEFAULT_ISSUER,
+        "IDP_NAME": "QR-IdP",
         "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
         "IDP_BROKER_URL": "memory://",
         "IDP_SECRET_KEY": secret,
@@ -142,6 +143,9 @@ def test_defaults(tmp_path):
         "IDP_ID_TOKEN_TTL": 3600,
         "IDP_PROOF_MAX_AGE": 60,
         "IDP_WS_HEARTBEAT": 25,
+        "IDP_SHORT_CODE_TTL": 120,
+        "IDP_SHORT_CODE_ATTEMPTS": 5,
+        "IDP_SHORT_CODE_WINDOW": 600,
         "IDP_QR_MAX_RENEWALS": 5,
         "IDP_DEMO_PHONE_COMMAND": "",
         "IDP_TRUSTED_PROXIES": 0,
@@ -215,6 +219,9 @@ def test_the_whole_number_settings_are_the_documented_ones():
         "IDP_ID_TOKEN_TTL",
         "IDP_PROOF_MAX_AGE",
         "IDP_WS_HEARTBEAT",
+        "IDP_SHORT_CODE_TTL",
+        "IDP_SHORT_CODE_ATTEMPTS",
+        "IDP_SHORT_CODE_WINDOW",
         "IDP_QR_MAX_RENEWALS",
         "IDP_TRUSTED_PROXIES",
     ]

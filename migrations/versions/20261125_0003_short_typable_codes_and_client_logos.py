@@ -1,11 +1,12 @@
-"""short typable codes
+"""short typable codes and client logos
 
 "Can't scan?": a login request may carry the digest of a short code typed into the
-phone instead of scanning, and wrong typed codes are counted per user.
+phone instead of scanning, and wrong typed codes are counted per user. A client may
+register a logo shown on the authorize page and in the phone app.
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-25 07:14:35.076814
+Create Date: 2026-11-25 07:18:44.525285
 
 """
 
@@ -51,6 +52,9 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_short_code_failures_user_id_at", ["user_id", "at"], unique=False)
 
+    with op.batch_alter_table("clients", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("logo_uri", sa.String(length=500), nullable=True))
+
     with op.batch_alter_table("login_requests", schema=None) as batch_op:
         batch_op.add_column(sa.Column("short_code_hash", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("short_code_expires_at", sa.DateTime(), nullable=True))
@@ -65,6 +69,9 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f("uq_login_requests_short_code_hash"), type_="unique")
         batch_op.drop_column("short_code_expires_at")
         batch_op.drop_column("short_code_hash")
+
+    with op.batch_alter_table("clients", schema=None) as batch_op:
+        batch_op.drop_column("logo_uri")
 
     with op.batch_alter_table("short_code_failures", schema=None) as batch_op:
         batch_op.drop_index("ix_short_code_failures_user_id_at")
