@@ -54,7 +54,7 @@ def shot(page: Page, name: str) -> None:
     """Keep a picture of this state for the README (only with IDP_SCREENSHOTS=dir)."""
     if folder := os.environ.get("IDP_SCREENSHOTS"):
         Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def test_approve(chromium, site):
