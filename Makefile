@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test lint format install clean translations screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Extract the messages, merge them into each language's catalog, compile the catalogs.
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location --sort-output \
+		--project QR-IdP -o idp/translations/messages.pot .
+	$(BIN)/pybabel update -i idp/translations/messages.pot -d idp/translations --width 100
+	$(BIN)/pybabel compile -d idp/translations
+
+# The README's pictures: the browser tests, saving a screenshot of each state.
+screenshots: $(STAMP)
+	IDP_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/browser
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
