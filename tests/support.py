@@ -252,17 +252,16 @@ class Browser:
         return PageSocket.connect("ws" + self.idp_url.removeprefix("http") + path, headers=headers)
 
     def renew(self, page: Page, *, origin: str | None = None) -> requests.Response:
-        return self.session.post(
-            self.idp_url + page.state["renew_url"],
-            headers={"Origin": origin or self.idp_url, "Content-Type": "application/json"},
-            data="{}",
-            timeout=10,
-        )
+        return self._post_json(page.state["renew_url"], origin)
 
     def short_code(self, page: Page, *, origin: str | None = None) -> requests.Response:
         """What opening "Can't scan?" does: ask for a short code to type."""
+        return self._post_json(page.state["short_code_url"], origin)
+
+    def _post_json(self, path: str, origin: str | None) -> requests.Response:
+        """The page script's POST of ``{}`` (from ``origin``, by default the IdP's own)."""
         return self.session.post(
-            self.idp_url + page.state["short_code_url"],
+            self.idp_url + path,
             headers={"Origin": origin or self.idp_url, "Content-Type": "application/json"},
             data="{}",
             timeout=10,

@@ -71,19 +71,26 @@
     };
   }
 
-  function renew() {
-    if (state.renewals_left <= 0) { offerRefresh(); return; }
-    if (socket) { var old = socket; socket = null; old.close(); }
-    fetch(state.renew_url, {
+  // POST {} to one of our own URLs; resolves with the JSON answer, rejects with its
+  // error_description.
+  function postJson(url) {
+    return fetch(url, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "Accept": "application/json" },
       body: "{}"
     }).then(function (response) {
-      return response.json().then(function (body) { return [response.ok, body]; });
-    }).then(function (result) {
-      if (!result[0]) { throw new Error(result[1].error_description || "renewal refused"); }
-      var fresh = result[1];
+      return response.json().then(function (body) {
+        if (!response.ok) { throw new Error(body.error_description || "refused"); }
+        return body;
+      });
+    });
+  }
+
+  function renew() {
+    if (state.renewals_left <= 0) { offerRefresh(); return; }
+    if (socket) { var old = socket; socket = null; old.close(); }
+    postJson(state.renew_url).then(function (fresh) {
       qrEl.innerHTML = fresh.qr_svg;
       qrTextEl.textContent = fresh.qr_url;
       delete fresh.qr_svg;
@@ -99,18 +106,10 @@
   function fetchShortCode() {
     shortCodeEl.textContent = "\u2026";
     shortCodeNote.textContent = "";
-    fetch(state.short_code_url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "Accept": "application/json" },
-      body: "{}"
-    }).then(function (response) {
-      return response.json().then(function (body) { return [response.ok, body]; });
-    }).then(function (result) {
-      if (!result[0]) { throw new Error(result[1].error_description || "no code"); }
-      shortCodeEl.textContent = result[1].code;
+    postJson(state.short_code_url).then(function (given) {
+      shortCodeEl.textContent = given.code;
       shortCodeNote.textContent = text.short_code_valid.replace(
-        "{seconds}", String(result[1].expires_in));
+        "{seconds}", String(given.expires_in));
     }).catch(function (error) {
       shortCodeEl.textContent = "";
       shortCodeNote.textContent = error.message;

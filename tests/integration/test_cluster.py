@@ -165,6 +165,18 @@ def reconnect(browser: Browser, page: Page, ws: object, timeout: float = 30) -> 
     return wait_until(attempt, timeout, "the page reconnecting")
 
 
+def scanned_on_two_processes(cluster: Cluster) -> tuple:
+    """Processes a and b; the page waiting on a; the phone, through b, has scanned."""
+    a, b = cluster.add_process("a"), cluster.add_process("b")
+    enroll(cluster, b)
+    browser, page, ws = open_page(cluster, a)
+    cluster.balancer.route(b.port)
+    phone = cluster.phone()
+    phone.scan(page.qr_url)
+    assert next_status(ws) == "scanned"
+    return a, b, browser, page, ws, phone
+
+
 def finish(cluster: Cluster, browser: Browser, page: Page, via: IdPProcess) -> dict:
     """Complete the redirect and exchange the code (both through ``via``)."""
     cluster.balancer.route(via.port)
@@ -271,13 +283,7 @@ def test_a_redis_restart_loses_no_login(tmp_path, database, private_redis):
     back the processes resubscribe, the page gets the approval and the login completes."""
     made = build_cluster(tmp_path, database, private_redis.url, database)
     with running(made) as cluster:
-        a, b = cluster.add_process("a"), cluster.add_process("b")
-        enroll(cluster, b)
-        browser, page, ws = open_page(cluster, a)
-        cluster.balancer.route(b.port)
-        phone = cluster.phone()
-        phone.scan(page.qr_url)
-        assert next_status(ws) == "scanned"
+        a, b, browser, page, ws, phone = scanned_on_two_processes(cluster)
 
         private_redis.kill()
         unready = requests.get(f"{a.url}/readyz", timeout=5)
@@ -306,13 +312,7 @@ def test_a_postgresql_outage_fails_clearly_and_heals(tmp_path, database):
     made = build_cluster(tmp_path, database, redis_url(), through_proxy)
     try:
         with running(made) as cluster:
-            a, b = cluster.add_process("a"), cluster.add_process("b")
-            enroll(cluster, b)
-            browser, page, ws = open_page(cluster, a)
-            cluster.balancer.route(b.port)
-            phone = cluster.phone()
-            phone.scan(page.qr_url)
-            assert next_status(ws) == "scanned"
+            a, b, browser, page, ws, phone = scanned_on_two_processes(cluster)
 
             network.cut()
             with pytest.raises(PhoneApiError) as refused:

@@ -3,15 +3,18 @@ its lifetime, and the limits that keep guessing it hopeless (both backends)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from idp.qrlogin.shortcodes import ALPHABET, new_code, normalize
-from idp_phone.api import PhoneApiError, normalize_short_code
+from idp_phone.api import PhoneApiError, PhoneClient, normalize_short_code
+from idp_phone.proof import make_proof
 from support import Browser, close_socket, enroll_phone, next_status, redirect_params
 
 CODE = re.compile(r"^[ACDEFGHJKMNPQRTUVWXY]{4}-[ACDEFGHJKMNPQRTUVWXY]{4}$")
@@ -144,24 +147,25 @@ def test_wrong_codes_lock_the_user_out_of_typing(world, tmp_path):
     assert phone.scan(page.qr_url)["login_request"]["id"] == page.id
 
 
-@pytest.mark.idp_config(IDP_SHORT_CODE_ATTEMPTS=1)
-def test_the_lockout_says_when_to_retry(world):
-    live, _, _, phone = world
-    import requests
-
-    from idp_phone.proof import make_proof
-
-    refused(lambda: phone.scan_code("AAAA-AAAA"), 404, "unknown_code")
+def raw_scan(live, phone: PhoneClient, body: dict) -> requests.Response:
+    """POST a scan body as it is (the phone client would check it first)."""
     profile = phone.profile
     url = f"{live.url}/api/mobile/v1/login-requests/scan"
-    body = b'{"code": "CCCC-CCCC"}'
-    proof = make_proof(profile.key, "POST", url, body, kid=profile.device_id)
-    response = requests.post(
+    raw = json.dumps(body).encode()
+    proof = make_proof(profile.key, "POST", url, raw, kid=profile.device_id)
+    return requests.post(
         url,
-        data=body,
+        data=raw,
         headers={"Device-Proof": proof, "Content-Type": "application/json"},
         timeout=10,
     )
+
+
+@pytest.mark.idp_config(IDP_SHORT_CODE_ATTEMPTS=1)
+def test_the_lockout_says_when_to_retry(world):
+    live, _, _, phone = world
+    refused(lambda: phone.scan_code("AAAA-AAAA"), 404, "unknown_code")
+    response = raw_scan(live, phone, {"code": "CCCC-CCCC"})
     assert response.status_code == 429
     assert 1 <= int(response.headers["Retry-After"]) <= 601
 
@@ -177,23 +181,8 @@ def test_the_lockout_says_when_to_retry(world):
 )
 def test_malformed_scans_are_refused_without_counting(world, body, description):
     live, _, _, phone = world
-    import json
-
-    import requests
-
-    from idp_phone.proof import make_proof
-
-    profile = phone.profile
-    url = f"{live.url}/api/mobile/v1/login-requests/scan"
-    raw = json.dumps(body).encode()
     for _ in range(6):  # more than the attempts allowed: malformed input does not count
-        proof = make_proof(profile.key, "POST", url, raw, kid=profile.device_id)
-        response = requests.post(
-            url,
-            data=raw,
-            headers={"Device-Proof": proof, "Content-Type": "application/json"},
-            timeout=10,
-        )
+        response = raw_scan(live, phone, body)
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_request"
         assert response.json()["error_description"].startswith(description)
@@ -220,8 +209,6 @@ def test_the_phone_command_accepts_a_code(world):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    import json
-
     out = json.loads(result.stdout)
     assert out["decision"] == "approved"
     assert out["login_request"]["id"] == page.id

@@ -10,15 +10,19 @@ from idp.models import Base
 from support import postgres_database
 
 
-def test_migrations_match_models(tmp_path):
-    url = f"sqlite:///{tmp_path / 'schema.sqlite3'}"
+def schema_difference(url: str) -> list:
+    """Migrate ``url`` to head and compare its schema with the models'."""
     upgrade(url)
     engine = create_engine(url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         diff = compare_metadata(context, Base.metadata)
     engine.dispose()
-    assert diff == []
+    return diff
+
+
+def test_migrations_match_models(tmp_path):
+    assert schema_difference(f"sqlite:///{tmp_path / 'schema.sqlite3'}") == []
 
 
 def test_upgrade_is_idempotent(tmp_path):
@@ -34,13 +38,7 @@ def test_upgrade_is_idempotent(tmp_path):
 
 def test_migrations_match_models_on_postgresql():
     with postgres_database() as url:
-        upgrade(url)
-        engine = create_engine(url)
-        with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
-            diff = compare_metadata(context, Base.metadata)
-        engine.dispose()
-    assert diff == []
+        assert schema_difference(url) == []
 
 
 def test_upgrade_from_the_first_revision_keeps_the_rows(tmp_path):
