@@ -84,9 +84,16 @@ def clients() -> None:
               help="An exact redirect URI; repeat for several.")  # fmt: skip
 @click.option("--public", is_flag=True, help="No secret (browser or native app): PKCE only.")
 @click.option("--logo-uri", default=None, help="An https image shown beside the name.")
+@click.option("--service-account", is_flag=True,
+              help="May also get tokens for itself (client_credentials grant).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_create(
-    name: str, redirect_uris: tuple[str, ...], public: bool, logo_uri: str | None, as_json: bool
+    name: str,
+    redirect_uris: tuple[str, ...],
+    public: bool,
+    logo_uri: str | None,
+    service_account: bool,
+    as_json: bool,
 ) -> None:
     """Register a client. A confidential client's secret is printed once, here."""
     from idp.admin.services import create_client
@@ -94,7 +101,11 @@ def clients_create(
     with _app().app_context():
         try:
             client, secret = create_client(
-                name, list(redirect_uris), public=public, logo_uri=logo_uri
+                name,
+                list(redirect_uris),
+                public=public,
+                logo_uri=logo_uri,
+                service_account=service_account,
             )
         except IdPError as error:
             _fail(error.description)

@@ -292,6 +292,15 @@ def next_status(ws, timeout: float = 10) -> str:
     raise AssertionError("no status message in time")
 
 
+def approve_and_exchange(rp: RelyingParty, browser: Browser, phone: PhoneClient) -> dict:
+    """A whole sign-in: open the page, scan, approve, complete, exchange the code."""
+    page = browser.open(rp.authorize_url())
+    phone.approve(phone.scan(page.qr_url)["login_request"]["id"])
+    response = rp.exchange(redirect_params(browser.complete(page))["code"])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def redirect_params(response: requests.Response) -> dict[str, str]:
     """The query of a redirect to the relying party."""
     assert response.status_code == 302, (response.status_code, response.text[:300])

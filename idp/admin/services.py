@@ -42,13 +42,23 @@ def check_logo_uri(uri: str) -> str:
 
 
 def create_client(
-    name: str, redirect_uris: list[str], *, public: bool = False, logo_uri: str | None = None
+    name: str,
+    redirect_uris: list[str],
+    *,
+    public: bool = False,
+    logo_uri: str | None = None,
+    service_account: bool = False,
 ) -> tuple[Client, str | None]:
     """Register a client; returns it and, for a confidential one, its secret (shown once)."""
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidRequest("a client needs a name of 1-200 characters")
     logo = check_logo_uri(logo_uri) if logo_uri else None
+    if service_account and public:
+        raise InvalidRequest("a service account needs a secret: it cannot be a public client")
+    grant_types = ["authorization_code", "refresh_token"]
+    if service_account:
+        grant_types.append("client_credentials")
     if not redirect_uris:
         raise InvalidRequest("a client needs at least one redirect URI")
     uris = list(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
@@ -59,7 +69,7 @@ def create_client(
         name=name,
         logo_uri=logo,
         redirect_uris=uris,
-        grant_types=["authorization_code", "refresh_token"],
+        grant_types=grant_types,
         token_endpoint_auth_method="none" if public else "client_secret_basic",
     )
     db.session.add(client)

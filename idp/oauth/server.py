@@ -26,6 +26,7 @@ from idp import db
 from idp.accounts.models import User
 from idp.accounts.services import user_claims
 from idp.db import utcnow
+from idp.oauth.endpoints import Introspection, Revocation
 from idp.oauth.keys import key_store
 from idp.oauth.models import SUPPORTED_SCOPES, AuthorizationCode, Client, Token, digest
 
@@ -183,6 +184,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError("the refresh token was already used")
 
 
+class ServiceAccountGrant(grants.ClientCredentialsGrant):
+    """``client_credentials`` (RFC 6749 §4.4): a confidential client acting for itself,
+    only when an admin registered it as a service account. No refresh token, no ID
+    token, no user."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
 class IdTokens(OpenIDCode):
     """ID tokens: RS256 by default (ES256 per client), ``kid`` in the header."""
 
@@ -286,6 +295,7 @@ def init_app(app: Flask) -> None:
         {
             "authorization_code": app.config["IDP_ACCESS_TOKEN_TTL"],
             "refresh_token": app.config["IDP_ACCESS_TOKEN_TTL"],
+            "client_credentials": app.config["IDP_ACCESS_TOKEN_TTL"],
         },
     )
     server = Server(app, query_client=query_client, save_token=save_token)
@@ -293,6 +303,9 @@ def init_app(app: Flask) -> None:
         AuthorizationCodeGrant, [RequiredS256(required=True), BoundedParameters(), IdTokens()]
     )
     server.register_grant(RefreshTokenGrant)
+    server.register_grant(ServiceAccountGrant)
+    server.register_endpoint(Revocation)
+    server.register_endpoint(Introspection)
     server.register_extension(Issuer())
     protector = ResourceProtector()
     protector.register_token_validator(AccessTokens())

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import db
 from idp.errors import error_response
+from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS
 from idp.oauth.keys import ALGORITHMS, key_store
 from idp.oauth.models import SUPPORTED_SCOPES
 from idp.oauth.server import ACR, TOKEN_AUTH_METHODS, authorization_server
@@ -35,6 +36,26 @@ def token() -> Response:
     return response
 
 
+@bp.post("/revoke")
+def revoke() -> Response:
+    """Token revocation (RFC 7009), for the client the token was issued to."""
+    response = authorization_server().create_endpoint_response("revocation")
+    if response.status_code == 200:
+        db.session.commit()
+    else:
+        db.session.rollback()
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/introspect")
+def introspect() -> Response:
+    """Token introspection (RFC 7662), for the client the token was issued to."""
+    response = authorization_server().create_endpoint_response("introspection")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo() -> Response:
     """UserInfo endpoint (OIDC Core §5.3), GET and POST."""
@@ -52,14 +73,18 @@ def discovery() -> Response:
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
         "userinfo_endpoint": f"{issuer}/userinfo",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "introspection_endpoint": f"{issuer}/introspect",
         "jwks_uri": f"{issuer}/jwks",
         "scopes_supported": list(SUPPORTED_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": [
             "iss",

@@ -208,6 +208,37 @@ def test_clients_create_public_json_has_a_null_secret(idp):
     ]
 
 
+def test_clients_create_service_account_and_logo(idp):
+    made = json.loads(
+        ok(
+            idp(
+                "clients create --name Job --redirect-uri https://rp.example/cb --service-account"
+                " --logo-uri https://rp.example/logo.png --json"
+            )
+        )
+    )
+    assert idp.rows("SELECT client_id, grant_types, logo_uri FROM clients") == [
+        (
+            made["client_id"],
+            '["authorization_code", "refresh_token", "client_credentials"]',
+            "https://rp.example/logo.png",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("--public --service-account", "a service account needs a secret"),
+        ("--logo-uri http://rp.example/l.png", "must be an https URL"),
+    ],
+)
+def test_clients_create_refuses_bad_options(idp, args, message):
+    result = idp(f"clients create --name J --redirect-uri https://rp.example/cb {args}")
+    assert message in failed(result)
+    assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
+
+
 def test_clients_create_text_output(idp):
     out = ok(idp("clients create --name X --redirect-uri https://rp.example/cb"))
     lines = out.splitlines()

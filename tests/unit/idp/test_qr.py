@@ -91,6 +91,17 @@ def test_the_svg_decodes_to_its_data(data):
     assert decode(rasterize(qr)) == [data]
 
 
+def test_real_login_codes_decode_with_the_fixed_mask():
+    """The mask is fixed (for speed), not chosen per code: every real login URL must still
+    read back, at a small scale too."""
+    import secrets
+
+    for _ in range(200):
+        data = "https://id.example.com/q/" + secrets.token_urlsafe(32)
+        qr = parse(str(qr_svg(data, "Sign-in code")))
+        assert decode(rasterize(qr, px=3)) == [data]
+
+
 @pytest.mark.parametrize("data", PAYLOADS)
 def test_quiet_zone_of_four_white_modules_on_each_side(data):
     qr = parse(str(qr_svg(data, "Sign-in code")))
