@@ -185,6 +185,10 @@ class Token(Base):
     refresh_expires_at: Mapped[int | None]
     access_revoked: Mapped[bool] = mapped_column(default=False)
     refresh_revoked: Mapped[bool] = mapped_column(default=False)
+    # Every token descended from one authorization code (through refresh rotations)
+    # shares the code's digest here: replaying the code, or a rotated-away refresh
+    # token, revokes the whole family.
+    family: Mapped[str | None] = mapped_column(String(64), index=True)
 
     user: Mapped[User | None] = relationship(lazy="joined")
     client: Mapped[Client] = relationship(lazy="joined")

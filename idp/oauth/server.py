@@ -139,8 +139,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
         if found is None or found.client_id != client.client_id:
             return None
-        if found.used_at is not None or found.is_expired():
+        if found.used_at is not None:
+            # A replayed code: someone else may hold it. Withdraw what it gave (oidcc-codereuse).
+            revoke_family(found.code_hash)
             return None
+        if found.is_expired():
+            return None
+        self.request.family = found.code_hash
         return found
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -153,6 +158,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             .values(used_at=utcnow())
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
+            db.session.rollback()
+            revoke_family(authorization_code.code_hash)  # the winner's tokens are committed
             raise InvalidGrantError("the authorization code was already used")
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> User:
@@ -169,7 +176,17 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         token = db.session.scalar(
             select(Token).where(Token.refresh_token_hash == digest(refresh_token))
         )
-        return token if token is not None and token.is_refresh_usable() else None
+        if token is None:
+            return None
+        if token.refresh_revoked and token.family:
+            # A refresh token used again after it rotated (or was revoked): whoever holds
+            # the family's newest token may be the thief or the victim. Revoke them all.
+            revoke_family(token.family)
+            return None
+        if not token.is_refresh_usable():
+            return None
+        self.request.family = token.family
+        return token
 
     def authenticate_user(self, refresh_token: Token) -> User | None:
         return refresh_token.user
@@ -181,6 +198,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             .values(refresh_revoked=True, access_revoked=True)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
+            db.session.rollback()
+            if refresh_token.family:
+                revoke_family(refresh_token.family)
             raise InvalidGrantError("the refresh token was already used")
 
 
@@ -266,6 +286,17 @@ def query_client(client_id: str) -> Client | None:
     return db.session.scalar(select(Client).where(Client.client_id == client_id))
 
 
+def revoke_family(family: str) -> None:
+    """Revoke every token descended from one authorization code, at once and for good
+    (committed now: the token request that found the replay fails and rolls back)."""
+    db.session.execute(
+        update(Token)
+        .where(Token.family == family)
+        .values(access_revoked=True, refresh_revoked=True)
+    )
+    db.session.commit()
+
+
 def save_token(token: dict[str, Any], request: Any) -> None:
     """Store a new token's digests; committed by the token view on success."""
     now = int(time.time())
@@ -282,6 +313,7 @@ def save_token(token: dict[str, Any], request: Any) -> None:
             refresh_expires_at=now + current_app.config["IDP_REFRESH_TOKEN_TTL"]
             if refresh
             else None,
+            family=getattr(request, "family", None),
         )
     )
 

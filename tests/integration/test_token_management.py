@@ -10,7 +10,7 @@ import requests
 
 from idp.admin.services import create_client
 from idp.errors import InvalidRequest
-from support import REDIRECT_URI, RelyingParty, approve_and_exchange
+from support import REDIRECT_URI, RelyingParty, approve_and_exchange, redirect_params
 
 
 @pytest.fixture
@@ -198,3 +198,76 @@ def test_discovery_names_the_new_endpoints(world):
         "client_secret_basic",
         "client_secret_post",
     ]
+
+
+# Replays --------------------------------------------------------------------------------------
+
+
+def sign_in(rp: RelyingParty, browser, phone) -> tuple[str, dict]:
+    """A whole sign-in; returns the code (already exchanged once) and the tokens."""
+    page = browser.open(rp.authorize_url())
+    phone.approve(phone.scan(page.qr_url)["login_request"]["id"])
+    code = redirect_params(browser.complete(page))["code"]
+    response = rp.exchange(code)
+    assert response.status_code == 200, response.text
+    return code, response.json()
+
+
+def test_oidcc_codereuse_revokes_what_the_code_gave(world):
+    """A code used twice: the second use fails, and the tokens of the first are revoked."""
+    _, rp, browser, phone = world
+    code, tokens = sign_in(rp, browser, phone)
+    assert userinfo_status(rp, tokens["access_token"]) == 200
+    replay = rp.exchange(code)
+    assert (replay.status_code, replay.json()["error"]) == (400, "invalid_grant")
+    assert userinfo_status(rp, tokens["access_token"]) == 401
+    refreshed = rp.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert (refreshed.status_code, refreshed.json()["error"]) == (400, "invalid_grant")
+
+
+def test_a_replayed_code_revokes_the_refreshed_descendants_too(world):
+    _, rp, browser, phone = world
+    code, tokens = sign_in(rp, browser, phone)
+    newer = rp.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert newer.status_code == 200
+    assert rp.exchange(code).status_code == 400
+    assert userinfo_status(rp, newer.json()["access_token"]) == 401
+
+
+def test_a_reused_refresh_token_revokes_its_whole_family(world):
+    """Refresh rotation with reuse detection: the old refresh token coming back means two
+    parties hold the family; neither keeps it."""
+    _, rp, browser, phone = world
+    _, tokens = sign_in(rp, browser, phone)
+    rotated = rp.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert rotated.status_code == 200
+    fresh = rotated.json()
+    assert userinfo_status(rp, fresh["access_token"]) == 200
+    reuse = rp.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert (reuse.status_code, reuse.json()["error"]) == (400, "invalid_grant")
+    assert userinfo_status(rp, fresh["access_token"]) == 401
+    again = rp.token({"grant_type": "refresh_token", "refresh_token": fresh["refresh_token"]})
+    assert (again.status_code, again.json()["error"]) == (400, "invalid_grant")
+
+
+def test_a_replay_leaves_other_sign_ins_alone(world):
+    _, rp, browser, phone = world
+    code, _ = sign_in(rp, browser, phone)
+    rp_other = RelyingParty(rp.idp_url, rp.client_id, rp.client_secret)
+    _, other = sign_in(rp_other, browser, phone)
+    assert rp.exchange(code).status_code == 400
+    assert userinfo_status(rp, other["access_token"]) == 200
+
+
+def test_oidcc_refresh_token_rotation(world):
+    """Each refresh answers a new refresh token and retires the one used."""
+    _, rp, browser, phone = world
+    _, tokens = sign_in(rp, browser, phone)
+    first = rp.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert first.status_code == 200
+    body = first.json()
+    assert body["refresh_token"] != tokens["refresh_token"]
+    assert body["access_token"] != tokens["access_token"]
+    assert userinfo_status(rp, tokens["access_token"]) == 401  # retired with its refresh token
+    second = rp.token({"grant_type": "refresh_token", "refresh_token": body["refresh_token"]})
+    assert second.status_code == 200

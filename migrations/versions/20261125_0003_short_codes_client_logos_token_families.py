@@ -1,12 +1,13 @@
-"""short typable codes and client logos
+"""short codes, client logos, token families
 
 "Can't scan?": a login request may carry the digest of a short code typed into the
 phone instead of scanning, and wrong typed codes are counted per user. A client may
-register a logo shown on the authorize page and in the phone app.
+register a logo shown on the authorize page and in the phone app. Tokens record the
+authorization code they descend from, so that a replay revokes them all.
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-25 07:18:44.525285
+Create Date: 2026-11-25 08:00:14.007779
 
 """
 
@@ -62,9 +63,17 @@ def upgrade() -> None:
             batch_op.f("uq_login_requests_short_code_hash"), ["short_code_hash"]
         )
 
+    with op.batch_alter_table("tokens", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("family", sa.String(length=64), nullable=True))
+        batch_op.create_index(batch_op.f("ix_tokens_family"), ["family"], unique=False)
+
 
 def downgrade() -> None:
     """Downgrade schema."""
+    with op.batch_alter_table("tokens", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_tokens_family"))
+        batch_op.drop_column("family")
+
     with op.batch_alter_table("login_requests", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("uq_login_requests_short_code_hash"), type_="unique")
         batch_op.drop_column("short_code_expires_at")
