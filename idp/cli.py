@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 
 import click
 from flask import Flask
@@ -152,6 +153,65 @@ def clients_delete(client_id: str) -> None:
         if not delete_client(client_id):
             _fail(f"no client {client_id!r}")
     click.echo(f"deleted client {client_id}")
+
+
+@main.group()
+def devices() -> None:
+    """Enrolled phones."""
+
+
+@devices.command("list")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def devices_list(username: str, as_json: bool) -> None:
+    """List a user's phones, revoked ones included."""
+    from idp.mobile.services import list_devices
+
+    with _app().app_context():
+        try:
+            rows = [
+                {
+                    "device_id": d.device_id,
+                    "name": d.name,
+                    "created_at": _iso(d.created_at),
+                    "last_used_at": _iso(d.last_used_at),
+                    "revoked_at": _iso(d.revoked_at),
+                }
+                for d in list_devices(username)
+            ]
+        except IdPError as error:
+            _fail(error.description)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo(f"{username} has no enrolled phone")
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        used = row["last_used_at"] or "never"
+        click.echo(f"{row['device_id']}  {state:<28}  last used {used:<20}  {row['name']}")
+
+
+@devices.command("revoke")
+@click.argument("device_id")
+def devices_revoke(device_id: str) -> None:
+    """Revoke a phone: its next request is refused, for good."""
+    from idp.mobile.services import revoke_device
+
+    with _app().app_context():
+        try:
+            device, changed = revoke_device(device_id)
+        except IdPError as error:
+            _fail(error.description)
+        name = device.name
+    if changed:
+        click.echo(f"revoked {device_id} ({name})")
+    else:
+        click.echo(f"{device_id} ({name}) was already revoked")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""Enrolling phones."""
+"""Enrolling, listing and revoking phones."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import json
 import secrets
 
 from joserfc.jwk import ECKey
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from idp import db
+from idp.accounts.models import User
 from idp.accounts.services import authenticate
+from idp.db import utcnow
 from idp.errors import DeviceExists, InvalidRequest
 from idp.mobile.models import Device
 
@@ -35,3 +37,35 @@ def enroll_device(username: str, password: str, device_name: str, key: ECKey) ->
     db.session.add(device)
     db.session.commit()
     return device
+
+
+def list_devices(username: str) -> list[Device]:
+    """A user's phones, oldest first, revoked ones included."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise InvalidRequest(f"no user {username!r}")
+    return list(
+        db.session.scalars(
+            select(Device).where(Device.user_id == user.id).order_by(Device.created_at, Device.id)
+        )
+    )
+
+
+def revoke_device(device_id: str) -> tuple[Device, bool]:
+    """Revoke a phone: its next request fails (``device_revoked``), for good.
+
+    Returns the device and whether this call revoked it (False: it already was).
+    """
+    device = db.session.scalar(select(Device).where(Device.device_id == device_id))
+    if device is None:
+        raise InvalidRequest(f"no device {device_id!r}")
+    if device.revoked_at is not None:
+        return device, False
+    result = db.session.execute(
+        update(Device)
+        .where(Device.id == device.id, Device.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    db.session.commit()
+    db.session.refresh(device)
+    return device, result.rowcount == 1  # type: ignore[attr-defined]

@@ -226,3 +226,17 @@ def test_idp_phone_cli_scans_a_png_and_approves(world, tmp_path):
     assert output["login_request"]["client"]["name"] == "Test RP"
     assert next_status(ws) == "scanned"
     assert next_status(ws) == "approved"
+
+
+def test_a_revoked_device_is_refused_at_once(world):
+    """`idp devices revoke`: the phone's very next request fails."""
+    live, rp, browser, phone = world
+    page = browser.open(rp.authorize_url())
+    view = phone.scan(page.qr_url)["login_request"]
+    with live.app.app_context():
+        from idp.mobile.services import revoke_device
+
+        revoke_device(phone.profile.device_id)
+    with pytest.raises(PhoneApiError) as refused:
+        phone.approve(view["id"])
+    assert (refused.value.status, refused.value.error) == (401, "device_revoked")

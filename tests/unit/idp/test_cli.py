@@ -401,3 +401,62 @@ def test_a_refused_configuration_is_one_clear_line_not_a_traceback(
 ):
     result = idp(command, input=stdin, env=env)
     assert failed(result) == f"error: {message}\n"
+
+
+# idp devices ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def phones(idp):
+    """User bob with two phones (rows as enrollment writes them)."""
+    ok(idp("users create bob --password-stdin", input=PASSWORD + "\n"))
+    with sqlite3.connect(idp.database) as connection:
+        for i, name in enumerate(["Bob's phone", "Old tablet"]):
+            connection.execute(
+                "INSERT INTO devices (device_id, user_id, name, public_jwk, key_thumbprint,"
+                " created_at, last_used_at) VALUES (?, 1, ?, '{}', ?, ?, ?)",
+                (f"dev_{i}", name, f"thumb{i}", f"2026-11-2{i} 10:00:00",
+                 "2026-11-25 09:30:00" if i == 0 else None),
+            )  # fmt: skip
+    return idp
+
+
+def test_devices_list(phones):
+    rows = json.loads(ok(phones("devices list bob --json")))
+    assert rows == [
+        {
+            "device_id": "dev_0",
+            "name": "Bob's phone",
+            "created_at": "2026-11-20T10:00:00Z",
+            "last_used_at": "2026-11-25T09:30:00Z",
+            "revoked_at": None,
+        },
+        {
+            "device_id": "dev_1",
+            "name": "Old tablet",
+            "created_at": "2026-11-21T10:00:00Z",
+            "last_used_at": None,
+            "revoked_at": None,
+        },
+    ]
+    text = ok(phones("devices list bob")).splitlines()
+    assert text[0].startswith("dev_0  active")
+    assert "last used 2026-11-25T09:30:00Z" in text[0]
+    assert text[1].endswith("Old tablet")
+    assert "last used never" in text[1]
+
+
+def test_devices_revoke(phones):
+    assert ok(phones("devices revoke dev_1")) == "revoked dev_1 (Old tablet)\n"
+    assert ok(phones("devices revoke dev_1")) == "dev_1 (Old tablet) was already revoked\n"
+    rows = json.loads(ok(phones("devices list bob --json")))
+    assert rows[0]["revoked_at"] is None
+    assert rows[1]["revoked_at"].endswith("Z")
+    assert "revoked 20" in ok(phones("devices list bob")).splitlines()[1]
+
+
+def test_devices_unknown(phones):
+    assert failed(phones("devices revoke dev_nope")) == "error: no device 'dev_nope'\n"
+    assert failed(phones("devices list nobody")) == "error: no user 'nobody'\n"
+    assert ok(phones("users create carol --password-stdin", input=PASSWORD + "\n"))
+    assert ok(phones("devices list carol")) == "carol has no enrolled phone\n"
