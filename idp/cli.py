@@ -156,6 +156,46 @@ def clients_delete(client_id: str) -> None:
 
 
 @main.group()
+def keys() -> None:
+    """The ID-token signing keys."""
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_list(as_json: bool) -> None:
+    """Every key: signing, next (published, signs soon), published (retired, its tokens
+    still valid) or expired (no longer published)."""
+    from idp.oauth.keys import list_keys
+
+    with _app().app_context():
+        rows = [
+            row | {"created_at": _iso(row["created_at"]), "retired_at": _iso(row["retired_at"])}
+            for row in list_keys()
+        ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        retired = f"retired {row['retired_at']}" if row["retired_at"] else ""
+        click.echo(f"{row['kid']}  {row['alg']}  {row['state']:<9}  {row['created_at']}  {retired}")
+
+
+@keys.command("rotate")
+@click.option("--alg", "algorithms", multiple=True, type=click.Choice(["RS256", "ES256"]),
+              help="Only this algorithm (repeatable; default: all).")  # fmt: skip
+def keys_rotate(algorithms: tuple[str, ...]) -> None:
+    """Add new signing keys. Each is published at once and signs after
+    IDP_KEY_PUBLISH_AHEAD seconds; the key it replaces stays published until the
+    tokens it signed have expired."""
+    from idp.oauth.keys import ALGORITHMS, rotate_keys
+
+    with _app().app_context():
+        rotated = rotate_keys(algorithms or ALGORITHMS)
+    for alg, kid, takes_over in rotated:
+        click.echo(f"{alg}: new key {kid}, signing from {_iso(takes_over)}")
+
+
+@main.group()
 def devices() -> None:
     """Enrolled phones."""
 

@@ -30,6 +30,9 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     "IDP_ACCESS_TOKEN_TTL": (int, 3600),
     "IDP_REFRESH_TOKEN_TTL": (int, 30 * 24 * 3600),
     "IDP_ID_TOKEN_TTL": (int, 3600),
+    # After `idp keys rotate`, seconds the new key is published before it signs (relying
+    # parties cache the JWKS: ours says max-age=300).
+    "IDP_KEY_PUBLISH_AHEAD": (int, 600),
     "IDP_PROOF_MAX_AGE": (int, 60),
     # Seconds between a waiting page's heartbeats (they keep proxies from closing it).
     "IDP_WS_HEARTBEAT": (int, 25),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
@@ -11,6 +14,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy import select, text
 
 from idp import db
+from idp.db import utcnow
 from idp.oauth.models import SigningKey
 
 SigningJWK = RSAKey | ECKey
@@ -34,53 +38,152 @@ def generate_key(alg: str) -> SigningJWK:
 
 
 class KeyStore:
-    """The active signing key per algorithm and the public JWKS, cached."""
+    """The signing key per algorithm and the public JWKS, re-read from the database
+    every ``RELOAD_SECONDS`` so that a rotation reaches every process.
+
+    Rotation (``idp keys rotate``) adds a key that is published at once but signs only
+    ``IDP_KEY_PUBLISH_AHEAD`` seconds later, once relying parties' cached JWKS have had
+    time to pick it up; the key it replaces stops signing then, and stays published
+    for ``IDP_ID_TOKEN_TTL`` more seconds, until every token it signed has expired.
+    """
+
+    RELOAD_SECONDS = 60.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._signing: dict[str, SigningJWK] = {}
-        self._jwks: dict[str, Any] | None = None
+        self._rows: list[tuple[SigningKey, SigningJWK]] = []
+        self._jwks: dict[str, Any] = {"keys": []}
+        self._loaded_at = -math.inf
 
     def signing_key(self, alg: str) -> SigningJWK:
         """The key that signs new tokens with ``alg``."""
-        self._ensure_loaded()
-        return self._signing[alg]
+        rows = self._current()
+        now = utcnow()
+        active = [(r, k) for r, k in rows if r.alg == alg and not _retired(r, now)]
+        ahead = timedelta(seconds=current_app.config["IDP_KEY_PUBLISH_AHEAD"])
+        ready = [(r, k) for r, k in active if r.created_at <= now - ahead]
+        # The newest key that has been published long enough; the first keys sign at once.
+        chosen = ready[-1] if ready else active[0]
+        return chosen[1]
 
     def jwks(self) -> dict[str, Any]:
-        """Every published public key (RFC 7517 JWK Set)."""
-        self._ensure_loaded()
-        assert self._jwks is not None
+        """Every published public key (RFC 7517 JWK Set), as of the last reload."""
+        self._current()
         return self._jwks
 
-    def _ensure_loaded(self) -> None:
-        if self._jwks is not None:
-            return
-        with self._lock:
-            if self._jwks is None:
-                self._load()
+    def _published(self) -> dict[str, Any]:
+        now = utcnow()
+        grace = timedelta(seconds=current_app.config["IDP_ID_TOKEN_TTL"]) + CLOCK_SKEW
+        keys = [k for r, k in self._rows if r.retired_at is None or r.retired_at + grace > now]
+        return KeySet(keys).as_dict(private=False)
 
-    def _load(self) -> None:
-        # One process at a time makes the first keys, so that all agree on them
-        # (on SQLite the transaction's BEGIN IMMEDIATE already serializes this).
-        if db.session.get_bind().dialect.name == "postgresql":
-            db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        rows = list(
-            db.session.scalars(select(SigningKey).order_by(SigningKey.created_at, SigningKey.id))
+    def reload(self) -> None:
+        """Forget the cached keys (after a rotation in this process)."""
+        self._loaded_at = -math.inf
+
+    def _current(self) -> list[tuple[SigningKey, SigningJWK]]:
+        if time.monotonic() - self._loaded_at < self.RELOAD_SECONDS:
+            return self._rows
+        with self._lock:
+            if time.monotonic() - self._loaded_at >= self.RELOAD_SECONDS:
+                rows = _load_rows()
+                cached = {r.kid: k for r, k in self._rows}
+                self._rows = [(r, cached.get(r.kid) or _import(r.private_jwk)) for r in rows]
+                self._jwks = self._published()
+                self._loaded_at = time.monotonic()
+        return self._rows
+
+
+#: Tolerated difference between our clock and a relying party's.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _retired(row: SigningKey, now: datetime) -> bool:
+    return row.retired_at is not None and row.retired_at <= now
+
+
+def _load_rows() -> list[SigningKey]:
+    """Every key row, oldest first; the first keys are made here if there are none."""
+    # One process at a time makes the first keys, so that all agree on them
+    # (on SQLite the transaction's BEGIN IMMEDIATE already serializes this).
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    rows = list(
+        db.session.scalars(select(SigningKey).order_by(SigningKey.created_at, SigningKey.id))
+    )
+    for alg in ALGORITHMS:
+        if not any(r.alg == alg for r in rows):
+            rows.append(_new_row(alg, utcnow()))
+    db.session.commit()  # also ends the read transaction and releases the lock
+    for row in rows:
+        db.session.expunge(row)
+    return rows
+
+
+def _new_row(alg: str, created_at: datetime) -> SigningKey:
+    key = generate_key(alg)
+    row = SigningKey(
+        kid=key.kid,
+        alg=alg,
+        private_jwk=json.dumps(key.as_dict(private=True)),
+        created_at=created_at,
+    )
+    db.session.add(row)
+    return row
+
+
+def rotate_keys(algorithms: tuple[str, ...] = ALGORITHMS) -> list[tuple[str, str, datetime]]:
+    """Add a new key per algorithm; the keys it replaces stop signing once it takes over.
+
+    Returns (alg, new kid, when it starts signing) per algorithm.
+    """
+    now = utcnow()
+    takes_over = now + timedelta(seconds=current_app.config["IDP_KEY_PUBLISH_AHEAD"])
+    rotated = []
+    for alg in algorithms:
+        old = db.session.scalars(
+            select(SigningKey).where(
+                SigningKey.alg == alg,
+                (SigningKey.retired_at.is_(None)) | (SigningKey.retired_at > now),
+            )
+        ).all()
+        for row in old:
+            row.retired_at = min(row.retired_at or takes_over, takes_over)
+        row = _new_row(alg, now)
+        rotated.append((alg, row.kid, takes_over))
+    db.session.commit()
+    key_store().reload()
+    return rotated
+
+
+def list_keys() -> list[dict[str, Any]]:
+    """Every key with its state: signing, next, published (retired, tokens still valid),
+    expired (no longer published)."""
+    store = key_store()
+    store.reload()
+    now = utcnow()
+    signing = {store.signing_key(alg).kid for alg in ALGORITHMS}
+    published = {k["kid"] for k in store.jwks()["keys"]}
+    result = []
+    for row, _key in store._current():
+        if row.kid in signing:
+            state = "signing"
+        elif row.kid in published and not _retired(row, now):
+            state = "next"
+        elif row.kid in published:
+            state = "published"
+        else:
+            state = "expired"
+        result.append(
+            {
+                "kid": row.kid,
+                "alg": row.alg,
+                "created_at": row.created_at,
+                "retired_at": row.retired_at,
+                "state": state,
+            }
         )
-        for alg in ALGORITHMS:
-            if not any(r.alg == alg for r in rows):
-                key = generate_key(alg)
-                row = SigningKey(
-                    kid=key.kid, alg=alg, private_jwk=json.dumps(key.as_dict(private=True))
-                )
-                db.session.add(row)
-                rows.append(row)
-        db.session.commit()  # also ends the read transaction and releases the lock
-        keys = [_import(r.private_jwk) for r in rows]
-        for row, key in zip(rows, keys, strict=True):
-            if row.retired_at is None and row.alg not in self._signing:
-                self._signing[row.alg] = key  # the oldest active key of each algorithm signs
-        self._jwks = KeySet(keys).as_dict(private=False)
+    return result
 
 
 def _import(private_jwk: str) -> SigningJWK:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shlex
 import sqlite3
 import subprocess
@@ -460,3 +461,30 @@ def test_devices_unknown(phones):
     assert failed(phones("devices list nobody")) == "error: no user 'nobody'\n"
     assert ok(phones("users create carol --password-stdin", input=PASSWORD + "\n"))
     assert ok(phones("devices list carol")) == "carol has no enrolled phone\n"
+
+
+# idp keys -------------------------------------------------------------------------------------
+
+
+def test_keys_list_and_rotate(idp):
+    first = json.loads(ok(idp("keys list --json")))  # made on first use
+    assert sorted((k["alg"], k["state"]) for k in first) == [
+        ("ES256", "signing"),
+        ("RS256", "signing"),
+    ]
+    out = ok(idp("keys rotate --alg RS256"))
+    assert re.fullmatch(r"RS256: new key \S+, signing from \S+Z\n", out)
+    new_kid = out.split()[3].rstrip(",")
+    after = {k["kid"]: k for k in json.loads(ok(idp("keys list --json")))}
+    assert after[new_kid]["state"] == "next"  # published now, signs in IDP_KEY_PUBLISH_AHEAD
+    old_rs = next(k for k in first if k["alg"] == "RS256")["kid"]
+    assert after[old_rs]["state"] == "signing"
+    assert after[old_rs]["retired_at"].endswith("Z")
+    text = ok(idp("keys list"))
+    assert f"{new_kid}  RS256  next" in text
+
+
+def test_keys_rotate_refuses_an_unknown_algorithm(idp):
+    result = idp("keys rotate --alg HS256")
+    assert result.returncode == 2
+    assert "HS256" in result.stderr
