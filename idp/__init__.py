@@ -58,12 +58,14 @@ def _register_blueprints(app: Flask) -> None:
     from idp.ops.views import bp as ops_bp
     from idp.qrlogin.views import bp as qrlogin_bp
     from idp.realtime import views as realtime
+    from idp.sso.views import bp as sso_bp
 
     app.register_blueprint(oauth_bp)
     app.register_blueprint(qrlogin_bp)
     app.register_blueprint(mobile_bp)
     app.register_blueprint(realtime.bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(sso_bp)
     realtime.init_app(app)
 
     @app.get("/")

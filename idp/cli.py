@@ -85,6 +85,8 @@ def clients() -> None:
               help="An exact redirect URI; repeat for several.")  # fmt: skip
 @click.option("--public", is_flag=True, help="No secret (browser or native app): PKCE only.")
 @click.option("--logo-uri", default=None, help="An https image shown beside the name.")
+@click.option("--post-logout-redirect-uri", "logout_uris", multiple=True,
+              help="Where logout may return the browser (exact; repeatable).")  # fmt: skip
 @click.option("--service-account", is_flag=True,
               help="May also get tokens for itself (client_credentials grant).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -93,6 +95,7 @@ def clients_create(
     redirect_uris: tuple[str, ...],
     public: bool,
     logo_uri: str | None,
+    logout_uris: tuple[str, ...],
     service_account: bool,
     as_json: bool,
 ) -> None:
@@ -107,6 +110,7 @@ def clients_create(
                 public=public,
                 logo_uri=logo_uri,
                 service_account=service_account,
+                post_logout_redirect_uris=list(logout_uris),
             )
         except IdPError as error:
             _fail(error.description)

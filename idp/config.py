@@ -34,6 +34,8 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     # parties cache the JWKS: ours says max-age=300).
     "IDP_KEY_PUBLISH_AHEAD": (int, 600),
     "IDP_PROOF_MAX_AGE": (int, 60),
+    # Seconds a browser stays signed in at the IdP after a QR sign-in (single sign-on).
+    "IDP_SESSION_TTL": (int, 8 * 3600),
     # Seconds between a waiting page's heartbeats (they keep proxies from closing it).
     "IDP_WS_HEARTBEAT": (int, 25),
     # "Can't scan?": seconds a short typable code lives (at most as long as its request),

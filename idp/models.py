@@ -4,14 +4,17 @@ from idp.accounts.models import User
 from idp.db import Base
 from idp.mobile.models import Device, UsedProof
 from idp.oauth.models import AuthorizationCode, Client, SigningKey, Token
-from idp.qrlogin.models import LoginRequest
+from idp.qrlogin.models import LoginRequest, ShortCodeFailure
+from idp.sso.models import BrowserSession
 
 __all__ = [
     "AuthorizationCode",
     "Base",
+    "BrowserSession",
     "Client",
     "Device",
     "LoginRequest",
+    "ShortCodeFailure",
     "SigningKey",
     "Token",
     "UsedProof",

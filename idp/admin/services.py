@@ -48,6 +48,7 @@ def create_client(
     public: bool = False,
     logo_uri: str | None = None,
     service_account: bool = False,
+    post_logout_redirect_uris: list[str] | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client; returns it and, for a confidential one, its secret (shown once)."""
     name = name.strip()
@@ -62,6 +63,9 @@ def create_client(
     if not redirect_uris:
         raise InvalidRequest("a client needs at least one redirect URI")
     uris = list(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
+    logout_uris = list(
+        dict.fromkeys(check_redirect_uri(u) for u in post_logout_redirect_uris or [])
+    )
     secret = None if public else secrets.token_urlsafe(32)
     client = Client(
         client_id=secrets.token_urlsafe(18),
@@ -69,6 +73,7 @@ def create_client(
         name=name,
         logo_uri=logo,
         redirect_uris=uris,
+        post_logout_redirect_uris=logout_uris,
         grant_types=grant_types,
         token_endpoint_auth_method="none" if public else "client_secret_basic",
     )

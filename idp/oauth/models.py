@@ -49,6 +49,10 @@ class Client(Base):
     # Shown beside the name on the authorize page and in the phone app (https only).
     logo_uri: Mapped[str | None] = mapped_column(String(500))
     redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    # Where RP-initiated logout may send the browser back to (exact match).
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
     scope: Mapped[str] = mapped_column(String(500), default=" ".join(SUPPORTED_SCOPES))
     grant_types: Mapped[list[str]] = mapped_column(JSON)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))

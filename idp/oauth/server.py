@@ -104,6 +104,9 @@ class BoundedParameters:
         for name, limit in self.LIMITS.items():
             if len(data.get(name) or "") > limit:
                 raise InvalidRequestError(f"'{name}' is longer than {limit} characters")
+        max_age = data.get("max_age")
+        if max_age is not None and not (max_age.isascii() and max_age.isdigit()):
+            raise InvalidRequestError("'max_age' must be a whole number of seconds")
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):

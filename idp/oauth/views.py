@@ -75,6 +75,7 @@ def discovery() -> Response:
         "userinfo_endpoint": f"{issuer}/userinfo",
         "revocation_endpoint": f"{issuer}/revoke",
         "introspection_endpoint": f"{issuer}/introspect",
+        "end_session_endpoint": f"{issuer}/logout",
         "jwks_uri": f"{issuer}/jwks",
         "scopes_supported": list(SUPPORTED_SCOPES),
         "response_types_supported": ["code"],
@@ -107,6 +108,7 @@ def discovery() -> Response:
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
+        "prompt_values_supported": ["none", "login"],
     }
     response = jsonify(metadata)
     response.headers["Cache-Control"] = "public, max-age=300"

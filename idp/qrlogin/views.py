@@ -33,6 +33,8 @@ from idp.qrlogin import services as logins
 from idp.qrlogin import shortcodes
 from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.qr import qr_svg
+from idp.sso import services as sso
+from idp.sso.models import BrowserSession
 
 bp = Blueprint("qrlogin", __name__)
 
@@ -68,10 +70,15 @@ def check_same_origin() -> None:
 def authorize() -> Response:
     """Authorization endpoint (RFC 6749 §3.1): validate, then show the QR code."""
     server = authorization_server()
+    browser_session = sso.current_session()
+    if browser_session is not None and not session_satisfies(browser_session):
+        browser_session = None
     try:
-        grant = server.get_consent_grant(end_user=None)
+        grant = server.get_consent_grant(end_user=browser_session.user if browser_session else None)
     except OAuth2Error as error:
         return authorization_error(server, error)
+    if browser_session is not None:
+        return answer_from_session(server, grant, browser_session)
     params = {k: request.args[k] for k in KEPT_PARAMS if k in request.args}
     secret = binding_secret() or logins.new_binding_secret()
     login = logins.create_login_request(
@@ -108,6 +115,63 @@ def authorize() -> Response:
         samesite="Lax",
         path="/",
     )
+    _no_store(response)
+    return response
+
+
+def session_satisfies(browser_session: BrowserSession) -> bool:
+    """May this request be answered from the browser's IdP session, without a scan?
+
+    Not with ``prompt=login``, not when the sign-in is older than ``max_age`` seconds,
+    and not when ``id_token_hint`` names someone else (OIDC Core §3.1.2.1).
+    """
+    if "login" in request.args.get("prompt", "").split():
+        return False
+    max_age = request.args.get("max_age", "")
+    if max_age:
+        if not (max_age.isascii() and max_age.isdigit()):
+            return False  # refused as invalid_request by the grant's validation
+        elapsed = (utcnow() - browser_session.auth_time).total_seconds()
+        if elapsed > int(max_age):
+            return False
+    if hint := request.args.get("id_token_hint"):
+        subject = hinted_claims(hint).get("sub")
+        if subject != browser_session.user.subject:
+            return False
+    return True
+
+
+def hinted_claims(id_token: str) -> dict[str, Any]:
+    """The claims of an ID token we signed (expired ones too), or ``{}``."""
+    from joserfc import jwt
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    from idp.oauth.keys import ALGORITHMS, key_store
+
+    if len(id_token) > 8192:
+        return {}
+    try:
+        token = jwt.decode(id_token, KeySet.import_key_set(key_store().jwks()), list(ALGORITHMS))
+    except (JoseError, ValueError):
+        return {}
+    if token.claims.get("iss") != current_app.config["IDP_ISSUER"]:
+        return {}
+    return dict(token.claims)
+
+
+def answer_from_session(server: Server, grant: Any, browser_session: BrowserSession) -> Response:
+    """Single sign-on: issue the code now, with the session's honest ``auth_time``."""
+    grant.request.login_request = sso.SessionLogin(
+        id=f"session:{browser_session.id}", decided_at=browser_session.auth_time
+    )
+    response = server.create_authorization_response(
+        request=grant.request, grant_user=browser_session.user, grant=grant
+    )
+    if response.status_code == 302 and "code=" in (response.location or ""):
+        db.session.commit()
+    else:
+        db.session.rollback()
     _no_store(response)
     return response
 
@@ -157,6 +221,8 @@ def complete(request_id: str) -> Response:
         request=oauth_request, grant_user=login.user if approved else None, grant=grant
     )
     if approved and response.status_code == 302 and "code=" in response.location:
+        # The browser is now signed in at the IdP too (single sign-on).
+        sso.start_session(response, login.user, login.device_pk, login.decided_at or utcnow())
         db.session.commit()
         logins.publish_status(login.id, Status.COMPLETED)
     else:

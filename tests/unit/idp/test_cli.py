@@ -103,6 +103,7 @@ def test_db_upgrade_creates_the_schema_and_can_run_again(fresh):
         "tokens",
         "signing_keys",
         "short_code_failures",
+        "browser_sessions",
     }
     assert fresh.rows("SELECT version_num FROM alembic_version") == [("0003",)]
     assert ok(fresh("db upgrade")) == "database is up to date\n"

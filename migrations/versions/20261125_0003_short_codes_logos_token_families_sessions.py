@@ -1,13 +1,14 @@
-"""short codes, client logos, token families
+"""short codes, logos, token families, browser sessions
 
 "Can't scan?": a login request may carry the digest of a short code typed into the
 phone instead of scanning, and wrong typed codes are counted per user. A client may
-register a logo shown on the authorize page and in the phone app. Tokens record the
-authorization code they descend from, so that a replay revokes them all.
+register a logo and post-logout redirect URIs. Tokens record the authorization code
+they descend from, so that a replay revokes them all. A browser session at the IdP
+gives single sign-on after a QR login.
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-25 08:00:14.007779
+Create Date: 2026-11-25 08:05:57.637102
 
 """
 
@@ -26,6 +27,40 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Upgrade schema."""
+    op.create_table(
+        "browser_sessions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("secret_hash", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("device_pk", sa.Integer(), nullable=True),
+        sa.Column("auth_time", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("ended_at", sa.DateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["device_pk"],
+            ["devices.id"],
+            name=op.f("fk_browser_sessions_device_pk_devices"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_browser_sessions_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_browser_sessions")),
+        sa.UniqueConstraint("secret_hash", name=op.f("uq_browser_sessions_secret_hash")),
+    )
+    with op.batch_alter_table("browser_sessions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_browser_sessions_device_pk"), ["device_pk"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_browser_sessions_expires_at"), ["expires_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_browser_sessions_user_id"), ["user_id"], unique=False)
+
     op.create_table(
         "short_code_failures",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -55,6 +90,10 @@ def upgrade() -> None:
 
     with op.batch_alter_table("clients", schema=None) as batch_op:
         batch_op.add_column(sa.Column("logo_uri", sa.String(length=500), nullable=True))
+        # Existing clients have none registered.
+        batch_op.add_column(
+            sa.Column("post_logout_redirect_uris", sa.JSON(), nullable=False, server_default="[]")
+        )
 
     with op.batch_alter_table("login_requests", schema=None) as batch_op:
         batch_op.add_column(sa.Column("short_code_hash", sa.String(length=64), nullable=True))
@@ -80,6 +119,7 @@ def downgrade() -> None:
         batch_op.drop_column("short_code_hash")
 
     with op.batch_alter_table("clients", schema=None) as batch_op:
+        batch_op.drop_column("post_logout_redirect_uris")
         batch_op.drop_column("logo_uri")
 
     with op.batch_alter_table("short_code_failures", schema=None) as batch_op:
@@ -88,3 +128,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_short_code_failures_at"))
 
     op.drop_table("short_code_failures")
+    with op.batch_alter_table("browser_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_browser_sessions_user_id"))
+        batch_op.drop_index(batch_op.f("ix_browser_sessions_expires_at"))
+        batch_op.drop_index(batch_op.f("ix_browser_sessions_device_pk"))
+
+    op.drop_table("browser_sessions")

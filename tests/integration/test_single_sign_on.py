@@ -1,0 +1,252 @@
+"""The IdP's browser session: single sign-on after a QR sign-in, prompt=none / login,
+max_age, id_token_hint, and RP-initiated logout (both backends). Test names follow the
+OpenID Foundation's Basic OP plan where one applies."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import update
+
+from idp import db
+from idp.admin.services import create_client
+from idp.db import utcnow
+from idp.sso.models import BrowserSession
+from support import REDIRECT_URI, RelyingParty, redirect_params
+
+LOGOUT_URI = "http://localhost:9999/signed-out"
+
+
+def sign_in(rp: RelyingParty, browser, phone, **extra: str) -> dict:
+    """A QR sign-in in this browser; returns the ID token's claims and the tokens."""
+    page = browser.open(rp.authorize_url(**extra))
+    phone.approve(phone.scan(page.qr_url)["login_request"]["id"])
+    response = browser.complete(page)
+    tokens = rp.exchange(redirect_params(response)["code"]).json()
+    return {
+        "response": response,
+        "tokens": tokens,
+        "claims": rp.verify_id_token(tokens["id_token"])[1],
+    }
+
+
+@pytest.fixture
+def second_rp(world):
+    live, _, _, _ = world
+    with live.app.app_context():
+        client, secret = create_client(
+            "Second RP", [REDIRECT_URI], post_logout_redirect_uris=[LOGOUT_URI]
+        )
+    return RelyingParty(live.url, client.client_id, secret)
+
+
+def authorize(browser, rp: RelyingParty, **extra: str):
+    """An authorization request as a new one (a fresh state and nonce: a nonce already
+    used for a code would be refused as a replay)."""
+    rp.state, rp.nonce = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    return browser.session.get(rp.authorize_url(**extra), allow_redirects=False, timeout=10)
+
+
+def test_the_session_cookie(world):
+    _, rp, browser, phone = world
+    first = sign_in(rp, browser, phone)
+    cookie = first["response"].headers["Set-Cookie"]
+    assert cookie.startswith("idp_sso=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert "Path=/" in cookie
+
+
+def test_a_second_site_signs_in_without_a_scan(world, second_rp):
+    _, rp, browser, phone = world
+    first = sign_in(rp, browser, phone)
+    response = authorize(browser, second_rp)
+    params = redirect_params(response)  # straight back to the site: no QR page
+    assert params["state"] == second_rp.state
+    assert params["iss"] == second_rp.idp_url
+    tokens = second_rp.exchange(params["code"]).json()
+    _, claims = second_rp.verify_id_token(tokens["id_token"])
+    assert claims["sub"] == first["claims"]["sub"]
+    assert claims["aud"] == second_rp.client_id
+    assert claims["auth_time"] == first["claims"]["auth_time"]  # honest: the scan's time
+    assert claims["nonce"] == second_rp.nonce
+
+
+def test_oidcc_prompt_none_logged_in(world, second_rp):
+    _, rp, browser, phone = world
+    sign_in(rp, browser, phone)
+    params = redirect_params(authorize(browser, second_rp, prompt="none"))
+    assert "code" in params
+
+
+def test_oidcc_prompt_none_not_logged_in(world):
+    _, rp, browser, _ = world
+    params = redirect_params(authorize(browser, rp, prompt="none"))
+    assert params["error"] == "login_required"
+    assert params["state"] == rp.state
+
+
+def test_oidcc_prompt_login_asks_for_a_new_scan(world, second_rp):
+    _, rp, browser, phone = world
+    first = sign_in(rp, browser, phone)
+    time.sleep(1.1)  # auth_time has a one-second resolution
+    response = authorize(browser, second_rp, prompt="login")
+    assert response.status_code == 200  # the QR page
+    again = sign_in(second_rp, browser, phone, prompt="login")
+    assert again["claims"]["auth_time"] > first["claims"]["auth_time"]
+
+
+def test_oidcc_max_age_1(world, second_rp):
+    """A sign-in older than max_age seconds needs a new scan; auth_time is then fresh."""
+    live, rp, browser, phone = world
+    first = sign_in(rp, browser, phone)
+    with live.app.app_context():
+        db.session.execute(update(BrowserSession).values(auth_time=utcnow() - timedelta(seconds=5)))
+        db.session.commit()
+    assert authorize(browser, second_rp, max_age="1").status_code == 200  # the QR page
+    silent = redirect_params(authorize(browser, second_rp, max_age="1", prompt="none"))
+    assert silent["error"] == "login_required"
+    later = RelyingParty(second_rp.idp_url, second_rp.client_id, second_rp.client_secret)
+    fresh = sign_in(later, browser, phone, max_age="1")
+    assert fresh["claims"]["auth_time"] >= first["claims"]["auth_time"]
+    assert abs(fresh["claims"]["auth_time"] - time.time()) < 30
+
+
+def test_oidcc_max_age_10000(world, second_rp):
+    _, rp, browser, phone = world
+    sign_in(rp, browser, phone)
+    assert "code" in redirect_params(authorize(browser, second_rp, max_age="10000"))
+
+
+@pytest.mark.parametrize("max_age", ["-1", "1.5", "ten", "١٢"])
+def test_a_malformed_max_age_is_an_invalid_request(world, max_age):
+    _, rp, browser, _ = world
+    params = redirect_params(authorize(browser, rp, max_age=max_age))
+    assert params["error"] == "invalid_request"
+
+
+def test_oidcc_id_token_hint(world, second_rp):
+    """A hint naming the signed-in user: silent sign-in; naming nobody we know: not."""
+    _, rp, browser, phone = world
+    first = sign_in(rp, browser, phone)
+    hint = first["tokens"]["id_token"]
+    assert "code" in redirect_params(
+        authorize(browser, second_rp, prompt="none", id_token_hint=hint)
+    )
+    forged = hint[:-4] + ("AAAA" if not hint.endswith("AAAA") else "BBBB")
+    refused = redirect_params(authorize(browser, second_rp, prompt="none", id_token_hint=forged))
+    assert refused["error"] == "login_required"
+
+
+def test_a_revoked_phone_ends_its_sessions(world, second_rp):
+    live, rp, browser, phone = world
+    sign_in(rp, browser, phone)
+    with live.app.app_context():
+        from idp.mobile.services import revoke_device
+
+        revoke_device(phone.profile.device_id)
+    assert (
+        redirect_params(authorize(browser, second_rp, prompt="none"))["error"] == "login_required"
+    )
+
+
+@pytest.mark.idp_config(IDP_SESSION_TTL=1)
+def test_a_session_ends_with_its_lifetime(world, second_rp):
+    _, rp, browser, phone = world
+    sign_in(rp, browser, phone)
+    time.sleep(1.5)
+    assert (
+        redirect_params(authorize(browser, second_rp, prompt="none"))["error"] == "login_required"
+    )
+
+
+def test_another_browser_has_no_session(world, second_rp):
+    live, rp, browser, phone = world
+    sign_in(rp, browser, phone)
+    from support import Browser
+
+    other = Browser(live.url)
+    assert redirect_params(authorize(other, second_rp, prompt="none"))["error"] == "login_required"
+
+
+# RP-initiated logout --------------------------------------------------------------------------
+
+
+def logout(browser, **params: str):
+    return browser.session.get(
+        f"{browser.idp_url}/logout", params=params, allow_redirects=False, timeout=10
+    )
+
+
+def test_logout_with_a_hint_goes_back_to_the_site(world, second_rp):
+    _, _, browser, phone = world
+    signed = sign_in(second_rp, browser, phone)
+    response = logout(
+        browser,
+        id_token_hint=signed["tokens"]["id_token"],
+        post_logout_redirect_uri=LOGOUT_URI,
+        state="bye-1",
+    )
+    assert response.status_code == 302
+    target = urlsplit(response.headers["Location"])
+    assert f"{target.scheme}://{target.netloc}{target.path}" == LOGOUT_URI
+    assert parse_qs(target.query) == {"state": ["bye-1"]}
+    assert "idp_sso=;" in response.headers["Set-Cookie"]
+    assert (
+        redirect_params(authorize(browser, second_rp, prompt="none"))["error"] == "login_required"
+    )
+
+
+def test_logout_refuses_an_unregistered_return_address(world, second_rp):
+    _, _, browser, phone = world
+    signed = sign_in(second_rp, browser, phone)
+    response = logout(
+        browser,
+        id_token_hint=signed["tokens"]["id_token"],
+        post_logout_redirect_uri="https://evil.example/",
+    )
+    assert response.status_code == 400
+    assert "not registered" in response.text
+    assert "code" in redirect_params(authorize(browser, second_rp, prompt="none"))  # still in
+
+
+def test_logout_without_a_hint_asks_first(world, second_rp):
+    _, rp, browser, phone = world
+    sign_in(rp, browser, phone)
+    page = logout(browser)
+    assert page.status_code == 200
+    assert "Sign out of QR-IdP?" in page.text
+    token = page.text.split('name="logout_token" value="')[1].split('"')[0]
+    # Still signed in: a GET alone (a link on another site) signs nobody out.
+    assert "code" in redirect_params(authorize(browser, second_rp, prompt="none"))
+    forged = browser.session.post(
+        f"{browser.idp_url}/logout", data={"logout_token": "x"}, timeout=10
+    )
+    assert forged.status_code == 400
+    done = browser.session.post(
+        f"{browser.idp_url}/logout", data={"logout_token": token}, timeout=10
+    )
+    assert done.status_code == 200
+    assert "You are signed out" in done.text
+    later = RelyingParty(second_rp.idp_url, second_rp.client_id, second_rp.client_secret)
+    assert redirect_params(authorize(browser, later, prompt="none"))["error"] == "login_required"
+
+
+def test_logout_when_not_signed_in(world):
+    _, _, browser, _ = world
+    response = logout(browser)
+    assert response.status_code == 200
+    assert "You are signed out" in response.text
+
+
+def test_discovery_names_the_session_endpoints(world):
+    import requests
+
+    live, _, _, _ = world
+    metadata = requests.get(f"{live.url}/.well-known/openid-configuration", timeout=10).json()
+    assert metadata["end_session_endpoint"] == f"{live.url}/logout"
+    assert metadata["prompt_values_supported"] == ["none", "login"]
