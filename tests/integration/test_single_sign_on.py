@@ -250,3 +250,13 @@ def test_discovery_names_the_session_endpoints(world):
     metadata = requests.get(f"{live.url}/.well-known/openid-configuration", timeout=10).json()
     assert metadata["end_session_endpoint"] == f"{live.url}/logout"
     assert metadata["prompt_values_supported"] == ["none", "login"]
+
+
+def test_a_nonce_already_used_for_a_code_is_refused(world, second_rp):
+    """An authorization request replayed as it was (same nonce) gets no second code."""
+    _, rp, browser, phone = world
+    sign_in(rp, browser, phone)
+    replay = browser.session.get(rp.authorize_url(), allow_redirects=False, timeout=10)
+    params = redirect_params(replay)
+    assert params["error"] == "invalid_request"
+    assert "code" not in params
