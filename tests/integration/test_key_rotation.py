@@ -12,7 +12,7 @@ from idp import db
 from idp.db import utcnow
 from idp.oauth.keys import KeyStore, key_store, list_keys, rotate_keys
 from idp.oauth.models import SigningKey
-from support import RelyingParty, approve_and_exchange
+from support import Browser, RelyingParty, approve_and_exchange
 
 
 def kids(jwks: dict) -> set[str]:
@@ -47,7 +47,7 @@ def test_after_the_takeover_the_new_key_signs_and_the_old_one_stays_published(wo
     with live.app.app_context():
         [(_, new_kid, _)] = rotate_keys(("RS256",))
     again = RelyingParty(rp.idp_url, rp.client_id, rp.client_secret)  # a fresh nonce
-    new_tokens = approve_and_exchange(again, browser, phone)
+    new_tokens = approve_and_exchange(again, Browser(live.url), phone)  # no session: a scan
     new_header, _ = again.verify_id_token(new_tokens["id_token"])
     assert new_header["kid"] == new_kid != old_header["kid"]
     # A token signed before the rotation still verifies against the published JWKS.

@@ -10,7 +10,7 @@ import requests
 
 from idp.admin.services import create_client
 from idp.errors import InvalidRequest
-from support import REDIRECT_URI, RelyingParty, approve_and_exchange, redirect_params
+from support import REDIRECT_URI, Browser, RelyingParty, approve_and_exchange, redirect_params
 
 
 @pytest.fixture
@@ -251,10 +251,10 @@ def test_a_reused_refresh_token_revokes_its_whole_family(world):
 
 
 def test_a_replay_leaves_other_sign_ins_alone(world):
-    _, rp, browser, phone = world
+    live, rp, browser, phone = world
     code, _ = sign_in(rp, browser, phone)
     rp_other = RelyingParty(rp.idp_url, rp.client_id, rp.client_secret)
-    _, other = sign_in(rp_other, browser, phone)
+    _, other = sign_in(rp_other, Browser(live.url), phone)  # another browser: a new scan
     assert rp.exchange(code).status_code == 400
     assert userinfo_status(rp, other["access_token"]) == 200
 
