@@ -43,3 +43,23 @@ screenshots: $(STAMP)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
+
+# --- Benchmarks (issue 6): `python -m bench`; results in bench/results/<date>.{json,md,png} ---
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS ?=
+BENCH_PEER_MODE ?= --quick
+
+.PHONY: bench bench-quick bench-peer
+
+$(BENCH_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench --full --profile $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+bench-peer: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_PEER_MODE) --peer $(BENCH_ARGS)

@@ -1,0 +1,299 @@
+"""Where the server's time goes: py-spy samples of the worker under load, sorted into
+categories, and database round trips per request counted in-process.
+
+py-spy (``--nonblocking``, so the worker is not paused) samples the running greenlet's
+stack; idle time in gevent's hub is not sampled. A category's share is *inclusive*: the
+share of samples with a matching frame anywhere on the stack, so categories overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.server import REDIRECT_URI, IdP
+
+#: category -> regular expressions (all must match a frame of the stack) over the frames
+#: ``function (package/module.py:line)`` that py-spy reports.
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "QR rendering (qr_svg, qrcode)": (r"^qr_svg \(|\(qrcode/",),
+    "Jinja2 templates": (r"\(jinja2/|render_template",),
+    "argon2 password hashing": (r"argon2",),
+    "JWT signing (RS256 ID token)": (r"AlgModel\.sign \(",),
+    "device-proof verification (ES256)": (r"^verify_proof \(",),
+    "  of which device public-key import": (r"^verify_proof \(", r"import_key \("),
+    "  of which jti insert + commit": (r"^_record_jti \(",),
+    "signing-key loading (KeyStore._load)": (r"KeyStore\._load \(",),
+    "SQLAlchemy (ORM + core, incl. driver)": (r"\(sqlalchemy/",),
+    "DB driver (psycopg, sqlite3 execute/commit, pool ping)": (
+        r"\(psycopg/|^DefaultDialect\.do_(execute|commit|rollback|ping) |^_sqlite_(begin|connect)",
+    ),
+    "Authlib": (r"\(authlib/",),
+    "JSON log lines (idp.ops.logs, logging)": (r"\(idp/ops/logs\.py|\(logging/",),
+    "Prometheus metrics": (r"\(prometheus_client/",),
+    "WebSocket (flask_sock, simple_websocket, wsproto)": (
+        r"\(simple_websocket/|\(wsproto/|\(flask_sock/",
+    ),
+    "Redis broker publish/subscribe": (r"\(redis/|\(idp/realtime/broker\.py",),
+    "gunicorn HTTP parsing": (r"\(gunicorn/http/",),
+}
+VIEWS: dict[str, str] = {
+    "GET /authorize": r"^authorize \(idp/qrlogin/views.py",
+    "WS /ws/login (handshake + first state)": r"^_authorize_socket \(|^login_socket \(",
+    "POST scan": r"^scan \(idp/mobile/views.py",
+    "POST approve": r"^approve \(idp/mobile/views.py",
+    "GET /authorize/complete": r"^complete \(idp/qrlogin/views.py",
+    "POST /token": r"^token \(idp/oauth/views.py",
+    "GET/POST /userinfo": r"^userinfo \(idp/oauth/views.py",
+    "POST /introspect": r"^introspect \(idp/oauth/views.py",
+}
+FRAME_RE = re.compile(r"^(.*) \((.*?):?(\d*)\)$")
+
+
+def py_spy() -> str | None:
+    found = Path(sys.executable).with_name("py-spy")
+    return str(found) if found.exists() else shutil.which("py-spy")
+
+
+async def profile_while(idp: IdP, seconds: float, load: Awaitable[Any], label: str) -> dict:
+    """Sample the worker for ``seconds`` while ``load`` runs; categorize the samples."""
+    binary = py_spy()
+    if binary is None:
+        with contextlib.suppress(Exception):
+            await load
+        return {"error": "py-spy is not installed (pip install -e '.[bench]')"}
+    worker = idp.worker_pids()[0]
+    out = Path(tempfile.mkdtemp(prefix="idp-pyspy-")) / f"{label}.txt"
+    command = [binary, "record", "--pid", str(worker), "--duration", str(int(seconds))]
+    command += ["--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out)]
+    spy = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    load_task = asyncio.ensure_future(load)
+    _, stderr = await spy.communicate()
+    with contextlib.suppress(Exception):
+        await load_task
+    if not out.exists():
+        return {"error": f"py-spy failed: {stderr.decode(errors='replace')[-500:]}"}
+    result = analyse(out.read_text())
+    result["raw_file"] = str(out)
+    return result
+
+
+def _stacks(raw: str) -> Iterator[tuple[list[str], int]]:
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack.split(";"), int(count)
+
+
+def analyse(raw: str) -> dict[str, Any]:
+    """Inclusive category and view shares, and the top self-time frames."""
+    total = 0
+    inclusive: collections.Counter[str] = collections.Counter()
+    views: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    compiled = {name: [re.compile(p) for p in ps] for name, ps in CATEGORIES.items()}
+    compiled_views = {name: re.compile(p) for name, p in VIEWS.items()}
+    for frames, count in _stacks(raw):
+        total += count
+        for name, patterns in compiled.items():
+            if all(any(p.search(f) for f in frames) for p in patterns):
+                inclusive[name] += count
+        for name, pattern in compiled_views.items():
+            if any(pattern.search(f) for f in frames):
+                views[name] += count
+                break
+        leaves[_short(frames[-1])] += count
+        packages[_package(frames[-1])] += count
+
+    def share(n: int) -> float:
+        return round(100 * n / total, 1) if total else 0.0
+
+    return {
+        "samples": total,
+        "categories_percent": {name: share(inclusive[name]) for name in CATEGORIES},
+        "views_percent": {name: share(views[name]) for name in VIEWS},
+        "top_self_percent": {name: share(n) for name, n in leaves.most_common(12)},
+        "self_by_package_percent": {name: share(n) for name, n in packages.most_common(14)},
+    }
+
+
+def _package(frame: str) -> str:
+    """The top-level package of a frame's file (``idp.qrlogin`` for our own code)."""
+    match = FRAME_RE.match(frame)
+    if not match:
+        return "?"
+    parts = match.group(2).split("/")
+    if parts[0] == "idp" and len(parts) > 2:
+        return f"idp.{parts[1]}"
+    return parts[0] if len(parts) > 1 else match.group(2)
+
+
+def _short(frame: str) -> str:
+    match = FRAME_RE.match(frame)
+    if not match:
+        return frame
+    function, path, line = match.groups()
+    for marker in ("site-packages/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{function} ({path}:{line})"
+
+
+def one_line(prefix: str, result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"{prefix} {result['error']}"
+    top = sorted(result["categories_percent"].items(), key=lambda kv: -kv[1])[:6]
+    return f"{prefix} samples={result['samples']} " + " ".join(f"[{k}: {v}%]" for k, v in top)
+
+
+# --- database round trips per request, counted in-process ---------------------------------
+
+
+def count_round_trips(database_url: str, tmp: Path) -> dict[str, dict[str, int]]:
+    """Run one QR login (without the socket) and the token calls through Flask's test
+    client, counting pool checkouts, BEGINs, statements and COMMIT/ROLLBACKs per request.
+
+    On PostgreSQL every checkout also pings (``pool_pre_ping``): one more round trip.
+    """
+    import json
+    import secrets
+
+    from sqlalchemy import event
+
+    from bench.actors import STATE_RE, s256
+    from idp import create_app
+    from idp.accounts.services import create_user
+    from idp.admin.services import create_client
+    from idp.migrate import upgrade
+    from idp_phone.profile import generate_key
+    from idp_phone.proof import make_proof, public_jwk
+
+    issuer = "http://127.0.0.1:8000"
+    upgrade(database_url)
+    app = create_app(
+        {"IDP_DATABASE_URL": database_url, "IDP_ISSUER": issuer, "IDP_SECRET_KEY": "bench"},
+        instance_path=str(tmp / "instance"),
+    )
+    engine = app.extensions["idp.db"].engine
+    counts: collections.Counter[str] = collections.Counter()
+    event.listen(engine.pool, "checkout", lambda *_: counts.update(["checkouts"]))
+    event.listen(engine, "begin", lambda *_: counts.update(["begins"]))
+    event.listen(engine, "before_cursor_execute", lambda *_: counts.update(["statements"]))
+    event.listen(engine, "commit", lambda *_: counts.update(["commits"]))
+    event.listen(engine, "rollback", lambda *_: counts.update(["rollbacks"]))
+    with app.app_context():
+        create_user("rt", "round-trips-password", email=None, name=None)
+        client, secret = create_client("RT", [REDIRECT_URI], public=False)
+        try:
+            service, service_secret = create_client(
+                "RT service", [REDIRECT_URI], service_account=True
+            )
+        except TypeError:  # a revision before service accounts
+            service, service_secret = None, None
+    http = app.test_client()
+    key = generate_key()
+    table: dict[str, dict[str, int]] = {}
+
+    def measured(name: str, call: Any) -> Any:
+        counts.clear()
+        response = call()
+        table[name] = dict(counts) | {"status": response.status_code}
+        return response
+
+    def phone(path: str, payload: dict[str, Any], **proof: Any) -> Any:
+        url = f"{issuer}/api/mobile/v1{path}"
+        body = json.dumps(payload).encode()
+        headers = {"Device-Proof": make_proof(key, "POST", url, body, **proof)}
+        return http.post(url, data=body, headers=headers, content_type="application/json")
+
+    enrolled = phone(
+        "/devices",
+        {"username": "rt", "password": "round-trips-password", "device_name": "p"},
+        jwk=public_jwk(key),
+    )
+    device_id = enrolled.get_json()["device_id"]
+    # Warm up the signing keys (made and loaded once per process) with a first login.
+    for round_ in ("warm", "measured"):
+        verifier = secrets.token_urlsafe(48)
+        params = {
+            "response_type": "code", "client_id": client.client_id, "redirect_uri": REDIRECT_URI,
+            "scope": "openid profile email", "state": "s", "nonce": secrets.token_urlsafe(8),
+            "code_challenge": s256(verifier), "code_challenge_method": "S256",
+        }  # fmt: skip
+        page = measured("GET /authorize", lambda p=params: http.get("/authorize", query_string=p))
+        import html
+
+        state = json.loads(html.unescape(STATE_RE.search(page.get_data(as_text=True)).group(1)))
+        measured(
+            "POST scan",
+            lambda s=state: phone("/login-requests/scan", {"qr": s["qr_url"]}, kid=device_id),
+        )
+        measured(
+            "POST approve",
+            lambda s=state: phone(f"/login-requests/{s['id']}/approve", {}, kid=device_id),
+        )
+        done = measured("GET /authorize/complete", lambda s=state: http.get(s["complete_url"]))
+        code = done.headers["Location"].split("code=")[1].split("&")[0]
+        basic = {"Authorization": "Basic " + _b64(f"{client.client_id}:{secret}")}
+        form = {
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+        }  # fmt: skip
+        tokens = measured(
+            "POST /token (authorization_code)",
+            lambda f=form, b=basic: http.post("/token", data=f, headers=b),
+        ).get_json()
+        measured(
+            "GET /userinfo",
+            lambda t=tokens: http.get(
+                "/userinfo", headers={"Authorization": f"Bearer {t['access_token']}"}
+            ),
+        )
+        measured(
+            "POST /token (refresh_token)",
+            lambda t=tokens, b=basic: http.post(
+                "/token",
+                data={"grant_type": "refresh_token", "refresh_token": t["refresh_token"]},
+                headers=b,
+            ),
+        )
+        if service is not None:
+            service_basic = {
+                "Authorization": "Basic " + _b64(f"{service.client_id}:{service_secret}")
+            }
+            cc = measured(
+                "POST /token (client_credentials)",
+                lambda b=service_basic: http.post(
+                    "/token", data={"grant_type": "client_credentials"}, headers=b
+                ),
+            ).get_json()
+            measured(
+                "POST /introspect",
+                lambda t=cc, b=service_basic: http.post(
+                    "/introspect", data={"token": t["access_token"]}, headers=b
+                ),
+            )
+        measured("GET /jwks", lambda: http.get("/jwks"))
+        measured("GET discovery", lambda: http.get("/.well-known/openid-configuration"))
+        if round_ == "warm":
+            table.clear()
+    app.extensions["idp.broker"].close()
+    engine.dispose()
+    return table
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
