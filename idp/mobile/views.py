@@ -96,6 +96,9 @@ def login_request_view(login: LoginRequest) -> dict[str, Any]:
             "user_agent": login.browser_user_agent,
             "summary": summarize_user_agent(login.browser_user_agent),
         },
+        # The site's guess at who is signing in (OIDC login_hint), shown, never trusted:
+        # the phone's own account decides.
+        "login_hint": login.params.get("login_hint"),
         "created_at": _iso(login.created_at),
         "expires_at": _iso(login.expires_at),
     }

@@ -64,6 +64,7 @@ def test_qr_sign_in_end_to_end(world):
     assert [s["name"] for s in view["scopes"]] == ["openid", "profile", "email"]
     assert view["browser"]["ip"] == "127.0.0.1"
     assert view["browser"]["summary"] == "Chrome on Linux"
+    assert view["login_hint"] is None
     assert next_status(ws) == "scanned"
 
     phone.approve(view["id"])
@@ -252,3 +253,15 @@ def test_unknown_parameters_are_ignored(world):
     view = phone.scan(page.qr_url)["login_request"]
     phone.approve(view["id"])
     assert "code" in redirect_params(browser.complete(page))
+
+
+def test_login_hint_reaches_the_phone_and_preselects_nothing(world):
+    """The site's login_hint is shown on the phone; the phone's own account signs in."""
+    _, rp, browser, phone = world
+    page = browser.open(rp.authorize_url(login_hint="mallory@example.com"))
+    view = phone.scan(page.qr_url)["login_request"]
+    assert view["login_hint"] == "mallory@example.com"
+    phone.approve(view["id"])
+    tokens = rp.exchange(redirect_params(browser.complete(page))["code"]).json()
+    _, claims = rp.verify_id_token(tokens["id_token"])
+    assert claims["preferred_username"] == "alice"
