@@ -66,9 +66,10 @@ def check_same_origin() -> None:
         raise ForeignOrigin()
 
 
-@bp.get("/authorize")
+@bp.route("/authorize", methods=["GET", "POST"])
 def authorize() -> Response:
-    """Authorization endpoint (RFC 6749 §3.1): validate, then show the QR code."""
+    """Authorization endpoint (RFC 6749 §3.1; GET or form POST, OIDC Core §3.1.2.1):
+    validate, then answer from the IdP session or show the QR code."""
     server = authorization_server()
     browser_session = sso.current_session()
     if browser_session is not None and not session_satisfies(browser_session):
@@ -79,7 +80,7 @@ def authorize() -> Response:
         return authorization_error(server, error)
     if browser_session is not None:
         return answer_from_session(server, grant, browser_session)
-    params = {k: request.args[k] for k in KEPT_PARAMS if k in request.args}
+    params = {k: request.values[k] for k in KEPT_PARAMS if k in request.values}
     secret = binding_secret() or logins.new_binding_secret()
     login = logins.create_login_request(
         client_id=grant.client.client_id,
@@ -125,16 +126,16 @@ def session_satisfies(browser_session: BrowserSession) -> bool:
     Not with ``prompt=login``, not when the sign-in is older than ``max_age`` seconds,
     and not when ``id_token_hint`` names someone else (OIDC Core §3.1.2.1).
     """
-    if "login" in request.args.get("prompt", "").split():
+    if "login" in request.values.get("prompt", "").split():
         return False
-    max_age = request.args.get("max_age", "")
+    max_age = request.values.get("max_age", "")
     if max_age:
         if not (max_age.isascii() and max_age.isdigit()):
             return False  # refused as invalid_request by the grant's validation
         elapsed = (utcnow() - browser_session.auth_time).total_seconds()
         if elapsed > int(max_age):
             return False
-    if hint := request.args.get("id_token_hint"):
+    if hint := request.values.get("id_token_hint"):
         subject = hinted_claims(hint).get("sub")
         if subject != browser_session.user.subject:
             return False

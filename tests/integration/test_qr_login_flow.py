@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import json
+import re
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
@@ -11,6 +15,7 @@ import requests
 from idp_phone.api import PhoneApiError
 from support import (
     Browser,
+    Page,
     RelyingParty,
     add_client,
     add_user,
@@ -265,3 +270,29 @@ def test_login_hint_reaches_the_phone_and_preselects_nothing(world):
     tokens = rp.exchange(redirect_params(browser.complete(page))["code"]).json()
     _, claims = rp.verify_id_token(tokens["id_token"])
     assert claims["preferred_username"] == "alice"
+
+
+def post_authorize(browser: Browser, live_url: str, rp: RelyingParty, **extra: str):
+    """The authorization request as a form POST (OIDC Core §3.1.2.1)."""
+    form = dict(parse_qsl(urlsplit(rp.authorize_url(**extra)).query))
+    return browser.session.post(
+        f"{live_url}/authorize", data=form, allow_redirects=False, timeout=10
+    )
+
+
+def test_authorization_request_by_post(world):
+    live, rp, browser, phone = world
+    response = post_authorize(browser, live.url, rp)
+    assert response.status_code == 200
+    state = json.loads(html.unescape(re.search(r'data-state="([^"]*)"', response.text).group(1)))
+    page = Page(state, response)
+    phone.approve(phone.scan(page.qr_url)["login_request"]["id"])
+    params = redirect_params(browser.complete(page))
+    assert params["state"] == rp.state
+    assert rp.exchange(params["code"]).status_code == 200
+
+
+def test_prompt_none_by_post_without_a_session(world):
+    live, rp, browser, _ = world
+    response = post_authorize(browser, live.url, rp, prompt="none")
+    assert redirect_params(response)["error"] == "login_required"
