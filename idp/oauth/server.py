@@ -19,6 +19,7 @@ from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
+from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from flask import Flask, current_app
 from sqlalchemy import select, update
 
@@ -107,6 +108,11 @@ class BoundedParameters:
         max_age = data.get("max_age")
         if max_age is not None and not (max_age.isascii() and max_age.isdigit()):
             raise InvalidRequestError("'max_age' must be a whole number of seconds")
+        # Request objects are not supported, and say so (OIDC Core §6).
+        if "request" in data:
+            raise RequestNotSupportedError(redirect_uri=redirect_uri)
+        if "request_uri" in data:
+            raise RequestURINotSupportedError(redirect_uri=redirect_uri)
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):

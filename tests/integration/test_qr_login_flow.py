@@ -225,6 +225,9 @@ def test_public_client_needs_pkce_and_no_secret(live_server, tmp_path):
         ({"code_challenge_method": None}, "invalid_request"),
         ({"response_type": "token"}, "unsupported_response_type"),
         ({"scope": "openid", "prompt": "none"}, "login_required"),
+        ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
+        ({"request_uri": "https://rp.example/request.jwt"}, "request_uri_not_supported"),
+        ({"max_age": "soon"}, "invalid_request"),
     ],
 )
 def test_bad_authorization_requests_go_back_to_the_rp(world, overrides, error):
