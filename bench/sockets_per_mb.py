@@ -23,7 +23,7 @@ Only the project's own dependencies are used: ``requests`` for the pages and
 ``wsproto`` (via flask-sock/simple-websocket) over asyncio for the sockets;
 memory and CPU come from ``/proc`` (Linux only).
 
-    .venv/bin/python bench/sockets_per_mb.py [--counts 200,1000,2000]
+    .venv/bin/python -m bench.sockets_per_mb [--counts 200,1000,2000]
 """
 
 from __future__ import annotations
@@ -40,9 +40,7 @@ import os
 import re
 import resource
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +62,8 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+
+from bench.server import free_port, idp_command
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -105,23 +105,6 @@ def children(pid: int) -> list[int]:
 
 
 # --- the IdP instance and its gunicorn ----------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def idp_command() -> list[str]:
-    """The ``idp`` console script of this interpreter's environment."""
-    script = Path(sys.executable).with_name("idp")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("idp")
-    if not found:
-        raise SystemExit("the `idp` command is not installed: run `make install` first")
-    return [found]
 
 
 @dataclass
