@@ -21,7 +21,7 @@ CONTENT_SECURITY_POLICY = (
 def create_app(config: Mapping[str, Any] | None = None, instance_path: str | None = None) -> Flask:
     """Build the IdP. ``config`` overrides the ``IDP_*`` environment (tests use it)."""
     from idp import config as settings
-    from idp import db, errors, i18n
+    from idp import db, errors, i18n, limits
     from idp.oauth import keys, server
     from idp.ops import logs
     from idp.realtime import broker
@@ -48,6 +48,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     server.init_app(app)
     app.extensions["idp.broker"] = broker.create_broker(app.config["IDP_BROKER_URL"])
     _register_blueprints(app)
+    limits.init_app(app)
     _add_security_headers(app)
     return app
 

@@ -254,6 +254,53 @@ def devices_revoke(device_id: str) -> None:
         click.echo(f"{device_id} ({name}) was already revoked")
 
 
+@main.command()
+@click.option("--user", "username", help="Only this user's events.")
+@click.option(
+    "--since", help="Only events since then: 2026-11-25, 2026-11-25T09:00, or 30m, 12h, 7d ago."
+)
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="At most this many events (the most recent).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+def audit(username: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """Show the audit log, oldest first: enrollments, scans, approvals, denials, sign-ins,
+    tokens issued and revoked, devices revoked, clients and keys changed (times in UTC)."""
+    from idp import audit as log
+
+    start = _parse_since(since) if since else None
+    with _app().app_context():
+        lines = log.query(username=username, since=start, limit=limit)
+    for line in lines:
+        click.echo(json.dumps(line.as_json()) if as_json else line.as_text())
+    if not lines and not as_json:
+        click.echo("no events", err=True)
+
+
+def _parse_since(text: str) -> datetime:
+    """An ISO date or time (UTC), or an age such as ``30m``, ``12h``, ``7d``."""
+    from datetime import timedelta
+
+    from idp.db import utcnow
+
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    text = text.strip()
+    if text[:-1].isdigit() and text[-1:] in units:
+        return utcnow() - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        moment = datetime.fromisoformat(text.removesuffix("Z"))
+    except ValueError:
+        _fail(
+            "--since takes a date (2026-11-25), a time (2026-11-25T09:00) "
+            f"or an age (12h), not {text!r}"
+        )
+        raise  # unreachable: _fail exits
+    if moment.tzinfo is not None:
+        from datetime import UTC
+
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 

@@ -51,6 +51,28 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     "IDP_TRUSTED_PROXIES": (int, 0),
     # When set, /metrics answers only to "Authorization: Bearer <this token>".
     "IDP_METRICS_TOKEN": (str, ""),
+    # Days `idp purge` keeps the audit log (0: for ever).
+    "IDP_AUDIT_RETENTION_DAYS": (int, 365),
+    # Number matching for every client (else only for clients registered with it): after
+    # the scan the page shows two digits, and the phone must pick them to approve.
+    "IDP_NUMBER_MATCHING": (bool, False),
+    # Abuse limits (see idp/limits.py), in Flask-Limiter's notation ("10/minute;50/hour").
+    "IDP_RATELIMIT_ENABLED": (bool, True),
+    # Where the counters live: "memory://" or a Redis URL (default: the broker's Redis,
+    # if the broker is Redis, so that all workers share them; else memory).
+    "IDP_RATELIMIT_STORAGE_URL": (str, None),
+    # Prefix of the counters' keys (several IdPs can share one Redis).
+    "IDP_RATELIMIT_PREFIX": (str, "qridp-limits"),
+    # Per browser IP: /authorize and the page's renewals and short codes, together.
+    "IDP_LIMIT_BROWSER": (str, "60/minute;600/hour"),
+    # Per IP: enrollments (each checks a password).
+    "IDP_LIMIT_ENROLL": (str, "10/minute;30/hour"),
+    # Per IP: the phone API's other calls, counted before the proof is checked.
+    "IDP_LIMIT_PHONE_IP": (str, "300/minute"),
+    # Per device: scans, approvals and denials, together.
+    "IDP_LIMIT_DEVICE": (str, "30/minute;300/hour"),
+    # Per username: wrong passwords at enrollment, then a lockout until the window passes.
+    "IDP_LIMIT_PASSWORD": (str, "5 per 15 minutes"),
     # Log lines: "json" (one object per line, with the request id) or "text".
     "IDP_LOG_FORMAT": (str, "json"),
     "IDP_LOG_LEVEL": (str, "INFO"),
@@ -94,12 +116,39 @@ def load(instance_path: Path, overrides: Mapping[str, Any] | None = None) -> dic
     if not values["IDP_SECRET_KEY"]:
         values["IDP_SECRET_KEY"] = _instance_secret(instance_path)
     values["IDP_ISSUER"] = check_issuer(values["IDP_ISSUER"])
+    if not values["IDP_RATELIMIT_STORAGE_URL"]:
+        broker = values["IDP_BROKER_URL"]
+        redis = broker.startswith(("redis://", "rediss://"))
+        values["IDP_RATELIMIT_STORAGE_URL"] = broker if redis else "memory://"
+    for name in LIMIT_SETTINGS:
+        check_limit(name, values[name])
     if values["IDP_LOG_FORMAT"] not in {"json", "text"}:
         raise ConfigError(f"IDP_LOG_FORMAT must be json or text, not {values['IDP_LOG_FORMAT']!r}")
     values["IDP_LOG_LEVEL"] = str(values["IDP_LOG_LEVEL"]).upper()
     if values["IDP_LOG_LEVEL"] not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("IDP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return values
+
+
+LIMIT_SETTINGS = (
+    "IDP_LIMIT_BROWSER",
+    "IDP_LIMIT_ENROLL",
+    "IDP_LIMIT_PHONE_IP",
+    "IDP_LIMIT_DEVICE",
+    "IDP_LIMIT_PASSWORD",
+)
+
+
+def check_limit(name: str, value: str) -> None:
+    """Refuse a limit Flask-Limiter cannot read (it would otherwise fail per request)."""
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError(value)
+    except ValueError:
+        message = f"{name} must be limits like '10/minute;50/hour', not {value!r}"
+        raise ConfigError(message) from None
 
 
 def check_issuer(issuer: str) -> str:

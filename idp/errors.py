@@ -83,6 +83,15 @@ class TooManyAttempts(IdPError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class RateLimited(IdPError):
+    status, code = 429, "too_many_requests"
+    title = _l("Too many requests: wait a moment, then try again")
+
+    def __init__(self, description: str = "", *, retry_after: int) -> None:
+        super().__init__(description)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class AlreadyUsed(IdPError):
     status, code, title = 409, "already_used", _l("This sign-in request was already used")
 
@@ -110,7 +119,15 @@ class RenewalLimit(IdPError):
 
 def wants_json() -> bool:
     """JSON for the APIs and for clients that prefer it; HTML for browsers."""
-    json_paths = ("/api/", "/token", "/userinfo", "/authorize/renew", "/authorize/short-code")
+    json_paths = (
+        "/api/",
+        "/token",
+        "/revoke",
+        "/introspect",
+        "/userinfo",
+        "/authorize/renew",
+        "/authorize/short-code",
+    )
     if request.path.startswith(json_paths):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
@@ -165,14 +182,16 @@ def error_response(status: int, code: str, description: str) -> Response:
     return response
 
 
+def render_error(error: IdPError) -> Response:
+    """The response for one of our errors, with its extra headers."""
+    response = error_response(error.status, error.code, error.description)
+    response.headers.update(error.headers)
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Register the handlers for our errors and for plain HTTP errors."""
-
-    @app.errorhandler(IdPError)
-    def _handle_idp_error(error: IdPError) -> Response:
-        response = error_response(error.status, error.code, error.description)
-        response.headers.update(error.headers)
-        return response
+    app.register_error_handler(IdPError, render_error)
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)

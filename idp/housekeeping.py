@@ -15,6 +15,7 @@ from flask import current_app
 from sqlalchemy import ColumnElement, delete, or_, select
 
 from idp import db
+from idp.audit import AuditEvent
 from idp.db import utcnow
 from idp.mobile.models import UsedProof
 from idp.oauth.models import AuthorizationCode, Token
@@ -77,6 +78,11 @@ def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeRepo
     report.deleted["short_code_failures"] = _delete_in_batches(
         ShortCodeFailure.id, ShortCodeFailure.at < now - window, batch
     )
+    # The audit log is kept IDP_AUDIT_RETENTION_DAYS days (0: for ever).
+    if days := current_app.config["IDP_AUDIT_RETENTION_DAYS"]:
+        report.deleted["audit_events"] = _delete_in_batches(
+            AuditEvent.id, AuditEvent.at < now - timedelta(days=days), batch
+        )
     return report
 
 

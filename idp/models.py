@@ -1,6 +1,7 @@
 """Every model, imported in one place so that the metadata is complete (Alembic)."""
 
 from idp.accounts.models import User
+from idp.audit import AuditEvent
 from idp.db import Base
 from idp.mobile.models import Device, UsedProof
 from idp.oauth.models import AuthorizationCode, Client, SigningKey, Token
@@ -8,6 +9,7 @@ from idp.qrlogin.models import LoginRequest, ShortCodeFailure
 from idp.sso.models import BrowserSession
 
 __all__ = [
+    "AuditEvent",
     "AuthorizationCode",
     "Base",
     "BrowserSession",

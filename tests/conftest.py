@@ -32,7 +32,13 @@ def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     elif request.param == "postgres+redis":
         broker = redis_url()
         with postgres_database() as url:
-            yield {"IDP_DATABASE_URL": url, "IDP_BROKER_URL": broker}
+            # Abuse-limit counters live in Redis too: each test gets keys of its own.
+            prefix = "test-" + url.rsplit("/", 1)[-1]
+            yield {
+                "IDP_DATABASE_URL": url,
+                "IDP_BROKER_URL": broker,
+                "IDP_RATELIMIT_PREFIX": prefix,
+            }
     else:
         raise ValueError(request.param)
 

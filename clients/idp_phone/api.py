@@ -45,11 +45,15 @@ def normalize_short_code(text: str) -> str | None:
 class PhoneApiError(Exception):
     """The server refused the request: ``{"error": CODE, "error_description": TEXT}``."""
 
-    def __init__(self, status: int, error: str, description: str) -> None:
+    def __init__(
+        self, status: int, error: str, description: str, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(f"{error}: {description}")
         self.status = status
         self.error = error
         self.description = description
+        #: Seconds to wait before trying again (``Retry-After`` of a 429 or 503), if given.
+        self.retry_after = retry_after
 
 
 class ServerUnreachableError(Exception):
@@ -134,8 +138,12 @@ def _parse_answer(response: requests.Response, expected: int) -> dict[str, Any]:
         return data
     if isinstance(data, dict) and isinstance(data.get("error"), str) and status >= 400:
         description = data.get("error_description")
+        retry_after = response.headers.get("Retry-After", "")
         raise PhoneApiError(
-            status, data["error"], description if isinstance(description, str) else ""
+            status,
+            data["error"],
+            description if isinstance(description, str) else "",
+            retry_after=int(retry_after) if retry_after.isdigit() else None,
         )
     if status == expected:
         raise PhoneApiError(status, "invalid_response", "the server's answer is not a JSON object")

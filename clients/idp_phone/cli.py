@@ -319,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args, client)
     except PhoneApiError as exc:
-        print(f"error: {clean(exc.error)}: {clean(exc.description)}", file=sys.stderr)
+        wait = f" (try again in {exc.retry_after} s)" if exc.retry_after else ""
+        print(f"error: {clean(exc.error)}: {clean(exc.description)}{wait}", file=sys.stderr)
         return EXIT_API
     except ServerUnreachableError as exc:
         print(f"error: {clean(exc)}", file=sys.stderr)

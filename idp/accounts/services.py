@@ -9,7 +9,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
-from idp import db
+from idp import audit, db
 from idp.accounts.models import User
 from idp.errors import InvalidCredentials, InvalidRequest
 
@@ -41,6 +41,7 @@ def create_user(username: str, password: str, *, email: str | None, name: str | 
         password_hash=_hasher.hash(password),
     )
     db.session.add(user)
+    audit.record("user.created", username=username)
     db.session.commit()
     return user
 

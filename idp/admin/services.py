@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 
-from idp import db
+from idp import audit, db
 from idp.config import is_loopback
 from idp.errors import InvalidRequest
 from idp.oauth.models import Client, digest
@@ -78,6 +78,7 @@ def create_client(
         token_endpoint_auth_method="none" if public else "client_secret_basic",
     )
     db.session.add(client)
+    audit.record("client.created", client_id=client.client_id, name=name, public=public)
     db.session.commit()
     return client, secret
 
@@ -90,5 +91,7 @@ def list_clients() -> list[Client]:
 def delete_client(client_id: str) -> bool:
     """Delete a client and (by cascade) its codes, tokens and login requests."""
     result = db.session.execute(delete(Client).where(Client.client_id == client_id))
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        audit.record("client.deleted", client_id=client_id)
     db.session.commit()
     return result.rowcount == 1  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ import secrets
 from joserfc.jwk import ECKey
 from sqlalchemy import select, update
 
-from idp import db
+from idp import audit, db
 from idp.accounts.models import User
 from idp.accounts.services import authenticate
 from idp.db import utcnow
@@ -35,6 +35,9 @@ def enroll_device(username: str, password: str, device_name: str, key: ECKey) ->
         key_thumbprint=thumbprint,
     )
     db.session.add(device)
+    audit.record(
+        "device.enrolled", username=user.username, device_id=device.device_id, name=device_name
+    )
     db.session.commit()
     return device
 
@@ -66,6 +69,8 @@ def revoke_device(device_id: str) -> tuple[Device, bool]:
         .where(Device.id == device.id, Device.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        audit.record("device.revoked", username=device.user.username, device_id=device_id)
     db.session.commit()
     db.session.refresh(device)
     return device, result.rowcount == 1  # type: ignore[attr-defined]

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from idp.errors import InvalidRequest, NotALoginCode
+from idp import audit, limits
+from idp.errors import InvalidCredentials, InvalidRequest, NotALoginCode
 from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, verify_proof
 from idp.mobile.services import enroll_device
@@ -25,12 +26,17 @@ def enroll() -> tuple[Response, int]:
     """Enroll a phone: password once, then only its key."""
     proof = _verify(enrollment=True)
     body = _json_object()
-    device = enroll_device(
-        _string(body, "username"),
-        _string(body, "password"),
-        _string(body, "device_name"),
-        proof.key,
-    )
+    try:
+        device = enroll_device(
+            _string(body, "username"),
+            _string(body, "password"),
+            _string(body, "device_name"),
+            proof.key,
+        )
+    except InvalidCredentials:
+        limits.note_wrong_password()
+        audit.record("device.enroll_refused", username=body["username"][:150], commit=True)
+        raise
     return jsonify(_device_view(device)), 201
 
 
@@ -44,7 +50,7 @@ def whoami() -> Response:
 def scan() -> Response:
     """The camera read a QR code (``{"qr": ...}``), or the person typed the page's short
     code (``{"code": ...}``): show what is asked, by whom, from where."""
-    device = _verified_device()
+    device = _verified_device(action=True)
     body = _json_object()
     if ("qr" in body) == ("code" in body):
         raise InvalidRequest("send either 'qr' (the scanned text) or 'code' (the typed code)")
@@ -59,7 +65,7 @@ def scan() -> Response:
 @bp.post("/login-requests/<request_id>/approve")
 def approve(request_id: str) -> Response:
     """The user tapped Approve."""
-    device = _verified_device()
+    device = _verified_device(action=True)
     _json_object()
     login = logins.approve_login(request_id, device)
     return jsonify(login_request={"id": login.id, "status": login.status})
@@ -68,7 +74,7 @@ def approve(request_id: str) -> Response:
 @bp.post("/login-requests/<request_id>/deny")
 def deny(request_id: str) -> Response:
     """The user tapped Deny."""
-    device = _verified_device()
+    device = _verified_device(action=True)
     _json_object()
     login = logins.deny_login(request_id, device)
     return jsonify(login_request={"id": login.id, "status": login.status})
@@ -116,9 +122,13 @@ def _verify(*, enrollment: bool = False) -> Proof:
     )
 
 
-def _verified_device() -> Device:
+def _verified_device(*, action: bool = False) -> Device:
+    """The device whose proof signed this request; an ``action`` (scan, approve, deny)
+    also counts against the device's budget (``IDP_LIMIT_DEVICE``)."""
     device = _verify().device
     assert device is not None  # a non-enrollment proof always names its device
+    if action:
+        limits.charge_device(device.device_id)
     return device
 
 

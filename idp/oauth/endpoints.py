@@ -17,7 +17,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import current_app
 from sqlalchemy import select, update
 
-from idp import db
+from idp import audit, db
 from idp.oauth.models import Client, Token, digest
 
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -77,6 +77,12 @@ class Revocation(RevocationEndpoint):
             update(Token)
             .where(Token.id == token.row.id)
             .values(access_revoked=True, refresh_revoked=True)
+        )
+        audit.record(
+            "token.revoked",
+            username=token.row.user.username if token.row.user else None,
+            client_id=token.row.client_id,
+            kind=token.kind,
         )
 
 

@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy import select, text
 
-from idp import db
+from idp import audit, db
 from idp.db import utcnow
 from idp.oauth.models import SigningKey
 
@@ -151,6 +151,7 @@ def rotate_keys(algorithms: tuple[str, ...] = ALGORITHMS) -> list[tuple[str, str
             row.retired_at = min(row.retired_at or takes_over, takes_over)
         row = _new_row(alg, now)
         rotated.append((alg, row.kid, takes_over))
+        audit.record("keys.rotated", alg=alg, kid=row.kid, signs_from=takes_over.isoformat())
     db.session.commit()
     key_store().reload()
     return rotated

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import scope_to_list
 from flask_babel import lazy_gettext
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.accounts.models import User
@@ -53,6 +53,8 @@ class Client(Base):
     post_logout_redirect_uris: Mapped[list[str]] = mapped_column(
         JSON, default=list, server_default="[]"
     )
+    # Number matching for this client's sign-ins, even when IDP_NUMBER_MATCHING is off.
+    number_matching: Mapped[bool] = mapped_column(default=False, server_default=false())
     scope: Mapped[str] = mapped_column(String(500), default=" ".join(SUPPORTED_SCOPES))
     grant_types: Mapped[list[str]] = mapped_column(JSON)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))

@@ -23,7 +23,7 @@ from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupp
 from flask import Flask, current_app
 from sqlalchemy import select, update
 
-from idp import db
+from idp import audit, db
 from idp.accounts.models import User
 from idp.accounts.services import user_claims
 from idp.db import utcnow
@@ -150,7 +150,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None
         if found.used_at is not None:
             # A replayed code: someone else may hold it. Withdraw what it gave (oidcc-codereuse).
-            revoke_family(found.code_hash)
+            revoke_family(found.code_hash, client_id=client.client_id, reason="code replayed")
             return None
         if found.is_expired():
             return None
@@ -168,7 +168,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             db.session.rollback()
-            revoke_family(authorization_code.code_hash)  # the winner's tokens are committed
+            # The winner's tokens are committed: withdraw them.
+            revoke_family(
+                authorization_code.code_hash,
+                client_id=authorization_code.client_id,
+                reason="code redeemed twice at once",
+            )
             raise InvalidGrantError("the authorization code was already used")
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> User:
@@ -190,7 +195,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if token.refresh_revoked and token.family:
             # A refresh token used again after it rotated (or was revoked): whoever holds
             # the family's newest token may be the thief or the victim. Revoke them all.
-            revoke_family(token.family)
+            revoke_family(token.family, client_id=token.client_id, reason="refresh token reused")
             return None
         if not token.is_refresh_usable():
             return None
@@ -209,7 +214,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if result.rowcount != 1:  # type: ignore[attr-defined]
             db.session.rollback()
             if refresh_token.family:
-                revoke_family(refresh_token.family)
+                revoke_family(
+                    refresh_token.family,
+                    client_id=refresh_token.client_id,
+                    reason="refresh token used twice at once",
+                )
             raise InvalidGrantError("the refresh token was already used")
 
 
@@ -276,9 +285,11 @@ class AccessTokens(BearerTokenValidator):
     """Bearer access tokens, looked up by digest."""
 
     def authenticate_token(self, token_string: str) -> Token | None:
-        return db.session.scalar(
+        token = db.session.scalar(
             select(Token).where(Token.access_token_hash == digest(token_string))
         )
+        # UserInfo is about a person: a service account's token (no user) is not valid there.
+        return token if token is not None and token.user_id is not None else None
 
 
 class Issuer(IssuerParameter):
@@ -290,18 +301,24 @@ class Issuer(IssuerParameter):
 
 def query_client(client_id: str) -> Client | None:
     """Authlib's client lookup."""
-    if not isinstance(client_id, str) or len(client_id) > 64:
+    if not isinstance(client_id, str) or len(client_id) > 64 or "\x00" in client_id:
         return None
     return db.session.scalar(select(Client).where(Client.client_id == client_id))
 
 
-def revoke_family(family: str) -> None:
+def revoke_family(family: str, *, client_id: str, reason: str) -> None:
     """Revoke every token descended from one authorization code, at once and for good
     (committed now: the token request that found the replay fails and rolls back)."""
-    db.session.execute(
+    result = db.session.execute(
         update(Token)
         .where(Token.family == family)
         .values(access_revoked=True, refresh_revoked=True)
+    )
+    audit.record(
+        "token.family_revoked",
+        client_id=client_id,
+        reason=reason,
+        tokens=result.rowcount,  # type: ignore[attr-defined]
     )
     db.session.commit()
 
@@ -324,6 +341,13 @@ def save_token(token: dict[str, Any], request: Any) -> None:
             else None,
             family=getattr(request, "family", None),
         )
+    )
+    audit.record(
+        "token.issued",
+        username=request.user.username if request.user else None,
+        client_id=request.client.client_id,
+        grant_type=request.payload.grant_type if request.payload else None,
+        scope=token.get("scope") or None,
     )
 
 

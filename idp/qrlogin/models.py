@@ -63,6 +63,9 @@ class LoginRequest(Base):
     # until when the phone may type it instead of scanning (idp.qrlogin.shortcodes).
     short_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     short_code_expires_at: Mapped[datetime | None]
+    # Number matching (idp.qrlogin.matching): the two digits the page shows after the
+    # scan; the phone must pick them to approve. Set only when matching is required.
+    match_number: Mapped[str | None] = mapped_column(String(2))
 
     client: Mapped[Client] = relationship(lazy="joined")
     device: Mapped[Device | None] = relationship()

@@ -29,7 +29,7 @@ from flask import current_app
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from idp import db
+from idp import audit, db
 from idp.db import utcnow
 from idp.errors import (
     AlreadyUsed,
@@ -162,6 +162,7 @@ def scan_login(request_id: str, device: Device) -> LoginRequest:
             login,
             from_states=(Status.PENDING,),
             to=Status.SCANNED,
+            by=device,
             device_pk=device.id,
             scanned_at=utcnow(),
             short_code_hash=None,  # a typed code is used up by the scan
@@ -182,6 +183,7 @@ def approve_login(request_id: str, device: Device) -> LoginRequest:
         login,
         from_states=(Status.SCANNED,),
         to=Status.APPROVED,
+        by=device,
         extra_where=(LoginRequest.device_pk == device.id,),
         user_id=device.user_id,
         decided_at=utcnow(),
@@ -196,6 +198,7 @@ def deny_login(request_id: str, device: Device) -> LoginRequest:
         login,
         from_states=(Status.SCANNED,),
         to=Status.DENIED,
+        by=device,
         extra_where=(LoginRequest.device_pk == device.id,),
         decided_at=utcnow(),
     )
@@ -284,10 +287,11 @@ def _transition(
     *,
     from_states: tuple[Status, ...],
     to: Status,
+    by: Device,
     extra_where: tuple[Any, ...] = (),
     **values: Any,
 ) -> None:
-    """Compare-and-set, commit, publish; refuse if another transition won."""
+    """Compare-and-set, audit, commit, publish; refuse if another transition won."""
     result = db.session.execute(
         update(LoginRequest)
         .where(
@@ -298,8 +302,18 @@ def _transition(
         )
         .values(status=to, **values)
     )
+    changed = result.rowcount == 1  # type: ignore[attr-defined]
+    if changed:
+        audit.record(
+            f"login.{to}",
+            username=by.user.username,
+            device_id=by.device_id,
+            client_id=login.client_id,
+            request=login.id[:8],
+            browser_ip=login.browser_ip,
+        )
     db.session.commit()
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not changed:
         current = find_login_request(login.id)
         _check_open(current)
         raise AlreadyUsed(f"this sign-in request is already {current.status}")

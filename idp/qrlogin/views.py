@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.base import invalid_error_characters
 from flask import (
     Blueprint,
     Response,
@@ -25,9 +26,9 @@ from flask import (
 )
 from flask_babel import gettext
 
-from idp import CONTENT_SECURITY_POLICY, db
+from idp import CONTENT_SECURITY_POLICY, audit, db
 from idp.db import utcnow
-from idp.errors import ForeignOrigin, error_response
+from idp.errors import ForeignOrigin, InvalidRequest, error_response
 from idp.oauth.server import Issuer, Server, StoredAuthorizationRequest, authorization_server
 from idp.qrlogin import services as logins
 from idp.qrlogin import shortcodes
@@ -71,6 +72,11 @@ def authorize() -> Response:
     """Authorization endpoint (RFC 6749 §3.1; GET or form POST, OIDC Core §3.1.2.1):
     validate, then answer from the IdP session or show the QR code."""
     server = authorization_server()
+    for name in ("response_type", "redirect_uri"):
+        # Authlib quotes these in its error descriptions, which must be plain ASCII
+        # (RFC 6749 §4.1.2.1); no valid value has other characters.
+        if invalid_error_characters(request.values.get(name, "")):
+            raise InvalidRequest(f"{name} has characters no valid value has")
     browser_session = sso.current_session()
     if browser_session is not None and not session_satisfies(browser_session):
         browser_session = None
@@ -170,6 +176,12 @@ def answer_from_session(server: Server, grant: Any, browser_session: BrowserSess
         request=grant.request, grant_user=browser_session.user, grant=grant
     )
     if response.status_code == 302 and "code=" in (response.location or ""):
+        audit.record(
+            "login.sso",
+            username=browser_session.user.username,
+            device_id=browser_session.device.device_id if browser_session.device else None,
+            client_id=grant.client.client_id,
+        )
         db.session.commit()
     else:
         db.session.rollback()
@@ -224,6 +236,13 @@ def complete(request_id: str) -> Response:
     if approved and response.status_code == 302 and "code=" in response.location:
         # The browser is now signed in at the IdP too (single sign-on).
         sso.start_session(response, login.user, login.device_pk, login.decided_at or utcnow())
+        audit.record(
+            "login.completed",
+            username=login.user.username if login.user else None,
+            device_id=login.device.device_id if login.device else None,
+            client_id=login.client_id,
+            request=login.id[:8],
+        )
         db.session.commit()
         logins.publish_status(login.id, Status.COMPLETED)
     else:

@@ -34,7 +34,7 @@ def logout() -> Response:
         raise InvalidRequest("post_logout_redirect_uri is not registered for this client")
     current = sso.current_session()
     confirmed = request.method == "POST" and hmac.compare_digest(
-        params.get("logout_token", ""), sso.logout_token()
+        params.get("logout_token", "").encode(), sso.logout_token().encode()
     )
     if request.method == "POST" and not confirmed:
         raise InvalidRequest("the sign-out form expired: open the sign-out page again")

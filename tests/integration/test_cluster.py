@@ -63,6 +63,8 @@ class Cluster:
             "IDP_BROKER_URL": self.broker_url,
             "IDP_SECRET_KEY": SECRET_KEY,
             "IDP_WS_HEARTBEAT": "2",
+            # The abuse limits' counters are in Redis too: keys of this test's own.
+            "IDP_RATELIMIT_PREFIX": "test-" + self.database_url.rsplit("/", 1)[-1],
         }
         process = IdPProcess(self.tmp, name, env, workers=workers).start()
         self.processes.append(process)

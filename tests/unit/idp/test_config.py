@@ -152,9 +152,26 @@ def test_defaults(tmp_path):
         "IDP_DEMO_PHONE_COMMAND": "",
         "IDP_TRUSTED_PROXIES": 0,
         "IDP_METRICS_TOKEN": "",
+        "IDP_AUDIT_RETENTION_DAYS": 365,
+        "IDP_NUMBER_MATCHING": False,
+        "IDP_RATELIMIT_ENABLED": True,
+        "IDP_RATELIMIT_STORAGE_URL": "memory://",
+        "IDP_RATELIMIT_PREFIX": "qridp-limits",
+        "IDP_LIMIT_BROWSER": "60/minute;600/hour",
+        "IDP_LIMIT_ENROLL": "10/minute;30/hour",
+        "IDP_LIMIT_PHONE_IP": "300/minute",
+        "IDP_LIMIT_DEVICE": "30/minute;300/hour",
+        "IDP_LIMIT_PASSWORD": "5 per 15 minutes",
         "IDP_LOG_FORMAT": "json",
         "IDP_LOG_LEVEL": "INFO",
     }
+
+
+def test_limit_counters_live_in_the_brokers_redis(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDP_BROKER_URL", "redis://127.0.0.1:6379/0")
+    assert load(tmp_path)["IDP_RATELIMIT_STORAGE_URL"] == "redis://127.0.0.1:6379/0"
+    monkeypatch.setenv("IDP_RATELIMIT_STORAGE_URL", "memory://")
+    assert load(tmp_path)["IDP_RATELIMIT_STORAGE_URL"] == "memory://"
 
 
 @pytest.mark.parametrize(
@@ -228,6 +245,7 @@ def test_the_whole_number_settings_are_the_documented_ones():
         "IDP_SHORT_CODE_WINDOW",
         "IDP_QR_MAX_RENEWALS",
         "IDP_TRUSTED_PROXIES",
+        "IDP_AUDIT_RETENTION_DAYS",
     ]
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from idp import db
 from idp.accounts.services import create_user
 from idp.admin.services import create_client
+from idp.audit import AuditEvent
 from idp.cli import main
 from idp.db import utcnow
 from idp.housekeeping import purge
@@ -114,6 +115,13 @@ def rows(app):
                 ),
             ]
         )
+        # The audit log is kept IDP_AUDIT_RETENTION_DAYS (365) days.
+        db.session.add_all(
+            [
+                AuditEvent(event="login.scanned", at=now - timedelta(days=366), detail={}),
+                AuditEvent(event="login.approved", at=now - timedelta(days=364), detail={}),
+            ]
+        )
         db.session.commit()
     return {
         "logins": {"login-recent", "login-pending", "login-approved"},
@@ -123,6 +131,7 @@ def rows(app):
         },
         "proofs": {"proof-live"},
         "failures": 1,
+        "audit": {"user.created", "client.created", "login.approved"},
     }
 
 
@@ -134,6 +143,7 @@ def remaining(app) -> dict[str, set[str]]:
             "tokens": set(db.session.scalars(select(Token.access_token_hash))),
             "proofs": set(db.session.scalars(select(UsedProof.jti))),
             "failures": len(db.session.scalars(select(ShortCodeFailure.id)).all()),
+            "audit": set(db.session.scalars(select(AuditEvent.event))),
         }
 
 
@@ -146,6 +156,7 @@ def test_purge_deletes_exactly_what_expired(app, rows):
         "tokens": 3,
         "used_proofs": 1,
         "short_code_failures": 1,
+        "audit_events": 1,
     }
     assert remaining(app) == rows
 
@@ -173,7 +184,7 @@ def test_keep_zero_still_spares_what_can_be_used(app, rows):
 def test_small_batches_delete_everything(app, rows):
     with app.app_context():
         report = purge(timedelta(hours=1), batch=1)
-    assert report.total == 7
+    assert report.total == 8
     assert remaining(app) == rows
 
 
@@ -194,7 +205,7 @@ def test_two_purges_at_once_agree(app, rows):
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert sum(r.total for r in reports) == 7
+    assert sum(r.total for r in reports) == 8
     assert remaining(app) == rows
 
 
@@ -211,6 +222,7 @@ def test_the_command(app, rows, monkeypatch):
         "tokens": 3,
         "used_proofs": 1,
         "short_code_failures": 1,
+        "audit_events": 1,
     }
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Token)) == 3

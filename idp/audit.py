@@ -1,0 +1,144 @@
+"""The audit log: who did what, when, from where, with which phone and for which site.
+
+Every enrollment (and refused password), scan, approval, denial, completed sign-in,
+token issued or revoked, device revoked, client registered or deleted, user created
+and signing-key rotation is recorded here. ``record`` adds the row to the caller's
+transaction, so an event is in the log exactly when the change it describes was
+committed; events that change nothing else (a wrong password) commit on their own.
+
+Rows hold names, not foreign keys: the log outlives the users, phones and clients it
+mentions. Read it with ``idp audit [--user U] [--since ...]``; ``idp purge`` keeps it
+``IDP_AUDIT_RETENTION_DAYS`` days.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import has_request_context, request
+from sqlalchemy import JSON, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from idp import db
+from idp.db import Base, utcnow
+
+#: Every event name, and what it means (``idp audit --help`` lists them).
+EVENTS = {
+    "user.created": "an admin created a user",
+    "device.enrolled": "a phone was enrolled with its user's password",
+    "device.enroll_refused": "an enrollment gave a wrong username or password",
+    "device.revoked": "a phone was revoked",
+    "login.scanned": "a phone scanned a sign-in request",
+    "login.approved": "a phone approved a sign-in request",
+    "login.denied": "a phone denied a sign-in request",
+    "login.completed": "a browser completed a sign-in and went back to the site",
+    "login.sso": "a browser signed in to a site from its IdP session, without a scan",
+    "token.issued": "the token endpoint issued tokens",
+    "token.revoked": "a client revoked a token (RFC 7009)",
+    "token.family_revoked": "a replayed code or reused refresh token revoked a whole family",
+    "client.created": "an admin registered a client",
+    "client.deleted": "an admin deleted a client",
+    "keys.rotated": "an admin rotated the signing key",
+}
+
+
+class AuditEvent(Base):
+    """One line of the audit log."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    event: Mapped[str] = mapped_column(String(40), index=True)
+    username: Mapped[str | None] = mapped_column(String(150), index=True)
+    device_id: Mapped[str | None] = mapped_column(String(64))
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    # The login request, token grant, reason... (small, never a secret).
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def record(
+    event: str,
+    *,
+    username: str | None = None,
+    device_id: str | None = None,
+    client_id: str | None = None,
+    commit: bool = False,
+    **detail: Any,
+) -> None:
+    """Add an event to the current transaction (``commit``: and commit it now)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    ip = request.remote_addr if has_request_context() else None
+    db.session.add(
+        AuditEvent(
+            at=utcnow(),
+            event=event,
+            username=username,
+            device_id=device_id,
+            client_id=client_id,
+            ip=ip,
+            detail={k: v for k, v in detail.items() if v is not None},
+        )
+    )
+    if commit:
+        db.session.commit()
+
+
+@dataclass(frozen=True)
+class Line:
+    """An audit event as ``idp audit`` shows it."""
+
+    at: datetime
+    event: str
+    username: str | None
+    device_id: str | None
+    client_id: str | None
+    ip: str | None
+    detail: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        """The event as a JSON object (``idp audit --json``)."""
+        return {
+            "at": self.at.replace(microsecond=0).isoformat() + "Z",
+            "event": self.event,
+            "user": self.username,
+            "device": self.device_id,
+            "client": self.client_id,
+            "ip": self.ip,
+            "detail": self.detail,
+        }
+
+    def as_text(self) -> str:
+        """One line for people: time, event, then the fields that are set."""
+        fields = [
+            ("user", self.username),
+            ("device", self.device_id),
+            ("client", self.client_id),
+            ("ip", self.ip),
+        ]
+        parts = [f"{name}={value}" for name, value in fields if value]
+        if self.detail:
+            parts.append(json.dumps(self.detail, sort_keys=True, separators=(",", ":")))
+        stamp = self.at.replace(microsecond=0).isoformat() + "Z"
+        return f"{stamp}  {self.event:<22} {' '.join(parts)}".rstrip()
+
+
+def query(
+    *, username: str | None = None, since: datetime | None = None, limit: int = 1000
+) -> list[Line]:
+    """The most recent ``limit`` events (of ``username``, after ``since``), oldest first."""
+    statement = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+    if username is not None:
+        statement = statement.where(AuditEvent.username == username)
+    if since is not None:
+        statement = statement.where(AuditEvent.at >= since)
+    rows = db.session.scalars(statement.limit(limit)).all()
+    return [
+        Line(r.at, r.event, r.username, r.device_id, r.client_id, r.ip, dict(r.detail or {}))
+        for r in reversed(rows)
+    ]
