@@ -89,6 +89,8 @@ def clients() -> None:
               help="Where logout may return the browser (exact; repeatable).")  # fmt: skip
 @click.option("--service-account", is_flag=True,
               help="May also get tokens for itself (client_credentials grant).")  # fmt: skip
+@click.option("--number-matching", is_flag=True,
+              help="After the scan the phone must pick the number the page shows.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_create(
     name: str,
@@ -97,6 +99,7 @@ def clients_create(
     logo_uri: str | None,
     logout_uris: tuple[str, ...],
     service_account: bool,
+    number_matching: bool,
     as_json: bool,
 ) -> None:
     """Register a client. A confidential client's secret is printed once, here."""
@@ -111,6 +114,7 @@ def clients_create(
                 logo_uri=logo_uri,
                 service_account=service_account,
                 post_logout_redirect_uris=list(logout_uris),
+                number_matching=number_matching,
             )
         except IdPError as error:
             _fail(error.description)

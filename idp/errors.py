@@ -56,6 +56,11 @@ class WrongDevice(IdPError):
     status, code, title = 403, "wrong_device", _l("Another device scanned this sign-in request")
 
 
+class WrongNumber(IdPError):
+    status, code = 403, "wrong_number"
+    title = _l("The number picked on the phone is not the one on the screen: the sign-in is denied")
+
+
 class BindingMismatch(IdPError):
     status, code = 403, "binding_mismatch"
     title = _l("This sign-in was started in another browser")

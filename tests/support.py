@@ -279,8 +279,8 @@ def close_socket(ws) -> None:
         ws.close()
 
 
-def next_status(ws, timeout: float = 10) -> str:
-    """The next status message on a page's socket (heartbeats skipped)."""
+def next_message(ws, timeout: float = 10) -> dict[str, Any]:
+    """The next status message on a page's socket, whole (heartbeats skipped)."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         raw = ws.receive(timeout=left)
@@ -288,8 +288,13 @@ def next_status(ws, timeout: float = 10) -> str:
             break
         message = json.loads(raw)
         if "status" in message:
-            return message["status"]
+            return message
     raise AssertionError("no status message in time")
+
+
+def next_status(ws, timeout: float = 10) -> str:
+    """The next status on a page's socket (heartbeats skipped)."""
+    return next_message(ws, timeout)["status"]
 
 
 def approve_and_exchange(rp: RelyingParty, browser: Browser, phone: PhoneClient) -> dict:

@@ -297,18 +297,22 @@ class PhoneClient:
         _login_request(data, 200)
         return data
 
-    def approve(self, request_id: str) -> dict[str, Any]:
-        """Approve the sign-in request ``request_id`` this device scanned."""
-        return self._decide(request_id, "approve")
+    def approve(self, request_id: str, number: str | None = None) -> dict[str, Any]:
+        """Approve the sign-in request ``request_id`` this device scanned; with number
+        matching, ``number`` is the one of the view's ``number_matching.choices`` that the
+        person read on the screen (a wrong one denies the sign-in)."""
+        return self._decide(request_id, "approve", {"number": number} if number else {})
 
     def deny(self, request_id: str) -> dict[str, Any]:
         """Deny the sign-in request ``request_id`` this device scanned."""
         return self._decide(request_id, "deny")
 
-    def _decide(self, request_id: str, decision: str) -> dict[str, Any]:
+    def _decide(
+        self, request_id: str, decision: str, payload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         if not request_id:
             raise ValueError("request_id must not be empty")
         path = f"/login-requests/{quote(request_id, safe='')}/{decision}"
-        data = self._call("POST", path, {})
+        data = self._call("POST", path, payload or {})
         _login_request(data, 200)
         return data

@@ -137,7 +137,30 @@ def describe_login_request(
         f"  Requested:     {_when(view.get('created_at'), now)}",
         f"  Expires:       {_when(view.get('expires_at'), now, expiry=True)}",
     ]
+    matching = view.get("number_matching")
+    if isinstance(matching, dict) and isinstance(matching.get("choices"), list):
+        shown = " ".join(clean(str(c)) for c in matching["choices"])
+        lines.append(f"  Number:        pick the one the screen shows: {shown}")
     return "\n".join(lines)
+
+
+def _matching_number(view: dict, given: str | None, interactive: bool) -> str | None:
+    """The number to approve with, when the sign-in asks for number matching."""
+    matching = view.get("number_matching")
+    choices = matching.get("choices") if isinstance(matching, dict) else None
+    if not isinstance(choices, list) or not choices:
+        return None
+    shown = " ".join(clean(str(c)) for c in choices)
+    if given:
+        return given
+    if not interactive:
+        raise UsageError(
+            f"this sign-in asks for number matching: give --number with the number the "
+            f"screen shows (one of {shown})"
+        )
+    sys.stdout.write(f"Which number does the screen show? [{shown}] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip() or None
 
 
 def _ask_approval(stdin: TextIO, stdout: TextIO) -> bool:
@@ -239,7 +262,8 @@ def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
 
     outcome: str | None = None
     if decision == "approve":
-        view = {**view, **client.approve(view["id"])["login_request"]}
+        number = _matching_number(view, args.number, interactive)
+        view = {**view, **client.approve(view["id"], number)["login_request"]}
         outcome = "approved"
     elif decision == "deny":
         view = {**view, **client.deny(view["id"])["login_request"]}
@@ -298,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     choice = scan.add_mutually_exclusive_group()
     choice.add_argument("--approve", action="store_true", help="approve without asking")
+    scan.add_argument(
+        "--number",
+        metavar="NN",
+        help="with number matching: the two digits the screen shows (asked if not given)",
+    )
     choice.add_argument("--deny", action="store_true", help="deny without asking")
     scan.add_argument(
         "--json",

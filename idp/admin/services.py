@@ -49,6 +49,7 @@ def create_client(
     logo_uri: str | None = None,
     service_account: bool = False,
     post_logout_redirect_uris: list[str] | None = None,
+    number_matching: bool = False,
 ) -> tuple[Client, str | None]:
     """Register a client; returns it and, for a confidential one, its secret (shown once)."""
     name = name.strip()
@@ -76,6 +77,7 @@ def create_client(
         post_logout_redirect_uris=logout_uris,
         grant_types=grant_types,
         token_endpoint_auth_method="none" if public else "client_secret_basic",
+        number_matching=number_matching,
     )
     db.session.add(client)
     audit.record("client.created", client_id=client.client_id, name=name, public=public)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,12 +14,13 @@ from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, verify_proof
 from idp.mobile.services import enroll_device
 from idp.oauth.models import SCOPE_DESCRIPTIONS
+from idp.qrlogin import matching, shortcodes
 from idp.qrlogin import services as logins
-from idp.qrlogin import shortcodes
 from idp.qrlogin.models import LoginRequest
 from idp.qrlogin.useragent import summarize_user_agent
 
 bp = Blueprint("mobile", __name__, url_prefix="/api/mobile/v1")
+NUMBER_RE = re.compile(r"^[0-9]{2}\Z")
 
 
 @bp.post("/devices")
@@ -66,8 +68,11 @@ def scan() -> Response:
 def approve(request_id: str) -> Response:
     """The user tapped Approve."""
     device = _verified_device(action=True)
-    _json_object()
-    login = logins.approve_login(request_id, device)
+    body = _json_object()
+    number = body.get("number")
+    if number is not None and not (isinstance(number, str) and NUMBER_RE.match(number)):
+        raise InvalidRequest("'number' must be the two digits the page shows, as a string")
+    login = logins.approve_login(request_id, device, number)
     return jsonify(login_request={"id": login.id, "status": login.status})
 
 
@@ -105,6 +110,8 @@ def login_request_view(login: LoginRequest) -> dict[str, Any]:
         # The site's guess at who is signing in (OIDC login_hint), shown, never trusted:
         # the phone's own account decides.
         "login_hint": login.params.get("login_hint"),
+        # Number matching: Approve must send the one of these the page shows.
+        "number_matching": {"choices": matching.choices(login)} if login.match_number else None,
         "created_at": _iso(login.created_at),
         "expires_at": _iso(login.expires_at),
     }

@@ -40,10 +40,12 @@ from idp.errors import (
     RenewalLimit,
     UnknownRequest,
     WrongDevice,
+    WrongNumber,
 )
 from idp.mobile.models import Device
 from idp.oauth.models import digest
 from idp.ops import metrics
+from idp.qrlogin import matching
 from idp.qrlogin.models import LoginRequest, Status
 
 #: 32 random bytes, base64url: 256 bits, far past guessing.
@@ -166,6 +168,7 @@ def scan_login(request_id: str, device: Device) -> LoginRequest:
             device_pk=device.id,
             scanned_at=utcnow(),
             short_code_hash=None,  # a typed code is used up by the scan
+            match_number=matching.new_number() if matching.required(login) else None,
         )
     except AlreadyUsed:
         # A retry that raced this phone's own first scan sees the request all the same.
@@ -176,9 +179,29 @@ def scan_login(request_id: str, device: Device) -> LoginRequest:
     return login
 
 
-def approve_login(request_id: str, device: Device) -> LoginRequest:
-    """The user approved on the phone that scanned: ``scanned -> approved``."""
+def approve_login(request_id: str, device: Device, number: str | None = None) -> LoginRequest:
+    """The user approved on the phone that scanned: ``scanned -> approved``.
+
+    With number matching, ``number`` must be the one the page shows; a wrong one
+    denies the sign-in (``scanned -> denied``) and raises ``WrongNumber``.
+    """
     login = _find_scanned_by(request_id, device)
+    if login.match_number is not None:
+        if number is None:
+            raise InvalidRequest(
+                "this sign-in needs number matching: send 'number', the two digits the page shows"
+            )
+        if not matching.matches(login, number):
+            _transition(
+                login,
+                from_states=(Status.SCANNED,),
+                to=Status.DENIED,
+                by=device,
+                reason="wrong number",
+                extra_where=(LoginRequest.device_pk == device.id,),
+                decided_at=utcnow(),
+            )
+            raise WrongNumber()
     _transition(
         login,
         from_states=(Status.SCANNED,),
@@ -254,13 +277,13 @@ def claim_completion(request_id: str, binding_secret: str | None) -> LoginReques
     return login
 
 
-def publish_status(request_id: str, status: str) -> None:
+def publish_status(request_id: str, status: str, **extra: str) -> None:
     """Tell the waiting page (on any worker) that the request changed (it is committed).
 
     ``at`` (epoch seconds) lets the page's worker measure approve-to-notify latency.
     """
     metrics.LOGIN_REQUESTS.labels(str(status)).inc()
-    message = {"status": str(status), "at": time.time()}
+    message = {"status": str(status), "at": time.time(), **extra}
     current_app.extensions["idp.broker"].publish(channel(request_id), message)
 
 
@@ -288,6 +311,7 @@ def _transition(
     from_states: tuple[Status, ...],
     to: Status,
     by: Device,
+    reason: str | None = None,
     extra_where: tuple[Any, ...] = (),
     **values: Any,
 ) -> None:
@@ -311,6 +335,7 @@ def _transition(
             client_id=login.client_id,
             request=login.id[:8],
             browser_ip=login.browser_ip,
+            reason=reason,
         )
     db.session.commit()
     if not changed:
@@ -319,4 +344,6 @@ def _transition(
         raise AlreadyUsed(f"this sign-in request is already {current.status}")
     for key, value in {**values, "status": to}.items():
         set_committed_value(login, key, value)
-    publish_status(login.id, to)
+    # With number matching, the page shows the number as soon as the phone has scanned.
+    number = values.get("match_number")
+    publish_status(login.id, to, **({"number": number} if number else {}))

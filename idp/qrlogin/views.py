@@ -304,6 +304,7 @@ def page_messages() -> dict[str, str]:
     return {
         "pending": gettext("Scan with the QR-IdP app"),
         "scanned": gettext("Scanned — confirm on your phone"),
+        "match": gettext("Scanned — on your phone, tap {number} to approve"),
         "approved": gettext("Approved — signing you in…"),
         "denied": gettext("Denied on the phone"),
         "expired": gettext("Expired — getting a new code…"),

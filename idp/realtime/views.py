@@ -67,8 +67,9 @@ def login_socket(ws: Server, request_id: str) -> None:
     metrics.OPEN_WEBSOCKETS.inc()
     try:
         # Read the state only after subscribing, so no change can fall in between.
-        status = _current_status(request_id)
-        ws.send(json.dumps({"status": status}))
+        state = _current_state(request_id)
+        status = state["status"]
+        ws.send(json.dumps(state))
         while status not in FINAL and ws.connected:
             message = subscription.get(timeout=_seconds_until(login.expires_at, heartbeat))
             if inbox.received:
@@ -84,12 +85,13 @@ def login_socket(ws: Server, request_id: str) -> None:
             if message is None or message == RECHECK:
                 # At expiry, or when the broker may have lost a message (it
                 # reconnected): the database has the truth.
-                new_status = _current_status(request_id)
+                state = _current_state(request_id)
             else:
-                new_status = message.get("status", status)
-            if new_status != status:
-                status = new_status
-                ws.send(json.dumps({"status": status}))
+                state = {k: v for k, v in message.items() if k in ("status", "number")}
+                state.setdefault("status", status)
+            if state["status"] != status:
+                status = state["status"]
+                ws.send(json.dumps(state))
                 if message and status in (Status.APPROVED, Status.DENIED) and "at" in message:
                     metrics.APPROVE_TO_NOTIFY.observe(max(0.0, time.time() - message["at"]))
     finally:
@@ -97,15 +99,19 @@ def login_socket(ws: Server, request_id: str) -> None:
         subscription.close()
 
 
-def _current_status(request_id: str) -> str:
-    """The state in the database, expiring the request if its time has passed."""
+def _current_state(request_id: str) -> dict[str, str]:
+    """The state in the database, expiring the request if its time has passed:
+    ``{"status": ...}``, with the number to match once scanned, if matching is on."""
     login = logins.find_login_request(request_id)
     status = login.status
     if login.is_expired() and status != Status.EXPIRED:
         logins.expire_login(request_id)
         status = logins.find_login_request(request_id).status
+    state = {"status": str(status)}
+    if status == Status.SCANNED and login.match_number:
+        state["number"] = login.match_number
     db.session.close()
-    return status
+    return state
 
 
 def _seconds_until(moment: datetime, cap: float) -> float:

@@ -13,6 +13,7 @@
   var cantScan = document.getElementById("cant-scan");
   var shortCodeEl = document.getElementById("short-code");
   var shortCodeNote = document.getElementById("short-code-note");
+  var matchEl = document.getElementById("match-number");
   var socket = null;
   var finished = false;
   var retries = 0;
@@ -34,10 +35,15 @@
     statusEl.className = "status" + (kind ? " " + kind : "");
   }
 
-  function onStatus(status) {
+  function onStatus(status, number) {
     var message = MESSAGES[status];
     if (!message) { return; }
     show(message[0], message[1]);
+    // Number matching: the phone must pick the number shown here.
+    var matching = status === "scanned" && /^[0-9]{2}$/.test(number || "");
+    matchEl.hidden = !matching;
+    matchEl.textContent = matching ? number : "";
+    if (matching) { show(text.match.replace("{number}", number), "scanned"); }
     if (status === "approved" || status === "denied") {
       finished = true;
       window.location.assign(state.complete_url);
@@ -55,7 +61,7 @@
     socket.onopen = function () { retries = 0; };
     socket.onmessage = function (event) {
       var data = JSON.parse(event.data);
-      if (data.status) { onStatus(data.status); }
+      if (data.status) { onStatus(data.status, data.number); }
     };
     socket.onclose = function () {
       if (finished || mine !== socket) { return; }

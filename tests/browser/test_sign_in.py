@@ -78,6 +78,25 @@ def test_approve(chromium, site):
     context.close()
 
 
+@pytest.mark.idp_config(IDP_NUMBER_MATCHING=True)
+def test_number_matching(chromium, site):
+    """The page shows two digits after the scan; the phone picks them to approve."""
+    phone = enroll(site)
+    context = new_context(chromium)
+    page = start_sign_in(context, site)
+    view = phone.scan(read_qr(page, site.tmp))["login_request"]
+    number = page.locator("#match-number")
+    expect(number).to_be_visible()
+    shown = number.inner_text().strip()
+    assert shown in view["number_matching"]["choices"]
+    expect(page.locator("#status")).to_have_text(f"Scanned — on your phone, tap {shown} to approve")
+    shot(page, "number-matching")
+    phone.approve(view["id"], shown)
+    page.wait_for_url(f"{site.rp_url}/")
+    expect(page.get_by_text("Alice Example").first).to_be_visible()
+    context.close()
+
+
 def test_deny(chromium, site):
     phone = enroll(site)
     context = new_context(chromium)
