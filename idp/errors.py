@@ -63,7 +63,7 @@ class WrongNumber(IdPError):
 
 class BindingMismatch(IdPError):
     status, code = 403, "binding_mismatch"
-    title = _l("This sign-in was started in another browser")
+    title = _l("This sign-in was started elsewhere or is over: start again from the site")
 
 
 class ForeignOrigin(IdPError):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import audit, limits
-from idp.errors import InvalidCredentials, InvalidRequest, NotALoginCode
+from idp.errors import Expired, InvalidCredentials, InvalidRequest, NotALoginCode, UnknownRequest
 from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, verify_proof
 from idp.mobile.services import enroll_device
@@ -48,7 +50,25 @@ def whoami() -> Response:
     return jsonify(_device_view(_verified_device()))
 
 
+def _gone_is_gone(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Unknown and expired request ids get one answer, so that a guesser with an
+    enrolled phone learns nothing (and purged requests are simply expired)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return view(*args, **kwargs)
+        except (UnknownRequest, Expired):
+            raise Expired(GONE) from None
+
+    return wrapper
+
+
+GONE = "this sign-in code is expired or unknown: ask the page for a new one"
+
+
 @bp.post("/login-requests/scan")
+@_gone_is_gone
 def scan() -> Response:
     """The camera read a QR code (``{"qr": ...}``), or the person typed the page's short
     code (``{"code": ...}``): show what is asked, by whom, from where."""
@@ -65,6 +85,7 @@ def scan() -> Response:
 
 
 @bp.post("/login-requests/<request_id>/approve")
+@_gone_is_gone
 def approve(request_id: str) -> Response:
     """The user tapped Approve."""
     device = _verified_device(action=True)
@@ -77,6 +98,7 @@ def approve(request_id: str) -> Response:
 
 
 @bp.post("/login-requests/<request_id>/deny")
+@_gone_is_gone
 def deny(request_id: str) -> Response:
     """The user tapped Deny."""
     device = _verified_device(action=True)

@@ -103,10 +103,22 @@ def find_login_request(request_id: str) -> LoginRequest:
 
 
 def find_for_browser(request_id: str, binding_secret: str | None) -> LoginRequest:
-    """The login request, if this browser holds its binding secret."""
-    login = find_login_request(request_id)
+    """The login request, if this browser holds its binding secret.
+
+    An unknown id gets the same answer as a request of another browser (after the same
+    digest comparison), so that the browser endpoints tell a guesser nothing.
+    """
+    try:
+        login = find_login_request(request_id)
+    except UnknownRequest:
+        check_binding(_NOBODY, binding_secret)
+        raise BindingMismatch() from None
     check_binding(login, binding_secret)
     return login
+
+
+#: Stands in for an unknown request: nobody holds its binding secret.
+_NOBODY = LoginRequest(binding_hash="!")
 
 
 def check_binding(login: LoginRequest, binding_secret: str | None) -> None:

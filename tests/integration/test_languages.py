@@ -97,11 +97,11 @@ def test_the_authorize_page_language(app, client, query, accept, lang):
 def test_an_error_page_in_chinese(client):
     page = client.get("/authorize/complete/nope", headers={"Accept-Language": "zh-CN"})
     text = page.get_data(as_text=True)
-    assert page.status_code == 404
+    assert page.status_code == 403
     assert '<html lang="zh-CN">' in text
     assert "登录出现问题" in text
-    assert "没有这个登录请求" in text
-    assert "unknown_request" in text
+    assert "请从网站重新开始" in text
+    assert "binding_mismatch" in text
 
 
 def test_the_client_name_is_escaped_inside_the_translated_heading(app, client):

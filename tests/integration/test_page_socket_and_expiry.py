@@ -43,12 +43,16 @@ def test_socket_from_a_foreign_origin_is_refused(world, origin):
     assert refused.value.status_code == 403
 
 
-def test_socket_for_an_unknown_request_is_refused(world):
-    _, rp, browser, _ = world
+def test_socket_for_an_unknown_request_is_refused_as_another_browsers(world):
+    """Unknown ids and other browsers' requests get one answer: a guesser learns nothing."""
+    live, rp, browser, _ = world
     browser.open(rp.authorize_url())
-    with pytest.raises(HandshakeRefused) as refused:
+    with pytest.raises(HandshakeRefused) as unknown:
         browser.socket("/ws/login/" + "A" * 43)
-    assert refused.value.status_code == 404
+    someone_elses = Browser(live.url).open(rp.authorize_url())
+    with pytest.raises(HandshakeRefused) as foreign:
+        browser.socket(someone_elses)
+    assert unknown.value.status_code == foreign.value.status_code == 403
 
 
 def test_another_browser_cannot_complete(world):

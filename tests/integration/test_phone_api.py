@@ -6,16 +6,19 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 import qrcode
 import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from sqlalchemy import update
 
 from idp import db
+from idp.db import utcnow
 from idp.mobile.models import Device
+from idp.qrlogin.models import LoginRequest
 from idp_phone.api import PhoneApiError, PhoneClient
 from idp_phone.proof import body_hash, make_proof, public_jwk
 from support import PASSWORD, add_user, enroll_phone, next_status
@@ -175,11 +178,27 @@ def test_a_qr_that_is_not_ours_is_named_so(world, qr):
 
 
 @pytest.mark.parametrize("suffix", ["A" * 43, "short", "../../etc", "%00"])
-def test_an_unknown_request_id_is_unknown_request(world, suffix):
-    live, _, _, phone = world
+def test_an_unknown_request_id_is_answered_as_an_expired_one(world, suffix):
+    """A guesser cannot tell an id that never existed from one that expired."""
+    live, rp, browser, phone = world
     body = json.dumps({"qr": f"{live.url}/q/{suffix}"}).encode()
-    response, _ = signed_post(phone, f"{live.url}{API}/login-requests/scan", body)
-    assert error_of(response) == (404, "unknown_request")
+    unknown, _ = signed_post(phone, f"{live.url}{API}/login-requests/scan", body)
+    page = browser.open(rp.authorize_url())
+    with live.app.app_context():
+        db.session.execute(
+            update(LoginRequest)
+            .where(LoginRequest.id == page.id)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        db.session.commit()
+    body = json.dumps({"qr": page.qr_url}).encode()
+    expired, _ = signed_post(phone, f"{live.url}{API}/login-requests/scan", body)
+    assert error_of(unknown) == error_of(expired) == (410, "expired")
+    assert unknown.json() == expired.json()
+    if "/" not in suffix and "%" not in suffix:
+        for decision in ("approve", "deny"):
+            url = f"{live.url}{API}/login-requests/{suffix}/{decision}"
+            assert signed_post(phone, url, b"{}")[0].json() == expired.json()
 
 
 def test_a_request_scanned_by_one_device_cannot_be_taken_by_another(world, tmp_path):
