@@ -21,7 +21,7 @@ CONTENT_SECURITY_POLICY = (
 def create_app(config: Mapping[str, Any] | None = None, instance_path: str | None = None) -> Flask:
     """Build the IdP. ``config`` overrides the ``IDP_*`` environment (tests use it)."""
     from idp import config as settings
-    from idp import db, errors, i18n, limits
+    from idp import db, errors, geoip, i18n, limits
     from idp.oauth import keys, server
     from idp.ops import logs
     from idp.realtime import broker
@@ -43,6 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     logs.init_app(app)
     i18n.init_app(app)
     db.init_app(app)
+    geoip.init_app(app)
     errors.init_app(app)
     keys.init_app(app)
     server.init_app(app)

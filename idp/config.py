@@ -51,6 +51,8 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     "IDP_TRUSTED_PROXIES": (int, 0),
     # When set, /metrics answers only to "Authorization: Bearer <this token>".
     "IDP_METRICS_TOKEN": (str, ""),
+    # A MaxMind City or Country database (.mmdb): the phone shows where the browser is.
+    "IDP_GEOIP_DATABASE": (str, ""),
     # Days `idp purge` keeps the audit log (0: for ever).
     "IDP_AUDIT_RETENTION_DAYS": (int, 365),
     # Number matching for every client (else only for clients registered with it): after

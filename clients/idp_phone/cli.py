@@ -133,6 +133,11 @@ def describe_login_request(
     lines += [
         f"  Browser:       {clean(browser.get('summary'))}",
         f"  IP address:    {clean(browser.get('ip'))}",
+        *(
+            [f"  Location:      {clean(browser['location'])} (approximate)"]
+            if browser.get("location")
+            else []
+        ),
         f"  User agent:    {clean(browser.get('user_agent'))}",
         f"  Requested:     {_when(view.get('created_at'), now)}",
         f"  Expires:       {_when(view.get('expires_at'), now, expiry=True)}",

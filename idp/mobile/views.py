@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from idp import audit, limits
+from idp import audit, geoip, limits
 from idp.errors import Expired, InvalidCredentials, InvalidRequest, NotALoginCode, UnknownRequest
 from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, verify_proof
@@ -126,6 +126,8 @@ def login_request_view(login: LoginRequest) -> dict[str, Any]:
         ],
         "browser": {
             "ip": login.browser_ip,
+            # Approximate, from IDP_GEOIP_DATABASE; null without one or when unknown.
+            "location": geoip.locate(login.browser_ip),
             "user_agent": login.browser_user_agent,
             "summary": summarize_user_agent(login.browser_user_agent),
         },

@@ -152,6 +152,7 @@ def test_defaults(tmp_path):
         "IDP_DEMO_PHONE_COMMAND": "",
         "IDP_TRUSTED_PROXIES": 0,
         "IDP_METRICS_TOKEN": "",
+        "IDP_GEOIP_DATABASE": "",
         "IDP_AUDIT_RETENTION_DAYS": 365,
         "IDP_NUMBER_MATCHING": False,
         "IDP_RATELIMIT_ENABLED": True,
