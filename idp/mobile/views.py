@@ -110,7 +110,8 @@ def deny(request_id: str) -> Response:
 def login_request_view(login: LoginRequest) -> dict[str, Any]:
     """Everything the phone must show before it offers Approve."""
     redirect_uri = login.params.get("redirect_uri") or login.client.redirect_uris[0]
-    scopes = login.params.get("scope", "").split()
+    # What would be granted: scope values the IdP ignores are not shown either.
+    scopes = login.client.get_allowed_scope(login.params.get("scope", "")).split()
     return {
         "id": login.id,
         "status": login.status,

@@ -21,6 +21,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from flask import Flask, current_app
+from flask import request as flask_request
 from sqlalchemy import select, update
 
 from idp import audit, db
@@ -72,6 +73,12 @@ class Server(AuthorizationServer):
         if isinstance(request, OAuth2Request):
             return request
         return super().create_oauth2_request(request)
+
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """Scope values this IdP does not know (``address``, ``phone``, another
+        provider's) are ignored, as OIDC Core §3.1.2.1 says they SHOULD be: the client's
+        allowed scopes (``Client.get_allowed_scope``) decide what is granted, and the
+        token response names the scope granted."""
 
 
 class RequiredS256(CodeChallenge):
@@ -292,6 +299,23 @@ class AccessTokens(BearerTokenValidator):
         return token if token is not None and token.user_id is not None else None
 
 
+class BearerProtector(ResourceProtector):
+    """Bearer tokens in the ``Authorization`` header or, for a form POST without one, in
+    its ``access_token`` field (RFC 6750 §2.2; the Basic OP plan's oidcc-userinfo-post-body).
+    Never in the query string (§2.3 is not offered: URLs end up in logs)."""
+
+    def parse_request_authorization(self, request: Any) -> tuple[Any, str]:
+        form_token = (
+            flask_request.method == "POST"
+            and flask_request.mimetype == "application/x-www-form-urlencoded"
+            and not flask_request.headers.get("Authorization")
+            and flask_request.form.get("access_token")
+        )
+        if form_token:
+            return self.get_token_validator("bearer"), form_token
+        return super().parse_request_authorization(request)
+
+
 class Issuer(IssuerParameter):
     """RFC 9207: ``iss`` in every authorization response."""
 
@@ -372,7 +396,7 @@ def init_app(app: Flask) -> None:
     server.register_endpoint(Revocation)
     server.register_endpoint(Introspection)
     server.register_extension(Issuer())
-    protector = ResourceProtector()
+    protector = BearerProtector()
     protector.register_token_validator(AccessTokens())
     server.register_endpoint(UserInfoClaims(resource_protector=protector))
     app.extensions["idp.oauth"] = server

@@ -47,7 +47,7 @@ def half_hash(token: str) -> str:
     return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
 
 
-def test_qr_sign_in_end_to_end(world):
+def test_oidcc_server(world):
     live, rp, browser, phone = world
     page = browser.open(rp.authorize_url())
     assert "Sign in to" in page.response.text and "Test RP" in page.response.text
@@ -104,7 +104,7 @@ def test_qr_sign_in_end_to_end(world):
     assert got["name"] == "Alice Example" and got["email"] == "alice@example.com"
 
 
-def test_refresh_token_rotates(world):
+def test_oidcc_refresh_token(world):
     _, rp, browser, phone = world
     tokens = rp.exchange(sign_in(rp, browser, phone)["code"]).json()
     first = tokens["refresh_token"]
@@ -115,7 +115,7 @@ def test_refresh_token_rotates(world):
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
 
 
-def test_client_secret_post_works(world):
+def test_oidcc_server_client_secret_post(world):
     _, rp, browser, phone = world
     response = rp.exchange(sign_in(rp, browser, phone)["code"], auth="post")
     assert response.status_code == 200, response.text
@@ -247,7 +247,7 @@ def test_bad_authorization_requests_go_back_to_the_rp(world, overrides, error):
         {"client_id": None},
     ],
 )
-def test_unknown_client_or_redirect_uri_is_never_redirected_to(world, overrides):
+def test_oidcc_ensure_registered_redirect_uri(world, overrides):
     _, rp, browser, _ = world
     response = browser.session.get(rp.authorize_url(**overrides), allow_redirects=False)
     assert response.status_code == 400
@@ -263,7 +263,7 @@ def test_unknown_parameters_are_ignored(world):
     assert "code" in redirect_params(browser.complete(page))
 
 
-def test_login_hint_reaches_the_phone_and_preselects_nothing(world):
+def test_oidcc_login_hint(world):
     """The site's login_hint is shown on the phone; the phone's own account signs in."""
     _, rp, browser, phone = world
     page = browser.open(rp.authorize_url(login_hint="mallory@example.com"))
@@ -283,7 +283,7 @@ def post_authorize(browser: Browser, live_url: str, rp: RelyingParty, **extra: s
     )
 
 
-def test_authorization_request_by_post(world):
+def test_oidcc_ensure_post_request_succeeds(world):
     live, rp, browser, phone = world
     response = post_authorize(browser, live.url, rp)
     assert response.status_code == 200
