@@ -74,6 +74,10 @@ class UnknownRequest(IdPError):
     status, code, title = 404, "unknown_request", _l("No such sign-in request")
 
 
+class DeviceNotFound(IdPError):
+    status, code, title = 404, "device_not_found", _l("You have no such device")
+
+
 class UnknownCode(IdPError):
     status, code = 404, "unknown_code"
     title = _l("No sign-in is waiting for this code: check it, or ask the page for a new one")

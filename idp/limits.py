@@ -38,6 +38,8 @@ PER_IP = {
     "qrlogin.short_code": ("IDP_LIMIT_BROWSER", "browser"),
     "mobile.enroll": ("IDP_LIMIT_ENROLL", "enroll"),
     "mobile.whoami": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.my_devices": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.revoke_my_device": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.scan": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.approve": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.deny": ("IDP_LIMIT_PHONE_IP", "phone"),

@@ -278,6 +278,19 @@ class PhoneClient:
         """Ask the server who this device is (``GET .../devices/me``)."""
         return self._call("GET", "/devices/me", None)
 
+    def devices(self) -> list[dict[str, Any]]:
+        """Every phone of this user, revoked ones included (``GET .../devices``)."""
+        devices = self._call("GET", "/devices", None).get("devices")
+        if not isinstance(devices, list):
+            raise PhoneApiError(200, "invalid_response", "the answer has no devices")
+        return devices
+
+    def revoke(self, device_id: str) -> dict[str, Any]:
+        """Revoke one of this user's phones (a lost one, or this one)."""
+        if not device_id:
+            raise ValueError("device_id must not be empty")
+        return self._call("POST", f"/devices/{quote(device_id, safe='')}/revoke", {})
+
     def scan(self, qr_text: str) -> dict[str, Any]:
         """Report a scanned QR code; returns ``{"login_request": {...}}`` to show the user.
 

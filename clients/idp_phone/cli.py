@@ -6,6 +6,8 @@ Commands::
     idp-phone [--profile DIR] scan SOURCE [--approve | --deny] [--json]
     idp-phone [--profile DIR] scan --code KXRT-WMPQ [--approve | --deny] [--json]
     idp-phone [--profile DIR] whoami
+    idp-phone [--profile DIR] devices
+    idp-phone [--profile DIR] revoke DEVICE_ID
 
 Exit codes: 0 success, 1 the server refused (``error: CODE: DESCRIPTION``) or cannot be
 reached, 2 a usage or local error (no profile, unreadable image, not our QR code, ...).
@@ -234,6 +236,23 @@ def _cmd_whoami(args: argparse.Namespace, client: PhoneClient) -> int:
     return EXIT_OK
 
 
+def _cmd_devices(args: argparse.Namespace, client: PhoneClient) -> int:
+    for device in client.devices():
+        state = f"revoked {device.get('revoked_at')}" if device.get("revoked_at") else "active"
+        mark = "  (this phone)" if device.get("this_device") else ""
+        print(
+            f"{clean(device.get('device_id'))}  {clean(state):<28}  "
+            f"{clean(device.get('device_name'))}{mark}"
+        )
+    return EXIT_OK
+
+
+def _cmd_revoke(args: argparse.Namespace, client: PhoneClient) -> int:
+    data = client.revoke(args.device_id)
+    print(f"Revoked {clean(data.get('device_id'))}: its next request will be refused.")
+    return EXIT_OK
+
+
 def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
     profile = client.profile
     if (args.source is None) == (args.code is None):
@@ -343,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     whoami = commands.add_parser("whoami", help="ask the IdP who this device is")
     whoami.set_defaults(handler=_cmd_whoami)
+    devices = commands.add_parser("devices", help="list this user's phones")
+    devices.set_defaults(handler=_cmd_devices)
+    revoke = commands.add_parser("revoke", help="revoke one of this user's phones (lost, sold)")
+    revoke.add_argument("device_id", metavar="DEVICE_ID")
+    revoke.set_defaults(handler=_cmd_revoke)
     return parser
 
 

@@ -54,12 +54,18 @@ def list_devices(username: str) -> list[Device]:
     )
 
 
-def revoke_device(device_id: str) -> tuple[Device, bool]:
-    """Revoke a phone: its next request fails (``device_revoked``), for good.
+def find_device(device_id: str) -> Device | None:
+    """The device with this public id, if any."""
+    return db.session.scalar(select(Device).where(Device.device_id == device_id))
+
+
+def revoke_device(device_id: str, *, by: str | None = None) -> tuple[Device, bool]:
+    """Revoke a phone: its next request fails (``device_revoked``), for good. ``by`` is
+    the device that asked (a user revoking from a phone); ``None``: an admin.
 
     Returns the device and whether this call revoked it (False: it already was).
     """
-    device = db.session.scalar(select(Device).where(Device.device_id == device_id))
+    device = find_device(device_id)
     if device is None:
         raise InvalidRequest(f"no device {device_id!r}")
     if device.revoked_at is not None:
@@ -70,7 +76,12 @@ def revoke_device(device_id: str) -> tuple[Device, bool]:
         .values(revoked_at=utcnow())
     )
     if result.rowcount == 1:  # type: ignore[attr-defined]
-        audit.record("device.revoked", username=device.user.username, device_id=device_id)
+        audit.record(
+            "device.revoked",
+            username=device.user.username,
+            device_id=device_id,
+            by=by or "admin",
+        )
     db.session.commit()
     db.session.refresh(device)
     return device, result.rowcount == 1  # type: ignore[attr-defined]

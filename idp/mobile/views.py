@@ -11,10 +11,17 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import audit, geoip, limits
-from idp.errors import Expired, InvalidCredentials, InvalidRequest, NotALoginCode, UnknownRequest
+from idp.errors import (
+    DeviceNotFound,
+    Expired,
+    InvalidCredentials,
+    InvalidRequest,
+    NotALoginCode,
+    UnknownRequest,
+)
 from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, verify_proof
-from idp.mobile.services import enroll_device
+from idp.mobile.services import enroll_device, find_device, list_devices, revoke_device
 from idp.oauth.models import SCOPE_DESCRIPTIONS
 from idp.qrlogin import matching, shortcodes
 from idp.qrlogin import services as logins
@@ -48,6 +55,37 @@ def enroll() -> tuple[Response, int]:
 def whoami() -> Response:
     """The device that signed this request."""
     return jsonify(_device_view(_verified_device()))
+
+
+@bp.get("/devices")
+def my_devices() -> Response:
+    """Every phone of this device's user, revoked ones included (oldest first)."""
+    device = _verified_device()
+    return jsonify(
+        devices=[
+            {
+                "device_id": d.device_id,
+                "device_name": d.name,
+                "this_device": d.id == device.id,
+                "created_at": _iso(d.created_at),
+                "last_used_at": _iso(d.last_used_at) if d.last_used_at else None,
+                "revoked_at": _iso(d.revoked_at) if d.revoked_at else None,
+            }
+            for d in list_devices(device.user.username)
+        ]
+    )
+
+
+@bp.post("/devices/<device_id>/revoke")
+def revoke_my_device(device_id: str) -> Response:
+    """Revoke one of this user's phones (a lost one, or this one): its next request fails."""
+    device = _verified_device()
+    _json_object()
+    target = find_device(device_id)
+    if target is None or target.user_id != device.user_id:
+        raise DeviceNotFound()  # another user's device gets the same answer as none
+    revoked, _changed = revoke_device(device_id, by=device.device_id)
+    return jsonify(device_id=revoked.device_id, revoked_at=_iso(revoked.revoked_at))
 
 
 def _gone_is_gone(view: Callable[..., Response]) -> Callable[..., Response]:
