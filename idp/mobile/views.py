@@ -6,10 +6,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from idp.errors import InvalidRequest, NotALoginCode
+from idp.errors import InvalidRequest, NotALoginCode, database_unavailable
 from idp.mobile.models import Device
-from idp.mobile.proof import HEADER, Proof, verify_proof
+from idp.mobile.proof import HEADER, Proof, settle_proof, verify_proof
 from idp.mobile.services import enroll_device
 from idp.oauth.models import SCOPE_DESCRIPTIONS
 from idp.qrlogin import services as logins
@@ -18,6 +19,16 @@ from idp.qrlogin.models import LoginRequest
 from idp.qrlogin.useragent import summarize_user_agent
 
 bp = Blueprint("mobile", __name__, url_prefix="/api/mobile/v1")
+
+
+@bp.after_request
+def _settle_proof(response: Response) -> Response:
+    """The proof's ``jti`` is committed whatever the answer (see ``settle_proof``)."""
+    try:
+        settle_proof(succeeded=response.status_code < 400)
+    except (OperationalError, InterfaceError) as error:
+        return database_unavailable(error)
+    return response
 
 
 @bp.post("/devices")
