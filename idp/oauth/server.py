@@ -20,7 +20,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
 from sqlalchemy import select, update
 
 from idp import db
@@ -244,8 +244,12 @@ class IdTokens(OpenIDCode):
         }
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
-        # A nonce already bound to a code of this client is a replay.
-        return (
+        # A nonce already bound to a code of this client is a replay. Authlib validates a
+        # completion twice (consent, then response), nothing written in between: one read.
+        checked = getattr(request, "idp_nonce_checked", None)
+        if checked is not None and checked[0] == nonce:
+            return checked[1]
+        exists = (
             db.session.scalar(
                 select(AuthorizationCode.id).where(
                     AuthorizationCode.client_id == request.payload.client_id,
@@ -254,6 +258,8 @@ class IdTokens(OpenIDCode):
             )
             is not None
         )
+        request.idp_nonce_checked = (nonce, exists)
+        return exists
 
     def generate_user_info(self, user: User, scope: str) -> UserInfo:
         return UserInfo(user_claims(user, set(scope.split())))
@@ -289,10 +295,16 @@ class Issuer(IssuerParameter):
 
 
 def query_client(client_id: str) -> Client | None:
-    """Authlib's client lookup."""
+    """Authlib's client lookup, read once per HTTP request (Authlib validates an
+    authorization twice); never kept from one request to the next."""
     if not isinstance(client_id, str) or len(client_id) > 64:
         return None
-    return db.session.scalar(select(Client).where(Client.client_id == client_id))
+    if not has_request_context():
+        return db.session.scalar(select(Client).where(Client.client_id == client_id))
+    read: dict[str, Client | None] = g.setdefault("idp_clients", {})
+    if client_id not in read:
+        read[client_id] = db.session.scalar(select(Client).where(Client.client_id == client_id))
+    return read[client_id]
 
 
 def revoke_family(family: str) -> None:
