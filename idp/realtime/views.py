@@ -43,8 +43,20 @@ def _authorize_socket() -> None:
         return
     check_same_origin()
     request_id = (request.view_args or {}).get("request_id", "")
+    # Subscribe first, then read the state (one read, which also checks the cookie): no
+    # change can fall in between. teardown closes the subscription if the socket never opens.
+    g.subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
     g.login = logins.find_for_browser(request_id, binding_secret())
-    db.session.close()  # hold no transaction while the socket waits
+    g.status = _current_status(request_id, g.login)
+    # The page's messages are a few bytes: per-message compression would only keep a
+    # zlib compressor (hundreds of KB) for each waiting page. Decline the offer.
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+@bp.teardown_request
+def _close_subscription(_exc: BaseException | None) -> None:
+    if subscription := g.pop("subscription", None):
+        subscription.close()
 
 
 class _DropInput(list[Any]):
@@ -61,13 +73,12 @@ class _DropInput(list[Any]):
 def login_socket(ws: Server, request_id: str) -> None:
     """Send the current state, then each change, until a final one."""
     login: LoginRequest = g.login
+    status: str = g.status
+    subscription = g.subscription
     inbox = ws.input_buffer = _DropInput()
     heartbeat = current_app.config["IDP_WS_HEARTBEAT"]
-    subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
     metrics.OPEN_WEBSOCKETS.inc()
     try:
-        # Read the state only after subscribing, so no change can fall in between.
-        status = _current_status(request_id)
         ws.send(json.dumps({"status": status}))
         while status not in FINAL and ws.connected:
             message = subscription.get(timeout=_seconds_until(login.expires_at, heartbeat))
@@ -97,9 +108,10 @@ def login_socket(ws: Server, request_id: str) -> None:
         subscription.close()
 
 
-def _current_status(request_id: str) -> str:
-    """The state in the database, expiring the request if its time has passed."""
-    login = logins.find_login_request(request_id)
+def _current_status(request_id: str, login: LoginRequest | None = None) -> str:
+    """The state in the database (``login``: just read), expiring the request if its time
+    has passed. Ends the transaction: the socket holds none while it waits."""
+    login = login or logins.find_login_request(request_id)
     status = login.status
     if login.is_expired() and status != Status.EXPIRED:
         logins.expire_login(request_id)
