@@ -19,7 +19,7 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -49,6 +49,8 @@ def body_hash(body: bytes) -> str:
 
 #: ``Session.info`` key of a proof whose ``jti`` is recorded but not yet committed.
 UNSETTLED = "idp.unsettled_proof"
+DEVICE_BY_ID = select(Device).where(Device.device_id == bindparam("device_id"))
+USED_PROOF_INSERT = insert(UsedProof.__table__)
 #: ``last_used_at`` is written at most this often (it is shown to admins, nothing more).
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -108,7 +110,7 @@ def _device(header: dict[str, Any]) -> Device:
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid or len(kid) > 64 or "\x00" in kid:
         raise InvalidProof("the proof must name the device in 'kid'")
-    device = db.session.scalar(select(Device).where(Device.device_id == kid))
+    device = db.session.scalar(DEVICE_BY_ID, {"device_id": kid})
     if device is None:
         raise UnknownDevice("this device is not enrolled: enroll the app again")
     if device.revoked_at is not None:
@@ -138,19 +140,20 @@ def _check_claims(
 def _record_jti(thumbprint: str, jti: str, device: Device | None, max_age: int) -> None:
     """Remember the jti until the proof is stale anyway; a second use is refused.
 
-    The row is flushed now: a used ``jti`` fails here, before the request does anything,
+    The row is inserted now: a used ``jti`` fails here, before the request does anything,
     and a concurrent request with the same ``jti`` waits on the unique index until this
     transaction ends, then fails.
     """
     now = utcnow()
     expires_at = now + timedelta(seconds=2 * max_age)
-    db.session.add(UsedProof(key_thumbprint=thumbprint, jti=jti, expires_at=expires_at))
     if device is not None and (
         device.last_used_at is None or now - device.last_used_at >= LAST_USED_RESOLUTION
     ):
         device.last_used_at = now
     try:
-        db.session.flush()
+        db.session.execute(
+            USED_PROOF_INSERT, {"key_thumbprint": thumbprint, "jti": jti, "expires_at": expires_at}
+        )
     except IntegrityError:
         db.session.rollback()
         raise InvalidProof("this proof was already used") from None
@@ -173,8 +176,10 @@ def settle_proof(succeeded: bool) -> None:
         return
     db.session.rollback()
     thumbprint, jti, expires_at = pending
-    db.session.add(UsedProof(key_thumbprint=thumbprint, jti=jti, expires_at=expires_at))
     try:
+        db.session.execute(
+            USED_PROOF_INSERT, {"key_thumbprint": thumbprint, "jti": jti, "expires_at": expires_at}
+        )
         db.session.commit()
     except IntegrityError:  # a concurrent replay recorded it: used all the same
         db.session.rollback()
