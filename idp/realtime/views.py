@@ -46,6 +46,7 @@ def _authorize_socket() -> None:
     # Subscribe first, then read the state (one read, which also checks the cookie): no
     # change can fall in between. teardown closes the subscription if the socket never opens.
     g.subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
+    db.reads_only()  # one read (an expiry is one UPDATE of its own)
     g.login = logins.find_for_browser(request_id, binding_secret())
     g.status = _current_status(request_id, g.login)
     # The page's messages are a few bytes: per-message compression would only keep a
