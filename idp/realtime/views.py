@@ -125,7 +125,31 @@ def _seconds_until(moment: datetime, cap: float) -> float:
     return max(0.05, min(cap, (moment - utcnow()).total_seconds() + 0.05))
 
 
+class _ReaderGreenlet:
+    """Runs a socket's reader loop as a bare greenlet (gevent workers only): a
+    ``threading.Thread`` under gevent adds its own bookkeeping (a started event, a lock,
+    an entry in the thread registry) to every waiting page."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self.name = "ws-reader"
+
+    def start(self) -> None:
+        import gevent
+
+        gevent.spawn(self._target)
+
+
+def _gevent_worker() -> bool:
+    import sys
+
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("threading"))
+
+
 def init_app(app: Flask) -> None:
     """Set up Flask-Sock; incoming frames are tiny, so cap them."""
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": 1024})
+    options = app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": 1024})
+    if _gevent_worker():
+        options.setdefault("thread_class", _ReaderGreenlet)
     sock.init_app(app)
