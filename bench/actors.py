@@ -118,6 +118,9 @@ class PageSocket:
             autoclose=True,
             autoping=True,
             max_msg_size=4096,
+            # Offer permessage-deflate, as browsers do (aiohttp does not by default): what
+            # the server does with the offer is part of a waiting page's cost.
+            compress=15,
         )
         self = cls(ws, page)
         await self.wait_for({"pending", "scanned", "approved"}, timeout=30)

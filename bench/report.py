@@ -252,16 +252,18 @@ def markdown(data: dict[str, Any], plots: list[str]) -> str:
             )
         trips = b.get("round_trips")
         if trips:
-            keys = ["checkouts", "begins", "statements", "commits", "rollbacks"]
+            keys = ["checkouts", "pings", "begins", "statements", "commits", "rollbacks"]
+            wire = keys[1:]  # a checkout without a ping does not reach the database
             rows = [
-                [req, *[v.get(k, 0) for k in keys], sum(v.get(k, 0) for k in keys), v["status"]]
+                [req, *[v.get(k, 0) for k in keys], sum(v.get(k, 0) for k in wire), v["status"]]
                 for req, v in trips.items()
             ]
             parts += [
                 f"## Database round trips per request ({name}, counted in-process)\n",
-                "Round trips ≈ the sum: on PostgreSQL each pool checkout pings "
-                "(`pool_pre_ping`), each transaction sends BEGIN, then the statements and "
-                "COMMIT/ROLLBACK; on SQLite they are in-process calls, BEGIN IMMEDIATE included.\n",
+                "Round trips ≈ pings + BEGINs + statements + COMMIT/ROLLBACKs: a pool checkout "
+                "pings only with `pool_pre_ping`; each transaction sends BEGIN, then the "
+                "statements and COMMIT/ROLLBACK; on SQLite they are in-process calls, BEGIN "
+                "IMMEDIATE included.\n",
                 _table(["request", *keys, "≈ round trips", "status"], rows),
             ]
     parts += [f"![{p}]({p})\n" for p in plots]

@@ -184,6 +184,13 @@ async def main_figures(idp: IdP, mode: Mode, results: dict[str, Any], args: Any)
                         f"prof token_cc      {name:<8}", results["profile_client_credentials"]
                     )
                 )
+        # One refresh chain per worker of the widest window: on a loaded machine the short
+        # login window may not have made that many, so top them up from fresh codes.
+        short = max(mode.endpoint_concurrencies) - len(tokens)
+        if short > 0:
+            extra = await figures.harvest_codes(http, idp, phones[:16], short, 60)
+            tokens += [await actors.exchange(http, idp, code, v) for code, v in extra]
+            results["refresh_chains_topped_up"] = len(extra)
         results["fig4_endpoints"] = endpoints = await figures.endpoints(
             http,
             idp,

@@ -198,23 +198,27 @@ def render_error(error: IdPError) -> Response:
     return response
 
 
+def database_unavailable(error: DBAPIError) -> Response:
+    """The 503 for a database that is unreachable (restarting, failing over) or busy.
+
+    The transaction was rolled back, so nothing is half-written; the client retries,
+    and the pool, having dropped its connections at the first disconnect, reconnects.
+    """
+    logging.getLogger("idp").warning("database unavailable: %s", error.orig or error)
+    from idp import db
+
+    db.session.remove()
+    response = error_response(503, Unavailable.code, Unavailable.title)
+    response.headers["Retry-After"] = "2"
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Register the handlers for our errors and for plain HTTP errors."""
     app.register_error_handler(IdPError, render_error)
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(InterfaceError)
-    def _handle_database_down(error: DBAPIError) -> Response:
-        # The database is unreachable (restarting, failing over) or busy. The
-        # transaction was rolled back, so nothing is half-written; the client
-        # retries and the pool reconnects by itself.
-        logging.getLogger("idp").warning("database unavailable: %s", error.orig or error)
-        from idp import db
-
-        db.session.remove()
-        response = error_response(503, Unavailable.code, Unavailable.title)
-        response.headers["Retry-After"] = "2"
-        return response
+    app.register_error_handler(OperationalError, database_unavailable)
+    app.register_error_handler(InterfaceError, database_unavailable)
 
     @app.errorhandler(HTTPException)
     def _handle_http_error(error: HTTPException) -> Response:

@@ -19,8 +19,9 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from sqlalchemy import select
+from sqlalchemy import bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from idp import db
 from idp.db import utcnow
@@ -46,10 +47,23 @@ def body_hash(body: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
 
 
+#: ``Session.info`` key of a proof whose ``jti`` is recorded but not yet committed.
+UNSETTLED = "idp.unsettled_proof"
+DEVICE_BY_ID = select(Device).where(Device.device_id == bindparam("device_id"))
+USED_PROOF_INSERT = insert(UsedProof.__table__)
+#: ``last_used_at`` is written at most this often (it is shown to admins, nothing more).
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
 def verify_proof(
     token: str | None, *, method: str, url: str, body: bytes, max_age: int, enrollment: bool
 ) -> Proof:
-    """Check one request's proof, record its ``jti``, and return who signed it."""
+    """Check one request's proof, record its ``jti``, and return who signed it.
+
+    The ``jti`` is written in the request's own transaction, so a request that succeeds
+    commits it with its work (one transaction); :func:`settle_proof`, called once the
+    response is known, commits it alone when the request was refused.
+    """
     if not token:
         raise InvalidProof(f"the {HEADER} header is missing")
     header = _protected_header(token)
@@ -96,7 +110,7 @@ def _device(header: dict[str, Any]) -> Device:
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid or len(kid) > 64 or "\x00" in kid:
         raise InvalidProof("the proof must name the device in 'kid'")
-    device = db.session.scalar(select(Device).where(Device.device_id == kid))
+    device = db.session.scalar(DEVICE_BY_ID, {"device_id": kid})
     if device is None:
         raise UnknownDevice("this device is not enrolled: enroll the app again")
     if device.revoked_at is not None:
@@ -124,17 +138,53 @@ def _check_claims(
 
 
 def _record_jti(thumbprint: str, jti: str, device: Device | None, max_age: int) -> None:
-    """Remember the jti until the proof is stale anyway; a second use is refused."""
+    """Remember the jti until the proof is stale anyway; a second use is refused.
+
+    The row is inserted now: a used ``jti`` fails here, before the request does anything,
+    and a concurrent request with the same ``jti`` waits on the unique index until this
+    transaction ends, then fails.
+    """
     now = utcnow()
-    db.session.add(
-        UsedProof(
-            key_thumbprint=thumbprint, jti=jti, expires_at=now + timedelta(seconds=2 * max_age)
-        )
-    )
-    if device is not None:
+    expires_at = now + timedelta(seconds=2 * max_age)
+    if device is not None and (
+        device.last_used_at is None or now - device.last_used_at >= LAST_USED_RESOLUTION
+    ):
         device.last_used_at = now
     try:
-        db.session.commit()
+        db.session.execute(
+            USED_PROOF_INSERT, {"key_thumbprint": thumbprint, "jti": jti, "expires_at": expires_at}
+        )
     except IntegrityError:
         db.session.rollback()
         raise InvalidProof("this proof was already used") from None
+    db.session.info[UNSETTLED] = (thumbprint, jti, expires_at)
+
+
+def settle_proof(succeeded: bool) -> None:
+    """Make sure the request's ``jti`` is committed once its response is known.
+
+    A request that succeeded has committed it with its work, or (a read, a repeated scan)
+    commits it now. A refused one may have rolled back: whatever it left uncommitted is
+    dropped and the ``jti`` alone is committed, so a refused proof can never be replayed
+    once the state would let it through.
+    """
+    pending = db.session.info.pop(UNSETTLED, None)
+    if pending is None:  # none verified, or already committed (see _forget_committed)
+        return
+    if succeeded:
+        db.session.commit()
+        return
+    db.session.rollback()
+    thumbprint, jti, expires_at = pending
+    try:
+        db.session.execute(
+            USED_PROOF_INSERT, {"key_thumbprint": thumbprint, "jti": jti, "expires_at": expires_at}
+        )
+        db.session.commit()
+    except IntegrityError:  # a concurrent replay recorded it: used all the same
+        db.session.rollback()
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_committed(session: Session) -> None:
+    session.info.pop(UNSETTLED, None)

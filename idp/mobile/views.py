@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idp import audit, geoip, limits
 from idp.errors import (
@@ -18,9 +19,10 @@ from idp.errors import (
     InvalidRequest,
     NotALoginCode,
     UnknownRequest,
+    database_unavailable,
 )
 from idp.mobile.models import Device
-from idp.mobile.proof import HEADER, Proof, verify_proof
+from idp.mobile.proof import HEADER, Proof, settle_proof, verify_proof
 from idp.mobile.services import enroll_device, find_device, list_devices, revoke_device
 from idp.oauth.models import SCOPE_DESCRIPTIONS
 from idp.qrlogin import matching, shortcodes
@@ -30,6 +32,16 @@ from idp.qrlogin.useragent import summarize_user_agent
 
 bp = Blueprint("mobile", __name__, url_prefix="/api/mobile/v1")
 NUMBER_RE = re.compile(r"^[0-9]{2}\Z")
+
+
+@bp.after_request
+def _settle_proof(response: Response) -> Response:
+    """The proof's ``jti`` is committed whatever the answer (see ``settle_proof``)."""
+    try:
+        settle_proof(succeeded=response.status_code < 400)
+    except (OperationalError, InterfaceError) as error:
+        return database_unavailable(error)
+    return response
 
 
 @bp.post("/devices")

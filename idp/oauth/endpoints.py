@@ -15,7 +15,7 @@ from typing import Any
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from idp import audit, db
 from idp.oauth.models import Client, Token, digest
@@ -43,6 +43,12 @@ class FoundToken:
         return self.row.access_revoked if self.kind == "access_token" else self.row.refresh_revoked
 
 
+_BY_DIGEST = {
+    "access_token": select(Token).where(Token.access_token_hash == bindparam("digest")),
+    "refresh_token": select(Token).where(Token.refresh_token_hash == bindparam("digest")),
+}
+
+
 def find_token(token_string: str, hint: str | None) -> FoundToken | None:
     """Look the token up by its digest, as an access token or a refresh token."""
     if not isinstance(token_string, str) or not token_string or len(token_string) > 512:
@@ -57,8 +63,7 @@ def find_token(token_string: str, hint: str | None) -> FoundToken | None:
         ]
     )
     for kind in kinds:
-        column = Token.access_token_hash if kind == "access_token" else Token.refresh_token_hash
-        row = db.session.scalar(select(Token).where(column == hashed))
+        row = db.session.scalar(_BY_DIGEST[kind], {"digest": hashed})
         if row is not None:
             return FoundToken(row, kind)
     return None

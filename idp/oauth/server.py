@@ -7,6 +7,7 @@ short-lived, refresh tokens rotated, ID tokens signed with a ``kid``.
 
 from __future__ import annotations
 
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,9 +21,9 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
 from flask import request as flask_request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from idp import audit, db
 from idp.accounts.models import User
@@ -37,6 +38,15 @@ from idp.oauth.models import SUPPORTED_SCOPES, AuthorizationCode, Client, Token,
 AMR = ["swk", "user"]
 ACR = "urn:qr-idp:acr:phone-approval"
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
+# The hot lookups, built once: a statement made per call costs more to build than to run.
+CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id"))
+CODE_BY_DIGEST = select(AuthorizationCode).where(AuthorizationCode.code_hash == bindparam("digest"))
+TOKEN_BY_ACCESS_DIGEST = select(Token).where(Token.access_token_hash == bindparam("digest"))
+TOKEN_BY_REFRESH_DIGEST = select(Token).where(Token.refresh_token_hash == bindparam("digest"))
+TOKEN_INSERT = insert(Token.__table__)
+CODE_INSERT = insert(AuthorizationCode.__table__)
 
 
 def _epoch(moment: datetime) -> int:
@@ -122,16 +132,29 @@ class BoundedParameters:
             raise RequestURINotSupportedError(redirect_uri=redirect_uri)
 
 
+def new_secret_token(*_args: Any, **_kwargs: Any) -> str:
+    """A code, access or refresh token: 256 random bits, base64url (43 characters).
+
+    Authlib's default draws each of 42-48 characters with its own ``SystemRandom`` call
+    (an ``os.urandom`` each); one call gives as many bits.
+    """
+    return secrets.token_urlsafe(32)
+
+
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     """Codes are stored as digests, live under a minute, and are used once."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
+    def generate_authorization_code(self) -> str:
+        return new_secret_token()
+
     def save_authorization_code(self, code: str, request: Any) -> None:
         login = request.login_request
         data = request.payload.data
-        db.session.add(
-            AuthorizationCode(
+        db.session.execute(
+            CODE_INSERT,
+            dict(
                 code_hash=digest(code),
                 client_id=request.client.client_id,
                 user_id=request.user.id,
@@ -146,13 +169,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 acr=ACR,
                 amr=AMR,
                 expires_at=utcnow() + timedelta(seconds=current_app.config["IDP_CODE_TTL"]),
-            )
+                used_at=None,
+            ),
         )  # committed by the completion view with the login's transition
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
-        found = db.session.scalar(
-            select(AuthorizationCode).where(AuthorizationCode.code_hash == digest(code))
-        )
+        found = db.session.scalar(CODE_BY_DIGEST, {"digest": digest(code)})
         if found is None or found.client_id != client.client_id:
             return None
         if found.used_at is not None:
@@ -194,9 +216,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
-        token = db.session.scalar(
-            select(Token).where(Token.refresh_token_hash == digest(refresh_token))
-        )
+        token = db.session.scalar(TOKEN_BY_REFRESH_DIGEST, {"digest": digest(refresh_token)})
         if token is None:
             return None
         if token.refresh_revoked and token.family:
@@ -260,8 +280,12 @@ class IdTokens(OpenIDCode):
         }
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
-        # A nonce already bound to a code of this client is a replay.
-        return (
+        # A nonce already bound to a code of this client is a replay. Authlib validates a
+        # completion twice (consent, then response), nothing written in between: one read.
+        checked = getattr(request, "idp_nonce_checked", None)
+        if checked is not None and checked[0] == nonce:
+            return checked[1]
+        exists = (
             db.session.scalar(
                 select(AuthorizationCode.id).where(
                     AuthorizationCode.client_id == request.payload.client_id,
@@ -270,6 +294,8 @@ class IdTokens(OpenIDCode):
             )
             is not None
         )
+        request.idp_nonce_checked = (nonce, exists)
+        return exists
 
     def generate_user_info(self, user: User, scope: str) -> UserInfo:
         return UserInfo(user_claims(user, set(scope.split())))
@@ -292,9 +318,7 @@ class AccessTokens(BearerTokenValidator):
     """Bearer access tokens, looked up by digest."""
 
     def authenticate_token(self, token_string: str) -> Token | None:
-        token = db.session.scalar(
-            select(Token).where(Token.access_token_hash == digest(token_string))
-        )
+        token = db.session.scalar(TOKEN_BY_ACCESS_DIGEST, {"digest": digest(token_string)})
         # UserInfo is about a person: a service account's token (no user) is not valid there.
         return token if token is not None and token.user_id is not None else None
 
@@ -324,10 +348,16 @@ class Issuer(IssuerParameter):
 
 
 def query_client(client_id: str) -> Client | None:
-    """Authlib's client lookup."""
+    """Authlib's client lookup, read once per HTTP request (Authlib validates an
+    authorization twice); never kept from one request to the next."""
     if not isinstance(client_id, str) or len(client_id) > 64 or "\x00" in client_id:
         return None
-    return db.session.scalar(select(Client).where(Client.client_id == client_id))
+    if not has_request_context():
+        return db.session.scalar(CLIENT_BY_ID, {"client_id": client_id})
+    read: dict[str, Client | None] = g.setdefault("idp_clients", {})
+    if client_id not in read:
+        read[client_id] = db.session.scalar(CLIENT_BY_ID, {"client_id": client_id})
+    return read[client_id]
 
 
 def revoke_family(family: str, *, client_id: str, reason: str) -> None:
@@ -351,8 +381,11 @@ def save_token(token: dict[str, Any], request: Any) -> None:
     """Store a new token's digests; committed by the token view on success."""
     now = int(time.time())
     refresh = token.get("refresh_token")
-    db.session.add(
-        Token(
+    # A plain INSERT: nothing reads the new row back in this request, so the ORM's unit
+    # of work (a flush at commit) would only cost time.
+    db.session.execute(
+        TOKEN_INSERT,
+        dict(
             access_token_hash=digest(token["access_token"]),
             refresh_token_hash=digest(refresh) if refresh else None,
             client_id=request.client.client_id,
@@ -363,8 +396,10 @@ def save_token(token: dict[str, Any], request: Any) -> None:
             refresh_expires_at=now + current_app.config["IDP_REFRESH_TOKEN_TTL"]
             if refresh
             else None,
+            access_revoked=False,
+            refresh_revoked=False,
             family=getattr(request, "family", None),
-        )
+        ),
     )
     audit.record(
         "token.issued",
@@ -377,7 +412,8 @@ def save_token(token: dict[str, Any], request: Any) -> None:
 
 def init_app(app: Flask) -> None:
     """Give ``app`` its own Authlib server (no state shared between apps)."""
-    app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
+    app.config.setdefault("OAUTH2_ACCESS_TOKEN_GENERATOR", new_secret_token)
+    app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", new_secret_token)
     app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SUPPORTED_SCOPES))
     app.config.setdefault(
         "OAUTH2_TOKEN_EXPIRES_IN",

@@ -51,6 +51,7 @@ def revoke() -> Response:
 @bp.post("/introspect")
 def introspect() -> Response:
     """Token introspection (RFC 7662), for the client the token was issued to."""
+    db.reads_only()
     response = authorization_server().create_endpoint_response("introspection")
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -59,6 +60,7 @@ def introspect() -> Response:
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo() -> Response:
     """UserInfo endpoint (OIDC Core §5.3), GET and POST."""
+    db.reads_only()
     response = authorization_server().create_endpoint_response("userinfo")
     response.headers["Cache-Control"] = "no-store"
     return response

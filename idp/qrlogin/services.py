@@ -27,6 +27,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import update
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import audit, db
@@ -43,7 +44,7 @@ from idp.errors import (
     WrongNumber,
 )
 from idp.mobile.models import Device
-from idp.oauth.models import digest
+from idp.oauth.models import Client, digest
 from idp.ops import metrics
 from idp.qrlogin import matching
 from idp.qrlogin.models import LoginRequest, Status
@@ -71,8 +72,12 @@ def create_login_request(
     browser_ip: str | None,
     browser_user_agent: str | None,
     renewals: int = 0,
+    client: Client | None = None,
 ) -> LoginRequest:
-    """Start a login request for a validated authorization request."""
+    """Start a login request for a validated authorization request.
+
+    ``client`` (the row of ``client_id``, when the caller has it) saves reading it again.
+    """
     now = utcnow()
     login = LoginRequest(
         id=secrets.token_urlsafe(32),
@@ -86,30 +91,35 @@ def create_login_request(
         created_at=now,
         expires_at=now + timedelta(seconds=current_app.config["IDP_LOGIN_REQUEST_TTL"]),
     )
+    if client is not None:
+        login.client = client
     db.session.add(login)
     db.session.commit()
     metrics.LOGIN_REQUESTS.labels("created").inc()
     return login
 
 
-def find_login_request(request_id: str) -> LoginRequest:
-    """The login request with this id, or ``UnknownRequest``."""
+def find_login_request(request_id: str, *, with_user: bool = False) -> LoginRequest:
+    """The login request with this id (and its user, in the same query), or ``UnknownRequest``."""
     login = None
     if REQUEST_ID_RE.match(request_id or ""):
-        login = db.session.get(LoginRequest, request_id, populate_existing=True)
+        options = [joinedload(LoginRequest.user)] if with_user else None
+        login = db.session.get(LoginRequest, request_id, populate_existing=True, options=options)
     if login is None:
         raise UnknownRequest()
     return login
 
 
-def find_for_browser(request_id: str, binding_secret: str | None) -> LoginRequest:
+def find_for_browser(
+    request_id: str, binding_secret: str | None, *, with_user: bool = False
+) -> LoginRequest:
     """The login request, if this browser holds its binding secret.
 
     An unknown id gets the same answer as a request of another browser (after the same
     digest comparison), so that the browser endpoints tell a guesser nothing.
     """
     try:
-        login = find_login_request(request_id)
+        login = find_login_request(request_id, with_user=with_user)
     except UnknownRequest:
         check_binding(_NOBODY, binding_secret)
         raise BindingMismatch() from None
@@ -155,6 +165,7 @@ def renew_login_request(
     # The claim commits together with the new request.
     return create_login_request(
         client_id=old.client_id,
+        client=old.client,
         params=old.params,
         binding_secret=binding_secret or "",
         browser_ip=browser_ip,
@@ -265,7 +276,7 @@ def claim_completion(request_id: str, binding_secret: str | None) -> LoginReques
     caller issues the authorization code in the same one, then commits); a
     denied one is returned as it is. Anything else is refused.
     """
-    login = find_for_browser(request_id, binding_secret)
+    login = find_for_browser(request_id, binding_secret, with_user=True)
     if login.status == Status.DENIED:
         return login
     if login.status == Status.COMPLETED:

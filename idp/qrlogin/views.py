@@ -90,6 +90,7 @@ def authorize() -> Response:
     secret = binding_secret() or logins.new_binding_secret()
     login = logins.create_login_request(
         client_id=grant.client.client_id,
+        client=grant.client,
         params=params,
         binding_secret=secret,
         browser_ip=request.remote_addr,

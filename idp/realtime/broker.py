@@ -12,7 +12,6 @@ import collections
 import contextlib
 import json
 import logging
-import queue
 import threading
 import weakref
 from typing import Any, Protocol
@@ -35,26 +34,43 @@ def announce_shutdown() -> None:
 
 
 class Subscription:
-    """Messages for one channel, delivered to one waiting consumer."""
+    """Messages for one channel, delivered to one waiting consumer.
+
+    One per waiting page, so it is kept small: a list and an event (a ``queue.Queue``
+    carries a lock, three conditions and four deques). Messages are appended by the
+    broker and taken in order by the one consumer; the event only says "look".
+    """
+
+    __slots__ = ("_arrived", "_broker", "_messages", "channel")
+
+    #: Kept for a consumer that does not read; more are dropped (the state is in the DB).
+    LIMIT = 100
 
     def __init__(self, broker: Broker, channel: str) -> None:
         self.channel = channel
         self._broker = broker
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=100)
+        self._messages: list[dict[str, Any]] = []
+        self._arrived = threading.Event()
 
     def deliver(self, message: dict[str, Any]) -> None:
-        """Called by the broker; never blocks (a full queue drops: state is in the DB)."""
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
+        """Called by the broker; never blocks (a full subscription drops: state is in the DB)."""
+        if len(self._messages) >= self.LIMIT:
             log.warning("subscriber on %s is not reading; message dropped", self.channel)
+            return
+        self._messages.append(message)
+        self._arrived.set()
 
     def get(self, timeout: float) -> dict[str, Any] | None:
         """The next message, or ``None`` after ``timeout`` seconds."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
+        if not self._messages:
+            # Cleared only while nothing waits, and looked at again after clearing: a
+            # message delivered meanwhile is in the list, and one delivered later sets it.
+            self._arrived.clear()
+            if not self._messages:
+                self._arrived.wait(timeout)
+        if not self._messages:
             return None
+        return self._messages.pop(0)
 
     def close(self) -> None:
         """Stop receiving."""
@@ -71,6 +87,8 @@ class Broker(Protocol):
     def unsubscribe(self, subscription: Subscription) -> None: ...
 
     def broadcast(self, message: dict[str, Any]) -> None: ...
+
+    def subscriptions(self) -> int: ...
 
     def ping(self) -> bool: ...
 
@@ -144,6 +162,10 @@ class InProcessBroker:
     def broadcast(self, message: dict[str, Any]) -> None:
         self._fanout.broadcast(message)
 
+    def subscriptions(self) -> int:
+        """Local subscriptions (one per open page socket)."""
+        return self._fanout.count()
+
     def ping(self) -> bool:
         return True
 
@@ -202,6 +224,10 @@ class RedisBroker:
 
     def broadcast(self, message: dict[str, Any]) -> None:
         self._fanout.broadcast(message)
+
+    def subscriptions(self) -> int:
+        """Local subscriptions (one per open page socket)."""
+        return self._fanout.count()
 
     def ping(self) -> bool:
         """True when Redis answers and this process is subscribed."""

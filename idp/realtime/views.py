@@ -43,8 +43,21 @@ def _authorize_socket() -> None:
         return
     check_same_origin()
     request_id = (request.view_args or {}).get("request_id", "")
+    # Subscribe first, then read the state (one read, which also checks the cookie): no
+    # change can fall in between. teardown closes the subscription if the socket never opens.
+    g.subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
+    db.reads_only()  # one read (an expiry is one UPDATE of its own)
     g.login = logins.find_for_browser(request_id, binding_secret())
-    db.session.close()  # hold no transaction while the socket waits
+    g.state = _current_state(request_id, g.login)
+    # The page's messages are a few bytes: per-message compression would only keep a
+    # zlib compressor (hundreds of KB) for each waiting page. Decline the offer.
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+@bp.teardown_request
+def _close_subscription(_exc: BaseException | None) -> None:
+    if subscription := g.pop("subscription", None):
+        subscription.close()
 
 
 class _DropInput(list[Any]):
@@ -61,14 +74,13 @@ class _DropInput(list[Any]):
 def login_socket(ws: Server, request_id: str) -> None:
     """Send the current state, then each change, until a final one."""
     login: LoginRequest = g.login
+    state: dict[str, str] = g.state
+    status = state["status"]
+    subscription = g.subscription
     inbox = ws.input_buffer = _DropInput()
     heartbeat = current_app.config["IDP_WS_HEARTBEAT"]
-    subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
     metrics.OPEN_WEBSOCKETS.inc()
     try:
-        # Read the state only after subscribing, so no change can fall in between.
-        state = _current_state(request_id)
-        status = state["status"]
         ws.send(json.dumps(state))
         while status not in FINAL and ws.connected:
             message = subscription.get(timeout=_seconds_until(login.expires_at, heartbeat))
@@ -99,10 +111,11 @@ def login_socket(ws: Server, request_id: str) -> None:
         subscription.close()
 
 
-def _current_state(request_id: str) -> dict[str, str]:
-    """The state in the database, expiring the request if its time has passed:
-    ``{"status": ...}``, with the number to match once scanned, if matching is on."""
-    login = logins.find_login_request(request_id)
+def _current_state(request_id: str, login: LoginRequest | None = None) -> dict[str, str]:
+    """The state in the database (``login``: just read), expiring the request if its time
+    has passed: ``{"status": ...}``, with the number to match once scanned, if matching
+    is on. Ends the transaction: the socket holds none while it waits."""
+    login = login or logins.find_login_request(request_id)
     status = login.status
     if login.is_expired() and status != Status.EXPIRED:
         logins.expire_login(request_id)
@@ -118,7 +131,31 @@ def _seconds_until(moment: datetime, cap: float) -> float:
     return max(0.05, min(cap, (moment - utcnow()).total_seconds() + 0.05))
 
 
+class _ReaderGreenlet:
+    """Runs a socket's reader loop as a bare greenlet (gevent workers only): a
+    ``threading.Thread`` under gevent adds its own bookkeeping (a started event, a lock,
+    an entry in the thread registry) to every waiting page."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self.name = "ws-reader"
+
+    def start(self) -> None:
+        import gevent
+
+        gevent.spawn(self._target)
+
+
+def _gevent_worker() -> bool:
+    import sys
+
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("threading"))
+
+
 def init_app(app: Flask) -> None:
     """Set up Flask-Sock; incoming frames are tiny, so cap them."""
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": 1024})
+    options = app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": 1024})
+    if _gevent_worker():
+        options.setdefault("thread_class", _ReaderGreenlet)
     sock.init_app(app)

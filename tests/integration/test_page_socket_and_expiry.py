@@ -17,11 +17,13 @@ from support import (
 
 
 def test_socket_without_binding_cookie_is_refused(world):
-    _, rp, browser, _ = world
+    live, rp, browser, _ = world
     page = browser.open(rp.authorize_url())
     with pytest.raises(HandshakeRefused) as refused:
         browser.socket(page, cookies=False)
     assert refused.value.status_code == 403
+    # The subscription made before the cookie check is closed with the refused request.
+    assert live.app.extensions["idp.broker"].subscriptions() == 0
 
 
 def test_socket_from_another_browser_is_refused(world):

@@ -225,6 +225,33 @@ def test_approving_before_scanning_is_refused(world):
     assert (early.value.status, early.value.error) == (400, "invalid_request")
 
 
+def test_a_refused_request_cannot_be_replayed_once_the_state_allows_it(world):
+    """The proof's jti is committed even when the transition is refused."""
+    live, rp, browser, phone = world
+    page = browser.open(rp.authorize_url())
+    url = f"{live.url}{API}/login-requests/{page.id}/approve"
+    early, headers = signed_post(phone, url, b"{}")
+    assert error_of(early) == (400, "invalid_request")
+    phone.scan(page.qr_url)
+    replay = requests.post(url, data=b"{}", headers=headers, timeout=5)
+    assert error_of(replay) == (401, "invalid_proof")
+    assert "already used" in replay.json()["error_description"]
+    assert phone.approve(page.id)["login_request"]["status"] == "approved"
+
+
+def test_a_request_that_writes_nothing_still_uses_its_proof(world):
+    """A repeated scan (a retry) changes nothing, and its proof is used all the same."""
+    live, rp, browser, phone = world
+    page = browser.open(rp.authorize_url())
+    phone.scan(page.qr_url)
+    url = f"{live.url}{API}/login-requests/scan"
+    body = json.dumps({"qr": page.qr_url}).encode()
+    again, headers = signed_post(phone, url, body)
+    assert again.status_code == 200
+    replay = requests.post(url, data=body, headers=headers, timeout=5)
+    assert error_of(replay) == (401, "invalid_proof")
+
+
 def test_idp_phone_cli_scans_a_png_and_approves(world, tmp_path):
     _, rp, browser, phone = world
     page = browser.open(rp.authorize_url())
