@@ -167,7 +167,7 @@ def test_another_browser_cannot_reach_the_result(chromium, site):
     response = spy.goto(site.issuer + complete_path)
     assert response is not None
     assert response.status == 403
-    expect(spy.get_by_text("This sign-in was started in another browser")).to_be_visible()
+    expect(spy.get_by_text("This sign-in was started elsewhere or is over")).to_be_visible()
     assert not spy.url.startswith(site.rp_url + "/callback")
     victim.close()
     attacker.close()
