@@ -142,7 +142,8 @@ def _record_jti(thumbprint: str, jti: str, device: Device | None, max_age: int) 
 
     The row is inserted now: a used ``jti`` fails here, before the request does anything,
     and a concurrent request with the same ``jti`` waits on the unique index until this
-    transaction ends, then fails.
+    transaction ends, then fails. On PostgreSQL it commits with the request's own work
+    (see :func:`settle_proof`); on SQLite at once.
     """
     now = utcnow()
     expires_at = now + timedelta(seconds=2 * max_age)
@@ -157,6 +158,12 @@ def _record_jti(thumbprint: str, jti: str, device: Device | None, max_age: int) 
     except IntegrityError:
         db.session.rollback()
         raise InvalidProof("this proof was already used") from None
+    if db.session.get_bind().dialect.name == "sqlite":
+        # SQLite locks the whole database for a writer, and waiting for that lock blocks
+        # the process, not just this greenlet: under gevent a write transaction must never
+        # stay open across a switch (the abuse limiter's lock, a log handler's). Commit now.
+        db.session.commit()
+        return
     db.session.info[UNSETTLED] = (thumbprint, jti, expires_at)
 
 
