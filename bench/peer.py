@@ -11,7 +11,10 @@ from typing import Any
 
 from bench.server import REPO
 
-PEER_SCRIPT = REPO.parent / "shared" / "bench-peer" / "run_peer.sh"
+#: Beside the checkout by default; BENCH_PEER_SCRIPT names it for a checkout elsewhere.
+PEER_SCRIPT = Path(
+    os.environ.get("BENCH_PEER_SCRIPT") or REPO.parent / "shared" / "bench-peer" / "run_peer.sh"
+)
 LINE_RE = re.compile(r"^(\w+)\s+c=(\d+)\s+(.*)$")
 
 
