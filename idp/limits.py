@@ -83,8 +83,8 @@ def init_app(app: Flask) -> None:
 
 
 def charge_device(device_id: str) -> None:
-    """Count one phone action (scan, approve, deny) against this device's budget, or
-    raise ``RateLimited`` when it is used up."""
+    """Count one phone action (scan, approve, deny) against this device's budget; when it
+    is used up Flask-Limiter raises ``RateLimitExceeded``, answered as 429 above."""
     limiter: Limiter = current_app.extensions["idp.limiter"]
     budget = limiter.shared_limit(
         current_app.config["IDP_LIMIT_DEVICE"], scope="device", key_func=lambda: device_id
