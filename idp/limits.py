@@ -8,7 +8,11 @@
   approving and denying: ``IDP_LIMIT_DEVICE``.
 - Per username, wrong passwords at enrollment: ``IDP_LIMIT_PASSWORD``. Once used up,
   enrollment for that username is refused even with the right password until the
-  window has passed (a lockout); the per-IP limit slows guessing before that.
+  window has passed (a lockout); the per-IP limit slows guessing before that. The
+  attempt is counted *before* the password is checked (one atomic hit) and forgiven
+  when the password was right: N concurrent guesses check at most the limit's number
+  of passwords (Flask-Limiter's ``deduct_when`` tests first and counts afterwards, so
+  every concurrent guess would pass its test).
 
 Every limit answers 429 ``too_many_requests`` with ``Retry-After``. Counters live in
 ``IDP_RATELIMIT_STORAGE_URL``: by default the Redis of ``IDP_BROKER_URL`` when there
@@ -23,10 +27,14 @@ functions, so that several apps in one process (as in the tests) never share cou
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
 from idp.errors import RateLimited, render_error
 
@@ -63,22 +71,15 @@ def init_app(app: Flask) -> None:
     views = app.view_functions
     for endpoint, (setting, scope) in PER_IP.items():
         views[endpoint] = limiter.shared_limit(config[setting], scope=scope)(views[endpoint])
-    views["mobile.enroll"] = limiter.limit(
-        config["IDP_LIMIT_PASSWORD"],
-        key_func=_username,
-        scope="password",
-        deduct_when=lambda response: bool(g.get("idp_wrong_password")),
-    )(views["mobile.enroll"])
+    # The password budget is counted by hand (charge_password), before the check.
+    app.extensions["idp.password_fallback"] = MovingWindowRateLimiter(MemoryStorage())
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many(error: RateLimitExceeded) -> Response:
         current = limiter.current_limit
         reset_at = current.reset_at if current else time.time() + 60
         retry_after = max(1, int(reset_at - time.time()) + 1)
-        if _scope_of(error) == "password":
-            description = "too many wrong passwords for this user: wait, then try again"
-        else:
-            description = f"too many requests ({error.description}): wait, then try again"
+        description = f"too many requests ({error.description}): wait, then try again"
         return render_error(RateLimited(description, retry_after=retry_after))
 
 
@@ -93,16 +94,47 @@ def charge_device(device_id: str) -> None:
         pass
 
 
-def note_wrong_password() -> None:
-    """Count this request's wrong password against its username (see ``IDP_LIMIT_PASSWORD``)."""
-    g.idp_wrong_password = True
+def charge_password(username: str) -> None:
+    """Count one password check against ``username`` *before* it is made; raise
+    ``RateLimited`` when the budget (``IDP_LIMIT_PASSWORD``) is used up. A right password
+    is then forgiven with :func:`forgive_password`, so only wrong ones use the budget.
+
+    Each hit is one atomic check-and-count in the limiter's storage (a Lua script on
+    Redis, a lock in memory): of N concurrent attempts, at most the limit get through.
+    """
+    for item in _password_limits():
+        keys = _password_keys(username)
+        if not _on_storage("hit", item, keys):
+            stats = _on_storage("get_window_stats", item, keys)
+            raise RateLimited(
+                "too many wrong passwords for this user: wait, then try again",
+                retry_after=max(1, int(stats.reset_time - time.time()) + 1),
+            )
 
 
-def _username() -> str:
-    body = request.get_json(silent=True, force=True) if request.get_data(cache=True) else None
-    username = body.get("username") if isinstance(body, dict) else None
-    return username if isinstance(username, str) and len(username) <= 150 else ""
+def forgive_password(username: str) -> None:
+    """The password was right: the attempts counted for ``username`` are forgiven (a
+    person who knows the password never locks the account by enrolling phones)."""
+    for item in _password_limits():
+        _on_storage("clear", item, _password_keys(username))
 
 
-def _scope_of(error: RateLimitExceeded) -> str:
-    return str(getattr(error.limit, "scope", "") or "")
+def _password_limits() -> list[RateLimitItem]:
+    config = current_app.config
+    return parse_many(config["IDP_LIMIT_PASSWORD"]) if config["IDP_RATELIMIT_ENABLED"] else []
+
+
+def _password_keys(username: str) -> tuple[str, ...]:
+    return (current_app.config["IDP_RATELIMIT_PREFIX"], "password", username)
+
+
+def _on_storage(method: str, item: RateLimitItem, keys: tuple[str, ...]) -> Any:
+    """Call the limiter strategy's ``method`` on the shared storage; when that storage
+    fails, on this process's own memory counters (as Flask-Limiter does for the other
+    limits): the lockout stays on while Redis is away."""
+    limiter: Limiter = current_app.extensions["idp.limiter"]
+    try:
+        return getattr(limiter.limiter, method)(item, *keys)
+    except limiter.storage.base_exceptions:
+        fallback: RateLimiter = current_app.extensions["idp.password_fallback"]
+        return getattr(fallback, method)(item, *keys)

@@ -49,17 +49,15 @@ def enroll() -> tuple[Response, int]:
     """Enroll a phone: password once, then only its key."""
     proof = _verify(enrollment=True)
     body = _json_object()
+    username = _string(body, "username")
+    password, device_name = _string(body, "password"), _string(body, "device_name")
+    limits.charge_password(username)  # before the check: concurrent guesses cannot race it
     try:
-        device = enroll_device(
-            _string(body, "username"),
-            _string(body, "password"),
-            _string(body, "device_name"),
-            proof.key,
-        )
+        device = enroll_device(username, password, device_name, proof.key)
     except InvalidCredentials:
-        limits.note_wrong_password()
-        audit.record("device.enroll_refused", username=body["username"][:150], commit=True)
+        audit.record("device.enroll_refused", username=username[:150], commit=True)
         raise
+    limits.forgive_password(username)
     return jsonify(_device_view(device)), 201
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import db
+from idp.accounts.models import User
 from idp.db import utcnow
 from idp.errors import AlreadyUsed, Expired, InvalidRequest, TooManyAttempts, UnknownCode
 from idp.mobile.models import Device
@@ -98,6 +99,14 @@ def find_by_code(text: str, device: Device) -> LoginRequest:
 
 
 def _check_attempts(device: Device) -> None:
+    """Refuse when the user has typed too many wrong codes lately.
+
+    The count and the failure it may add must not race: N concurrent wrong codes would
+    all pass a count of the committed failures, then all be looked up. So the user's row
+    is locked first (until this request's transaction ends): one attempt per user at a
+    time. SQLite needs no lock: every transaction there takes the write lock at BEGIN.
+    """
+    db.session.execute(select(User.id).where(User.id == device.user_id).with_for_update())
     config = current_app.config
     window = timedelta(seconds=config["IDP_SHORT_CODE_WINDOW"])
     since = utcnow() - window
