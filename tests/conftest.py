@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from idp.accounts import services as accounts
 from support import dispose_app, free_port, make_app, postgres_database, redis_url
+
+# Tests only: test users' passwords are hashed with argon2id's cheapest parameters. A
+# check follows the parameters stored in the hash, so every enrollment in the suite (and
+# in the servers it starts) then costs about a millisecond instead of ~50 ms of CPU.
+accounts._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @pytest.fixture(params=["sqlite", "postgres+redis"])
@@ -31,7 +38,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         yield {}
     elif request.param == "postgres+redis":
         broker = redis_url()
-        with postgres_database() as url:
+        with postgres_database(migrated=True) as url:
             # Abuse-limit counters live in Redis too: each test gets keys of its own.
             prefix = "test-" + url.rsplit("/", 1)[-1]
             yield {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
+import concurrent.futures
 import contextlib
 import hashlib
 import html
@@ -10,7 +12,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +31,7 @@ from simple_websocket import Client as WebSocketClient
 from simple_websocket import ConnectionClosed
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from idp import create_app
 from idp.accounts.services import create_user
@@ -53,22 +57,94 @@ def service_missing(what: str, error: Exception) -> None:
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
+def postgres_database(*, migrated: bool = False) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards: empty, or
+    ``migrated`` (a copy of a template migrated once per schema, see ``_MIGRATED``)."""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"idp_test_{secrets.token_hex(6)}"
     try:
+        template = _postgres_template(admin) if migrated else None
         with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            copy = f' TEMPLATE "{template}"' if template else ""
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
     except OperationalError as error:
         admin.dispose()
         service_missing("PostgreSQL", error)
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    if migrated:
+        _MIGRATED.add(url)
     try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
+        _MIGRATED.discard(url)
+        admin.dispose()
+        # Dropping waits for a checkpoint (seconds on a busy server): done beside the
+        # next test, and all of them before the test process exits.
+        _DROPPER.submit(_drop_database, name)
+
+
+_DROPPER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dropdb")
+atexit.register(_DROPPER.shutdown, wait=True)
+
+
+def _drop_database(name: str) -> None:
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
         admin.dispose()
+
+
+#: Database URLs made from a migrated template: ``make_app`` needs not migrate them again.
+#: Migrating takes most of a test's setup (seconds on PostgreSQL), copying a template a
+#: fraction of it; the template's name carries a digest of the migrations, so a changed
+#: migration gets a template of its own.
+_MIGRATED: set[str] = set()
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _schema_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(MIGRATIONS.rglob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _postgres_template(admin) -> str:
+    """The migrated template database for this schema, made on first use."""
+    name = f"idp_template_{_schema_digest()}"
+    with admin.connect() as connection:
+        if connection.exec_driver_sql(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+        ).first():
+            return name
+        building = f"{name}_{secrets.token_hex(4)}"
+        connection.exec_driver_sql(f'CREATE DATABASE "{building}"')
+    url = make_url(POSTGRES_ADMIN_URL).set(database=building)
+    upgrade(url.render_as_string(hide_password=False))
+    with admin.connect() as connection:
+        try:  # another test process may have finished one first: then use that
+            connection.exec_driver_sql(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+        except ProgrammingError:
+            connection.exec_driver_sql(f'DROP DATABASE "{building}" WITH (FORCE)')
+    return name
+
+
+def sqlite_database(path: Path) -> str:
+    """A migrated SQLite file at ``path`` (copied from a template migrated once)."""
+    template = Path(tempfile.gettempdir()) / f"idp-template-{_schema_digest()}.sqlite3"
+    if not template.exists():
+        building = template.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}")
+        upgrade(f"sqlite:///{building}")
+        building.chmod(0o600)
+        os.replace(building, template)  # whole or not at all, for other test processes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    path.chmod(0o600)  # as the IdP makes its own database files
+    url = f"sqlite:///{path}"
+    _MIGRATED.add(url)
+    return url
 
 
 def redis_url() -> str:
@@ -120,12 +196,18 @@ def make_app(tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: An
     """A migrated IdP (SQLite in ``tmp_path`` unless ``IDP_DATABASE_URL`` is given)."""
     settings = {
         "TESTING": True,
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
         "IDP_ISSUER": issuer,
         "IDP_SECRET_KEY": "test-secret-key",
     }
     settings.update(config)
-    upgrade(settings["IDP_DATABASE_URL"])
+    url = settings.get("IDP_DATABASE_URL")
+    if url is None:
+        sqlite_file = tmp_path / "idp.sqlite3"
+        url = settings["IDP_DATABASE_URL"] = (
+            f"sqlite:///{sqlite_file}" if sqlite_file.exists() else sqlite_database(sqlite_file)
+        )
+    if url not in _MIGRATED:
+        upgrade(url)
     return create_app(settings, instance_path=str(tmp_path / "instance"))
 
 
