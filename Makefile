@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean translations screenshots
+.PHONY: demo test test-fast lint format install clean translations screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The inner loop: SQLite only, no browser, no multi-process cluster (`make test` runs all).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -k "not postgres" --ignore=tests/browser \
+		--ignore=tests/integration/test_cluster.py
 
 # Extract the messages, merge them into each language's catalog, compile the catalogs.
 translations: $(STAMP)
