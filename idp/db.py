@@ -175,7 +175,8 @@ def on_commit(callback: Callable[[], object]) -> None:
 
     What others may see only once it is true goes here: publishing a login request's new
     state, forgetting that a proof's ``jti`` is still to be committed. The callback runs
-    after COMMIT, so the locks are released: it may yield (Redis, a socket).
+    after COMMIT, so the locks are released: it may yield (Redis, a socket). It runs
+    between two transactions, so it must not use the session.
     """
     session = _current_session()()
     session.info.setdefault(_ON_COMMIT, []).append(callback)

@@ -116,7 +116,7 @@ def _load_rows() -> tuple[list[SigningKey], bool]:
     of the caller's instead: keys made there are committed only with it, so they are not
     cached (a rollback would leave the cache signing with keys nobody can look up).
     """
-    caller = db.session
+    caller = db.session()  # the current scoped session itself
     if caller.get_bind().dialect.name == "sqlite" and caller.in_transaction():
         with caller.begin_nested():
             rows, made = _read_or_make(caller)
