@@ -1,8 +1,37 @@
-"""Engine, session and declarative base.
+"""Engine, session and declarative base, and the rules of the unit of work.
 
 Each app gets its own engine and a scoped session (one per thread or greenlet),
-removed when the app context ends. Services use :data:`session`; they commit
-their own unit of work.
+removed when the app context ends. Services use :data:`session`.
+
+The unit of work:
+
+- A request's writes are one transaction, committed at the view edge once the answer is
+  known (or by :func:`unit_of_work`, for a CLI command or a WebSocket step), and rolled
+  back otherwise. A service never commits a transaction it did not begin. (Still to be
+  moved there: the services that commit their own step today — enrollment and
+  revocation, users, clients, short codes and the login-request transitions, which
+  commit each transition before they return.)
+- What others may see only once it is committed (a login request's new state on the
+  broker; that a proof's ``jti`` is stored) is registered with :func:`on_commit`, run by
+  this app's own session events after COMMIT, and dropped by a rollback.
+- Nothing holds a write transaction or a row lock across anything that can yield to
+  other requests: Redis (the abuse limits, publishing), a socket, a sleep. Under gevent
+  such a wait lets another request run, which may then wait for that lock; on SQLite a
+  writer waiting for the lock blocks the whole process. Do the Redis call first (a
+  proof is checked, the device's budget charged, and only then are its ``jti`` and
+  ``last_used_at`` written), or commit first (publishing is an :func:`on_commit`).
+- The few writes that must stand whatever becomes of the request are committed alone,
+  never as part of someone else's work: a refused proof's ``jti``
+  (``idp.mobile.proof.settle_proof``: the request's work is rolled back first), the
+  first signing keys (an :func:`independent_transaction`; on SQLite, where one writer
+  locks the whole file and the request may hold it, a savepoint of the request's,
+  cached only once committed), key rotation and purge batches (commands of their own).
+  An expiry seen on read still commits the request's transaction so far (to be moved).
+- On PostgreSQL a wait for a lock or a slow statement ends after
+  ``IDP_DATABASE_LOCK_TIMEOUT`` / ``IDP_DATABASE_STATEMENT_TIMEOUT`` seconds, and a
+  server that stops answering after the statement timeout plus :data:`ANSWER_GRACE`:
+  each is a 503 (``idp.errors.database_unavailable``), never a frozen process. In a
+  gevent worker every database wait yields (:func:`cooperate_with_gevent`).
 """
 
 from __future__ import annotations
@@ -39,14 +68,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def make_engine(url: str, *, lock_timeout: int = 5, statement_timeout: int = 15) -> Engine:
+def make_engine(url: str, *, lock_timeout: int = 0, statement_timeout: int = 0) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and write-ahead locking.
 
     On PostgreSQL every connection waits at most ``lock_timeout`` seconds for a lock and
-    runs a statement for at most ``statement_timeout`` seconds (0: no limit), and a
-    round trip the server never answers (a frozen host, a dead network) fails
-    ``statement_timeout`` + :data:`ANSWER_GRACE` seconds after it began: each becomes a
-    503 (``idp.errors``), never a request that waits for ever.
+    runs a statement for at most ``statement_timeout`` seconds (0: no limit, the default,
+    as for migrations), and a round trip the server never answers (a frozen host, a dead
+    network) fails ``statement_timeout`` + :data:`ANSWER_GRACE` seconds after it began:
+    each becomes a 503 (``idp.errors``), never a request that waits for ever. (They are
+    sent as the connection's startup ``options``: behind PgBouncer, set them on the
+    database role instead and list ``options`` in its ``ignore_startup_parameters``.)
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -159,7 +190,7 @@ _ON_COMMIT = "idp.on_commit"
 class Database:
     """The app's engine and scoped session."""
 
-    def __init__(self, url: str, *, lock_timeout: int = 5, statement_timeout: int = 15) -> None:
+    def __init__(self, url: str, *, lock_timeout: int = 0, statement_timeout: int = 0) -> None:
         self.engine = make_engine(
             url, lock_timeout=lock_timeout, statement_timeout=statement_timeout
         )
