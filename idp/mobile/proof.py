@@ -39,9 +39,9 @@ class Proof:
     key: ECKey
     thumbprint: str
     device: Device | None
-    jti: str = ""
+    jti: str
     #: Until when its ``jti`` must be remembered (the proof is stale after that anyway).
-    jti_expires_at: datetime | None = None
+    jti_expires_at: datetime
 
 
 def body_hash(body: bytes) -> str:
