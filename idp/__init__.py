@@ -18,6 +18,16 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+def instance_folder(instance_path: str | None = None) -> Path:
+    """The instance folder: ``instance_path``, else ``IDP_INSTANCE_PATH``, else Flask's
+    default (``instance/`` beside the package)."""
+    from idp import config as settings
+
+    return Path(
+        Flask(__name__, instance_path=instance_path or settings.instance_path()).instance_path
+    )
+
+
 def create_app(config: Mapping[str, Any] | None = None, instance_path: str | None = None) -> Flask:
     """Build the IdP. ``config`` overrides the ``IDP_*`` environment (tests use it)."""
     from idp import config as settings
@@ -27,9 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     from idp.realtime import broker
 
     app = Flask(
-        __name__,
-        instance_path=instance_path or settings.instance_path(),
-        instance_relative_config=True,
+        __name__, instance_path=str(instance_folder(instance_path)), instance_relative_config=True
     )
     app.config.update(settings.load(Path(app.instance_path), config))
     app.config["SECRET_KEY"] = app.config["IDP_SECRET_KEY"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from typing import Any
 
 import click
 from flask import Flask
@@ -18,6 +19,18 @@ def _app() -> Flask:
 
     try:
         return create_app()
+    except ConfigError as error:
+        _fail(str(error))
+        raise  # unreachable: _fail exits
+
+
+def _config() -> dict[str, Any]:
+    """The settings, checked as ``create_app`` checks them, without building the app."""
+    from idp import instance_folder
+    from idp.config import ConfigError, load
+
+    try:
+        return load(instance_folder())
     except ConfigError as error:
         _fail(str(error))
         raise  # unreachable: _fail exits
@@ -343,16 +356,19 @@ def serve(host: str, port: int, workers: int, worker_connections: int) -> None:
     from idp.server import run, shared_metrics
 
     with shared_metrics(workers):
-        app = _app()  # fail fast on bad configuration, before forking workers
-        if workers > 1 and app.config["IDP_BROKER_URL"] == "memory://":
+        # Fail fast on bad configuration, before forking workers, but without building the
+        # app here: that would import the database driver before the workers' gevent
+        # patching (idp.db.cooperate_with_gevent), and open nothing the workers could share.
+        config = _config()
+        if workers > 1 and config["IDP_BROKER_URL"] == "memory://":
             _fail("several workers need a shared broker: set IDP_BROKER_URL=redis://...")
         run(
             host=host,
             port=port,
             workers=workers,
             worker_connections=worker_connections,
-            log_format=app.config["IDP_LOG_FORMAT"],
-            log_level=app.config["IDP_LOG_LEVEL"],
+            log_format=config["IDP_LOG_FORMAT"],
+            log_level=config["IDP_LOG_LEVEL"],
         )
 
 

@@ -78,6 +78,10 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     # Log lines: "json" (one object per line, with the request id) or "text".
     "IDP_LOG_FORMAT": (str, "json"),
     "IDP_LOG_LEVEL": (str, "INFO"),
+    # Database waits (PostgreSQL), in seconds (0: none): a lock waited for longer, or a
+    # statement running longer, fails its request with a 503 instead of holding it.
+    "IDP_DATABASE_LOCK_TIMEOUT": (int, 5),
+    "IDP_DATABASE_STATEMENT_TIMEOUT": (int, 15),
 }
 
 

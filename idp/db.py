@@ -1,12 +1,44 @@
-"""Engine, session and declarative base.
+"""Engine, session and declarative base, and the rules of the unit of work.
 
 Each app gets its own engine and a scoped session (one per thread or greenlet),
-removed when the app context ends. Services use :data:`session`; they commit
-their own unit of work.
+removed when the app context ends. Services use :data:`session`.
+
+The unit of work:
+
+- A request's writes are one transaction, committed at the view edge once the answer is
+  known (or by :func:`unit_of_work`, for a CLI command or a WebSocket step), and rolled
+  back otherwise. A service never commits a transaction it did not begin. (Still to be
+  moved there: the services that commit their own step today — enrollment and
+  revocation, users, clients, short codes and the login-request transitions, which
+  commit each transition before they return.)
+- What others may see only once it is committed (a login request's new state on the
+  broker; that a proof's ``jti`` is stored) is registered with :func:`on_commit`, run by
+  this app's own session events after COMMIT, and dropped by a rollback.
+- Nothing holds a write transaction or a row lock across anything that can yield to
+  other requests: Redis (the abuse limits, publishing), a socket, a sleep. Under gevent
+  such a wait lets another request run, which may then wait for that lock; on SQLite a
+  writer waiting for the lock blocks the whole process. Do the Redis call first (a
+  proof is checked, the device's budget charged, and only then are its ``jti`` and
+  ``last_used_at`` written), or commit first (publishing is an :func:`on_commit`).
+- The few writes that must stand whatever becomes of the request are committed alone,
+  never as part of someone else's work: a refused proof's ``jti``
+  (``idp.mobile.proof.settle_proof``: the request's work is rolled back first), the
+  first signing keys (an :func:`independent_transaction`; on SQLite, where one writer
+  locks the whole file and the request may hold it, a savepoint of the request's,
+  cached only once committed), key rotation and purge batches (commands of their own).
+  An expiry seen on read still commits the request's transaction so far (to be moved).
+- On PostgreSQL a wait for a lock or a slow statement ends after
+  ``IDP_DATABASE_LOCK_TIMEOUT`` / ``IDP_DATABASE_STATEMENT_TIMEOUT`` seconds, and a
+  server that stops answering after the statement timeout plus :data:`ANSWER_GRACE`:
+  each is a 503 (``idp.errors.database_unavailable``), never a frozen process. In a
+  gevent worker every database wait yields (:func:`cooperate_with_gevent`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,8 +68,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and write-ahead locking."""
+def make_engine(url: str, *, lock_timeout: int = 0, statement_timeout: int = 0) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and write-ahead locking.
+
+    On PostgreSQL every connection waits at most ``lock_timeout`` seconds for a lock and
+    runs a statement for at most ``statement_timeout`` seconds (0: no limit, the default,
+    as for migrations), and a round trip the server never answers (a frozen host, a dead
+    network) fails ``statement_timeout`` + :data:`ANSWER_GRACE` seconds after it began:
+    each becomes a 503 (``idp.errors``), never a request that waits for ever. (They are
+    sent as the connection's startup ``options``: behind PgBouncer, set them on the
+    database role instead and list ``options`` in its ``ignore_startup_parameters``.)
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
 
@@ -66,29 +107,169 @@ def make_engine(url: str) -> Engine:
     # meanwhile fails its request with a 503 (idp.errors), and that first disconnect error
     # makes the pool drop every older connection. pool_recycle replaces connections before
     # an idle-timeout on the way (a proxy, a firewall) can cut them.
-    return create_engine(
+    options = (
+        f"-c lock_timeout={lock_timeout * 1000} -c statement_timeout={statement_timeout * 1000}"
+    )
+    engine = create_engine(
         url,
         pool_recycle=300,
         pool_size=10,
         max_overflow=20,
         pool_timeout=10,
-        connect_args={"connect_timeout": 5},
+        connect_args={"connect_timeout": 5, "options": options},
     )
+    if engine.dialect.driver == "psycopg":
+        answer_within = statement_timeout + ANSWER_GRACE if statement_timeout else None
+
+        @event.listens_for(engine, "do_connect")
+        def _bounded_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            connection = _bounded_connection_class().connect(*cargs, **cparams)
+            connection.answer_within = answer_within
+            return connection
+
+    return engine
+
+
+#: Seconds past ``statement_timeout`` that a round trip may take before the connection is
+#: given up for dead: the server cancels a slow statement itself, and says so, first.
+ANSWER_GRACE = 5
+
+
+@functools.cache
+def _bounded_connection_class() -> type:
+    import psycopg
+    from psycopg import errors
+
+    class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
+        """A psycopg connection whose every round trip has a deadline.
+
+        ``statement_timeout`` is enforced by the server, so it cannot help when the
+        server (or the network to it) stops answering; this deadline can. A connection
+        whose deadline passed is closed: it is mid-protocol, so it can never be reused,
+        and SQLAlchemy, seeing it closed, treats the error as a disconnect.
+        """
+
+        answer_within: float | None = None
+
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            try:
+                return super().wait(
+                    gen, interval, self.answer_within if timeout is None else timeout
+                )
+            except errors._WaitTimeout:
+                self.pgconn.finish()
+                raise errors.OperationalError(
+                    f"the database did not answer within {self.answer_within} s"
+                ) from None
+
+    return BoundedConnection
+
+
+def cooperate_with_gevent() -> None:
+    """Make psycopg's waits for the database gevent waits, whatever was imported first.
+
+    psycopg picks its wait function when it is first imported: the C ``wait_c`` unless
+    gevent has already patched ``select``. ``wait_c`` blocks the whole process, so in a
+    gevent worker one request waiting for a row lock froze every other request, the one
+    holding the lock included (for good). Call this once gevent has patched the standard
+    library: every later wait, and every new connection's, then yields to other greenlets
+    (psycopg's own choice under gevent: ``poll``, which gevent has patched).
+    """
+    import selectors
+
+    from psycopg import waiting
+
+    waiting.wait = waiting.wait_poll
+    waiting.DefaultSelector = selectors.DefaultSelector  # used by wait_conn (connecting)
+
+
+#: ``Session.info`` key of the callbacks waiting for the current transaction's commit.
+_ON_COMMIT = "idp.on_commit"
 
 
 class Database:
     """The app's engine and scoped session."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
-        self.session: scoped_session[Session] = scoped_session(
-            sessionmaker(bind=self.engine, expire_on_commit=False)
+    def __init__(self, url: str, *, lock_timeout: int = 0, statement_timeout: int = 0) -> None:
+        self.engine = make_engine(
+            url, lock_timeout=lock_timeout, statement_timeout=statement_timeout
         )
+        factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        # This app's sessions only (another app in the process has its own factory).
+        event.listen(factory, "after_commit", _run_on_commit)
+        event.listen(factory, "after_rollback", _drop_on_commit)
+        self.session: scoped_session[Session] = scoped_session(factory)
+
+
+def on_commit(callback: Callable[[], object]) -> None:
+    """Run ``callback`` once the current transaction has committed; never if it rolls back.
+
+    What others may see only once it is true goes here: publishing a login request's new
+    state, forgetting that a proof's ``jti`` is still to be committed. The callback runs
+    after COMMIT, so the locks are released: it may yield (Redis, a socket). It runs
+    between two transactions, so it must not use the session.
+    """
+    session = _current_session()()
+    session.info.setdefault(_ON_COMMIT, []).append(callback)
+
+
+def _run_on_commit(session: Session) -> None:
+    for callback in session.info.pop(_ON_COMMIT, []):
+        callback()
+
+
+def _drop_on_commit(session: Session) -> None:
+    session.info.pop(_ON_COMMIT, None)
+
+
+@contextlib.contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """The current request's (or command's) transaction, committed when the block ends
+    and rolled back if it raises: for callers that are not a view (a CLI command, a
+    WebSocket handler's step)."""
+    current = _current_session()()
+    try:
+        yield current
+    except BaseException:
+        current.rollback()
+        raise
+    current.commit()
+
+
+@contextlib.contextmanager
+def independent_transaction() -> Iterator[Session]:
+    """A transaction of its own, on a connection of its own, whatever the caller's
+    session holds: committed when the block ends, rolled back if it raises.
+
+    For the few writes that must stand whatever becomes of the request (see the module
+    docstring). On SQLite, where one writer locks the whole file, only while the
+    request's own session holds no transaction: it would otherwise wait for itself.
+    """
+    database: Database = current_app.extensions["idp.db"]
+    with Session(database.engine, expire_on_commit=False) as own, own.begin():
+        yield own
+
+
+def release_before_yield() -> None:
+    """Before something that may yield to other requests (Redis, a socket): end the
+    current transaction if it holds a lock. On SQLite every transaction does (it begins
+    with BEGIN IMMEDIATE); a PostgreSQL transaction that has only read holds no row lock
+    and is left open. Must be called before the request has written anything.
+    """
+    current = _current_session()()
+    if current.in_transaction() and current.get_bind().dialect.name == "sqlite":
+        assert not (current.new or current.dirty or current.deleted), "a write would be lost"
+        current.commit()
 
 
 def init_app(app: Flask) -> None:
     """Attach the database to ``app``; the session is removed after each context."""
-    database = Database(app.config["IDP_DATABASE_URL"])
+    config = app.config
+    database = Database(
+        config["IDP_DATABASE_URL"],
+        lock_timeout=config["IDP_DATABASE_LOCK_TIMEOUT"],
+        statement_timeout=config["IDP_DATABASE_STATEMENT_TIMEOUT"],
+    )
     app.extensions["idp.db"] = database
 
     @app.teardown_appcontext

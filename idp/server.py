@@ -25,6 +25,15 @@ class Worker(GeventWorker):
     and the page reconnects, through the load balancer, to a worker that stays.
     """
 
+    def patch(self) -> None:
+        """gevent patches the standard library here, in the new worker; psycopg's waits
+        must then yield too, even if something imported psycopg before (see
+        :func:`idp.db.cooperate_with_gevent`)."""
+        super().patch()
+        from idp.db import cooperate_with_gevent
+
+        cooperate_with_gevent()
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         import gevent

@@ -42,13 +42,16 @@ class TcpProxy:
     In front of IdP processes it is the load balancer (``route`` picks where new
     connections go; open ones stay, as with a real one). In front of PostgreSQL
     it is the network: ``cut`` drops every connection and refuses new ones until
-    ``restore``.
+    ``restore``; ``freeze`` keeps every connection open but carries nothing (a hung
+    host: the other side never answers) until ``thaw``.
     """
 
     def __init__(self, backend_port: int) -> None:
         self.port = free_port()
         self.backend_port = backend_port
         self._up = True
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         #: client-side port of an accepted connection -> local port of its upstream side
@@ -80,8 +83,16 @@ class TcpProxy:
     def restore(self) -> None:
         self._up = True
 
+    def freeze(self) -> None:
+        """Stop carrying data, in either direction, on old and new connections alike."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self._stopped.set()
+        self.thaw()
         self.cut()
         self._thread.join(timeout=5)
         self._listener.close()
@@ -113,6 +124,7 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -13,15 +13,14 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from sqlalchemy import bindparam, event, insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from idp import db
 from idp.db import utcnow
@@ -40,6 +39,9 @@ class Proof:
     key: ECKey
     thumbprint: str
     device: Device | None
+    jti: str
+    #: Until when its ``jti`` must be remembered (the proof is stale after that anyway).
+    jti_expires_at: datetime
 
 
 def body_hash(body: bytes) -> str:
@@ -58,11 +60,23 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 def verify_proof(
     token: str | None, *, method: str, url: str, body: bytes, max_age: int, enrollment: bool
 ) -> Proof:
-    """Check one request's proof, record its ``jti``, and return who signed it.
+    """:func:`check_proof`, then :func:`record_proof`: check one request's proof, record
+    its ``jti``, and return who signed it."""
+    proof = check_proof(
+        token, method=method, url=url, body=body, max_age=max_age, enrollment=enrollment
+    )
+    record_proof(proof)
+    return proof
 
-    The ``jti`` is written in the request's own transaction, so a request that succeeds
-    commits it with its work (one transaction); :func:`settle_proof`, called once the
-    response is known, commits it alone when the request was refused.
+
+def check_proof(
+    token: str | None, *, method: str, url: str, body: bytes, max_age: int, enrollment: bool
+) -> Proof:
+    """Check one request's proof and return who signed it; this only reads.
+
+    The proof is not accepted until :func:`record_proof` has recorded its ``jti``: what
+    may yield to other requests (counting the device's budget in Redis) goes in between,
+    while this request holds no lock.
     """
     if not token:
         raise InvalidProof(f"the {HEADER} header is missing")
@@ -77,9 +91,13 @@ def verify_proof(
     except (JoseError, ValueError):
         raise InvalidProof("the proof's signature does not verify") from None
     _check_claims(claims, method=method, url=url, body=body, max_age=max_age)
-    thumbprint = key.thumbprint()
-    _record_jti(thumbprint, claims["jti"], device, max_age)
-    return Proof(key=key, thumbprint=thumbprint, device=device)
+    return Proof(
+        key=key,
+        thumbprint=key.thumbprint(),
+        device=device,
+        jti=claims["jti"],
+        jti_expires_at=utcnow() + timedelta(seconds=2 * max_age),
+    )
 
 
 def _protected_header(token: str) -> dict[str, Any]:
@@ -137,24 +155,26 @@ def _check_claims(
         raise InvalidProof("the proof's 'jti' must be 16 to 64 characters")
 
 
-def _record_jti(thumbprint: str, jti: str, device: Device | None, max_age: int) -> None:
-    """Remember the jti until the proof is stale anyway; a second use is refused.
+def record_proof(proof: Proof) -> None:
+    """Accept the proof once: remember its ``jti`` until the proof is stale anyway, so a
+    second use is refused (``invalid_proof``), and note when the device was last used.
 
-    The row is inserted now: a used ``jti`` fails here, before the request does anything,
-    and a concurrent request with the same ``jti`` waits on the unique index until this
-    transaction ends, then fails. On PostgreSQL it commits with the request's own work
-    (see :func:`settle_proof`); on SQLite at once.
+    The row is inserted now, in the request's transaction: a used ``jti`` fails here,
+    before the request does anything, and a concurrent request with the same ``jti``
+    waits on the unique index until this transaction ends, then fails. On PostgreSQL it
+    commits with the request's own work (see :func:`settle_proof`); on SQLite at once.
+    From here until its commit the request holds locks: it must not yield (no Redis,
+    no socket, no sleep) before it commits.
     """
     now = utcnow()
-    expires_at = now + timedelta(seconds=2 * max_age)
+    device = proof.device
     if device is not None and (
         device.last_used_at is None or now - device.last_used_at >= LAST_USED_RESOLUTION
     ):
         device.last_used_at = now
+    row = {"key_thumbprint": proof.thumbprint, "jti": proof.jti, "expires_at": proof.jti_expires_at}
     try:
-        db.session.execute(
-            USED_PROOF_INSERT, {"key_thumbprint": thumbprint, "jti": jti, "expires_at": expires_at}
-        )
+        db.session.execute(USED_PROOF_INSERT, row)
     except IntegrityError:
         db.session.rollback()
         raise InvalidProof("this proof was already used") from None
@@ -164,7 +184,8 @@ def _record_jti(thumbprint: str, jti: str, device: Device | None, max_age: int) 
         # stay open across a switch (the abuse limiter's lock, a log handler's). Commit now.
         db.session.commit()
         return
-    db.session.info[UNSETTLED] = (thumbprint, jti, expires_at)
+    db.session.info[UNSETTLED] = row
+    db.on_commit(_forget_committed)
 
 
 def settle_proof(succeeded: bool) -> None:
@@ -173,25 +194,23 @@ def settle_proof(succeeded: bool) -> None:
     A request that succeeded has committed it with its work, or (a read, a repeated scan)
     commits it now. A refused one may have rolled back: whatever it left uncommitted is
     dropped and the ``jti`` alone is committed, so a refused proof can never be replayed
-    once the state would let it through.
+    once the state would let it through. So is the ``jti`` of a request that rolled back
+    along the way and then succeeded.
     """
-    pending = db.session.info.pop(UNSETTLED, None)
-    if pending is None:  # none verified, or already committed (see _forget_committed)
+    if UNSETTLED not in db.session.info:  # none verified, or already committed
         return
     if succeeded:
-        db.session.commit()
+        db.session.commit()  # runs _forget_committed if the jti's insert is in it
+    row = db.session.info.pop(UNSETTLED, None)
+    if row is None:
         return
     db.session.rollback()
-    thumbprint, jti, expires_at = pending
     try:
-        db.session.execute(
-            USED_PROOF_INSERT, {"key_thumbprint": thumbprint, "jti": jti, "expires_at": expires_at}
-        )
+        db.session.execute(USED_PROOF_INSERT, row)
         db.session.commit()
     except IntegrityError:  # a concurrent replay recorded it: used all the same
         db.session.rollback()
 
 
-@event.listens_for(Session, "after_commit")
-def _forget_committed(session: Session) -> None:
-    session.info.pop(UNSETTLED, None)
+def _forget_committed() -> None:
+    db.session.info.pop(UNSETTLED, None)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from idp import audit, geoip, limits
+from idp import audit, db, geoip, limits
 from idp.errors import (
     DeviceNotFound,
     Expired,
@@ -22,7 +22,7 @@ from idp.errors import (
     database_unavailable,
 )
 from idp.mobile.models import Device
-from idp.mobile.proof import HEADER, Proof, settle_proof, verify_proof
+from idp.mobile.proof import HEADER, Proof, check_proof, record_proof, settle_proof
 from idp.mobile.services import enroll_device, find_device, list_devices, revoke_device
 from idp.oauth.models import SCOPE_DESCRIPTIONS
 from idp.qrlogin import matching, shortcodes
@@ -190,9 +190,12 @@ def login_request_view(login: LoginRequest) -> dict[str, Any]:
     }
 
 
-def _verify(*, enrollment: bool = False) -> Proof:
+def _verify(*, enrollment: bool = False, action: bool = False) -> Proof:
+    """The request's proof, checked and accepted (its ``jti`` recorded); an ``action``
+    (scan, approve, deny) also counts against the device's budget (``IDP_LIMIT_DEVICE``),
+    in Redis: before this request writes anything, so that no lock is held meanwhile."""
     config = current_app.config
-    return verify_proof(
+    proof = check_proof(
         request.headers.get(HEADER),
         method=request.method,
         url=config["IDP_ISSUER"] + request.path,
@@ -200,15 +203,17 @@ def _verify(*, enrollment: bool = False) -> Proof:
         max_age=config["IDP_PROOF_MAX_AGE"],
         enrollment=enrollment,
     )
+    if action and proof.device is not None:
+        db.release_before_yield()
+        limits.charge_device(proof.device.device_id)
+    record_proof(proof)
+    return proof
 
 
 def _verified_device(*, action: bool = False) -> Device:
-    """The device whose proof signed this request; an ``action`` (scan, approve, deny)
-    also counts against the device's budget (``IDP_LIMIT_DEVICE``)."""
-    device = _verify().device
+    """The device whose proof signed this request (see :func:`_verify`)."""
+    device = _verify(action=action).device
     assert device is not None  # a non-enrollment proof always names its device
-    if action:
-        limits.charge_device(device.device_id)
     return device
 
 

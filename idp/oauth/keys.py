@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, current_app
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from idp import audit, db
 from idp.db import utcnow
@@ -86,11 +87,11 @@ class KeyStore:
             return self._rows
         with self._lock:
             if time.monotonic() - self._loaded_at >= self.RELOAD_SECONDS:
-                rows = _load_rows()
+                rows, cacheable = _load_rows()
                 cached = {r.kid: k for r, k in self._rows}
                 self._rows = [(r, cached.get(r.kid) or _import(r.private_jwk)) for r in rows]
                 self._jwks = self._published()
-                self._loaded_at = time.monotonic()
+                self._loaded_at = time.monotonic() if cacheable else -math.inf
         return self._rows
 
 
@@ -102,25 +103,46 @@ def _retired(row: SigningKey, now: datetime) -> bool:
     return row.retired_at is not None and row.retired_at <= now
 
 
-def _load_rows() -> list[SigningKey]:
-    """Every key row, oldest first; the first keys are made here if there are none."""
-    # One process at a time makes the first keys, so that all agree on them
-    # (on SQLite the transaction's BEGIN IMMEDIATE already serializes this).
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    rows = list(
-        db.session.scalars(select(SigningKey).order_by(SigningKey.created_at, SigningKey.id))
-    )
-    for alg in ALGORITHMS:
-        if not any(r.alg == alg for r in rows):
-            rows.append(_new_row(alg, utcnow()))
-    db.session.commit()  # also ends the read transaction and releases the lock
-    for row in rows:
-        db.session.expunge(row)
-    return rows
+#: ``Session.info`` key: this session made the first keys, not yet committed.
+_MADE_UNCOMMITTED = "idp.keys_made_uncommitted"
 
 
-def _new_row(alg: str, created_at: datetime) -> SigningKey:
+def _load_rows() -> tuple[list[SigningKey], bool]:
+    """Every key row, oldest first, and whether they may be cached; the first keys are
+    made here if there are none. The caller's transaction is never committed here.
+
+    The rows are read (and the first keys made) in an independent transaction; but on
+    SQLite, where the caller's open transaction holds the one write lock, in a savepoint
+    of the caller's instead: keys made there are committed only with it, so they are not
+    cached (a rollback would leave the cache signing with keys nobody can look up).
+    """
+    caller = db.session()  # the current scoped session itself
+    if caller.get_bind().dialect.name == "sqlite" and caller.in_transaction():
+        with caller.begin_nested():
+            rows, made = _read_or_make(caller)
+        for row in rows:
+            caller.expunge(row)
+        if made:
+            caller.info[_MADE_UNCOMMITTED] = True
+        return rows, not caller.info.get(_MADE_UNCOMMITTED)
+    with db.independent_transaction() as own:
+        if own.get_bind().dialect.name == "postgresql":
+            # One process at a time makes the first keys, so that all agree on them
+            # (on SQLite the transaction's BEGIN IMMEDIATE already serializes this).
+            own.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        rows, _made = _read_or_make(own)
+    return rows, True
+
+
+def _read_or_make(session: Session) -> tuple[list[SigningKey], bool]:
+    rows = list(session.scalars(select(SigningKey).order_by(SigningKey.created_at, SigningKey.id)))
+    missing = [alg for alg in ALGORITHMS if not any(r.alg == alg for r in rows)]
+    rows.extend(_new_row(alg, utcnow(), session) for alg in missing)
+    session.flush()
+    return rows, bool(missing)
+
+
+def _new_row(alg: str, created_at: datetime, session: Session | None = None) -> SigningKey:
     key = generate_key(alg)
     row = SigningKey(
         kid=key.kid,
@@ -128,7 +150,7 @@ def _new_row(alg: str, created_at: datetime) -> SigningKey:
         private_jwk=json.dumps(key.as_dict(private=True)),
         created_at=created_at,
     )
-    db.session.add(row)
+    (session or db.session).add(row)
     return row
 
 

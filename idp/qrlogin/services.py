@@ -262,11 +262,11 @@ def expire_login(request_id: str) -> bool:
         )
         .values(status=Status.EXPIRED)
     )
+    expired = result.rowcount == 1  # type: ignore[attr-defined]
+    if expired:
+        db.on_commit(lambda: publish_status(request_id, Status.EXPIRED))
     db.session.commit()
-    if result.rowcount == 1:  # type: ignore[attr-defined]
-        publish_status(request_id, Status.EXPIRED)
-        return True
-    return False
+    return expired
 
 
 def claim_completion(request_id: str, binding_secret: str | None) -> LoginRequest:
@@ -301,7 +301,8 @@ def claim_completion(request_id: str, binding_secret: str | None) -> LoginReques
 
 
 def publish_status(request_id: str, status: str, **extra: str) -> None:
-    """Tell the waiting page (on any worker) that the request changed (it is committed).
+    """Tell the waiting page (on any worker) that the request changed (it is committed:
+    call it through ``db.on_commit``, so that a rollback publishes nothing).
 
     ``at`` (epoch seconds) lets the page's worker measure approve-to-notify latency.
     """
@@ -360,6 +361,11 @@ def _transition(
             browser_ip=login.browser_ip,
             reason=reason,
         )
+    if changed:
+        # With number matching, the page shows the number as soon as the phone has scanned.
+        number = values.get("match_number")
+        extra = {"number": number} if number else {}
+        db.on_commit(lambda: publish_status(login.id, to, **extra))
     db.session.commit()
     if not changed:
         current = find_login_request(login.id)
@@ -367,6 +373,3 @@ def _transition(
         raise AlreadyUsed(f"this sign-in request is already {current.status}")
     for key, value in {**values, "status": to}.items():
         set_committed_value(login, key, value)
-    # With number matching, the page shows the number as soon as the phone has scanned.
-    number = values.get("match_number")
-    publish_status(login.id, to, **({"number": number} if number else {}))

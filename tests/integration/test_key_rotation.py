@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from idp import db
 from idp.db import utcnow
@@ -87,3 +87,20 @@ def test_every_process_picks_up_a_rotation(app, monkeypatch):
         monkeypatch.setattr(KeyStore, "RELOAD_SECONDS", 0.0)
         assert other.signing_key("ES256").kid == new_kid
         assert new_kid in kids(other.jwks())
+
+
+def test_loading_the_keys_never_commits_the_callers_transaction(app):
+    """The first keys are made (and later reloaded) while a request's transaction is
+    open: what that request has pending is committed only if it commits itself."""
+    from idp.accounts.models import User
+
+    with app.app_context():
+        db.session.add(User(subject="pending", username="pending", password_hash="x"))
+        db.session.flush()
+        key_store().signing_key("RS256")
+        db.session.rollback()
+        assert db.session.scalar(select(User).where(User.username == "pending")) is None
+        key_store().reload()
+        kid = key_store().signing_key("RS256").kid
+        db.session.commit()
+        assert kid in set(db.session.scalars(select(SigningKey.kid)))
