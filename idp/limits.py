@@ -28,6 +28,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
+from idp.config import is_redis_url
 from idp.errors import RateLimited, render_error
 
 #: endpoint -> (setting, scope): limits keyed by the client's IP address. Endpoints of
@@ -52,7 +53,7 @@ def init_app(app: Flask) -> None:
     limiter = Limiter(
         get_remote_address,
         app=app,
-        storage_uri=config["IDP_RATELIMIT_STORAGE_URL"],
+        storage_uri=storage_uri(config["IDP_RATELIMIT_STORAGE_URL"]),
         strategy="moving-window",
         key_prefix=config["IDP_RATELIMIT_PREFIX"],
         in_memory_fallback_enabled=True,
@@ -80,6 +81,14 @@ def init_app(app: Flask) -> None:
         else:
             description = f"too many requests ({error.description}): wait, then try again"
         return render_error(RateLimited(description, retry_after=retry_after))
+
+
+def storage_uri(url: str) -> str:
+    """Flask-Limiter's name for ``IDP_RATELIMIT_STORAGE_URL``: the same Redis URLs as the
+    broker (``idp.config.is_redis_url``), but a socket is ``redis+unix://`` to it."""
+    if is_redis_url(url) and url.startswith("unix://"):
+        return "redis+" + url
+    return url
 
 
 def charge_device(device_id: str) -> None:
