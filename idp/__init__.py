@@ -36,8 +36,6 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     app.config.update(loaded.as_config())
     app.config.update({k: v for k, v in (config or {}).items() if not k.startswith("IDP_")})
     app.config["SECRET_KEY"] = app.config["IDP_SECRET_KEY"]
-    if previous := app.config["IDP_PREVIOUS_SECRET_KEY"]:
-        app.config["SECRET_KEY_FALLBACKS"] = [previous]
     app.config["SESSION_COOKIE_NAME"] = "idp_session"
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     if proxies := app.config["IDP_TRUSTED_PROXIES"]:

@@ -286,7 +286,7 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     "IDP_LOG_FORMAT": (Choice("json", "text"), "json"),
     "IDP_LOG_LEVEL": (Choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
     # Secrets at rest: while IDP_SECRET_KEY is changed, the one before. Signing keys sealed
-    # with it are sealed again with IDP_SECRET_KEY at start; sessions signed with it stay valid.
+    # with it are sealed again with IDP_SECRET_KEY at start.
     "IDP_PREVIOUS_SECRET_KEY": (Text(secret=True), ""),
 }
 
@@ -383,9 +383,9 @@ def check_rules(values: Mapping[str, Any], *, secret_given: bool) -> None:
             raise ConfigError(
                 "IDP_SECRET_KEY must be set when IDP_DATABASE_URL is PostgreSQL or "
                 "IDP_BROKER_URL is Redis: the IdP may then run on several hosts, and each "
-                "would make a secret of its own (sessions, number matching and logout forms "
-                "would not work across hosts, and none could read the signing keys another "
-                "encrypted). Set the same long random value on every host, e.g. the output of "
+                "would make a secret of its own (number matching and logout forms would not "
+                "work across hosts, and none could open the signing keys another sealed). "
+                "Set the same long random value on every host, e.g. the output of "
                 "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         if not is_redis_url(values["IDP_BROKER_URL"]):
