@@ -350,6 +350,8 @@ def load(instance_path: Path, overrides: Mapping[str, Any] | None = None) -> Any
     if not secret_given:
         values["IDP_SECRET_KEY"] = _instance_secret(instance_path)
     check_sqlite_files(values["IDP_DATABASE_URL"])
+    if (path := sqlite_path(values["IDP_DATABASE_URL"])) and path.parent == instance_path:
+        check_private(instance_path, folder=True)
     return Settings(**{_field_name(name): value for name, value in values.items()})
 
 
@@ -402,14 +404,15 @@ def _mode_problem(path: Path, folder: bool) -> str | None:
         wanted = "700" if folder else "600"
         what = "folder" if folder else "file"
         return (
-            f"the {what} {path} can be read by other users (mode {mode:o}): it holds secrets "
+            f"the {what} {path} is open to other users (mode {mode:o}): it holds secrets "
             f"of the IdP; run chmod {wanted} {path}"
         )
     return None
 
 
 def check_private(path: Path, *, folder: bool = False) -> None:
-    """Refuse to start when ``path`` (if it exists) is open to the group or other users."""
+    """Refuse to start when ``path`` (if it exists) is open to the group or other users
+    (any of their permission bits: a group-writable secret file could be replaced)."""
     if path.exists() and (problem := _mode_problem(path, folder)):
         raise ConfigError(problem)
 

@@ -627,12 +627,12 @@ def test_an_instance_folder_open_to_others_is_refused(tmp_path, mode):
     with pytest.raises(ConfigError) as caught:
         load(instance)
     assert str(caught.value) == (
-        f"the folder {instance} can be read by other users (mode {mode:o}): it holds secrets "
+        f"the folder {instance} is open to other users (mode {mode:o}): it holds secrets "
         f"of the IdP; run chmod 700 {instance}"
     )
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o644, 0o604, 0o660])
+@pytest.mark.parametrize("mode", [0o640, 0o644, 0o604, 0o660, 0o620])
 def test_a_secret_file_open_to_others_is_refused(tmp_path, mode):
     load(tmp_path)
     path = tmp_path / "secret_key"
@@ -640,7 +640,7 @@ def test_a_secret_file_open_to_others_is_refused(tmp_path, mode):
     with pytest.raises(ConfigError) as caught:
         load(tmp_path)
     assert str(caught.value) == (
-        f"the file {path} can be read by other users (mode {mode:o}): it holds secrets "
+        f"the file {path} is open to other users (mode {mode:o}): it holds secrets "
         f"of the IdP; run chmod 600 {path}"
     )
 
@@ -670,6 +670,16 @@ def test_sqlite_files_are_created_private(tmp_path, umask):
     assert names == {"idp.sqlite3": 0o600, "idp.sqlite3-wal": 0o600, "idp.sqlite3-shm": 0o600}
 
 
+def test_an_open_instance_folder_holding_the_database_is_refused(tmp_path, monkeypatch):
+    instance = tmp_path / "instance"
+    url = f"sqlite:///{instance / 'idp.sqlite3'}"
+    _write_some_rows(url).dispose()
+    instance.chmod(0o755)
+    monkeypatch.setenv("IDP_SECRET_KEY", "given")  # no secret file: the database alone
+    with pytest.raises(ConfigError, match=re.escape(f"run chmod 700 {instance}")):
+        load(instance)
+
+
 def test_migrating_creates_a_private_database(tmp_path):
     from idp.migrate import upgrade
 
@@ -688,6 +698,6 @@ def test_sqlite_files_open_to_others_are_refused(tmp_path, suffix):
     with pytest.raises(ConfigError) as caught:
         load(tmp_path / "instance", {"IDP_DATABASE_URL": url})
     assert str(caught.value) == (
-        f"the file {path} can be read by other users (mode 644): it holds secrets "
+        f"the file {path} is open to other users (mode 644): it holds secrets "
         f"of the IdP; run chmod 600 {path}"
     )
