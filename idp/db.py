@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 from werkzeug.local import LocalProxy
 
-from idp.config import create_sqlite_file
+from idp.instance import create_sqlite_file
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

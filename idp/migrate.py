@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from idp.config import create_sqlite_file
+from idp.instance import create_sqlite_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
