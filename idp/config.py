@@ -382,22 +382,17 @@ def check_rules(values: Mapping[str, Any], *, secret_given: bool) -> None:
             "IDP_PREVIOUS_SECRET_KEY is set but IDP_SECRET_KEY is not: set IDP_SECRET_KEY to "
             "the new secret"
         )
-    if runs_on_several_hosts(values):
-        if not secret_given:
-            raise ConfigError(
-                "IDP_SECRET_KEY must be set when IDP_DATABASE_URL is PostgreSQL or "
-                "IDP_BROKER_URL is Redis: the IdP may then run on several hosts, and each "
-                "would make a secret of its own (number matching and logout forms would not "
-                "work across hosts, and none could open the signing keys another sealed). "
-                "Set the same long random value on every host, e.g. the output of "
-                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-            )
-        if not is_redis_url(values["IDP_BROKER_URL"]):
-            raise ConfigError(
-                "IDP_BROKER_URL must be a Redis URL (redis://host:6379/0) when IDP_DATABASE_URL "
-                "is PostgreSQL: the IdP may then run on several hosts, and memory:// tells only "
-                "this process when a login changes"
-            )
+    # PostgreSQL with memory:// stays allowed: one process (or an admin's `idp` command)
+    # needs no broker; `idp serve --workers N` refuses it (idp.cli).
+    if runs_on_several_hosts(values) and not secret_given:
+        raise ConfigError(
+            "IDP_SECRET_KEY must be set when IDP_DATABASE_URL is PostgreSQL or "
+            "IDP_BROKER_URL is Redis: the IdP may then run on several hosts, and each "
+            "would make a secret of its own (number matching and logout forms would not "
+            "work across hosts, and none could open the signing keys another sealed). "
+            "Set the same long random value on every host, e.g. the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
 
 
 def check_issuer(issuer: str) -> str:

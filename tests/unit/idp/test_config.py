@@ -491,15 +491,11 @@ def test_several_hosts_need_a_secret_key_set(tmp_path, monkeypatch, environment)
     assert load(tmp_path / "instance")["IDP_SECRET_KEY"] == "shared"
 
 
-def test_postgresql_needs_a_shared_broker(tmp_path, monkeypatch):
+def test_postgresql_with_the_in_process_broker_is_one_process(tmp_path, monkeypatch):
+    # An admin's `idp` command, or a single process: allowed (idp serve --workers N is not).
     monkeypatch.setenv("IDP_DATABASE_URL", "postgresql+psycopg://idp@db/idp")
     monkeypatch.setenv("IDP_SECRET_KEY", "shared")
-    with pytest.raises(ConfigError) as caught:
-        load(tmp_path)
-    assert str(caught.value).startswith(
-        "IDP_BROKER_URL must be a Redis URL (redis://host:6379/0) when IDP_DATABASE_URL is "
-        "PostgreSQL"
-    )
+    assert load(tmp_path)["IDP_BROKER_URL"] == "memory://"
 
 
 def test_a_previous_secret_key_needs_a_new_one(tmp_path, monkeypatch):
