@@ -39,7 +39,10 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     app = Flask(
         __name__, instance_path=str(instance_folder(instance_path)), instance_relative_config=True
     )
-    app.config.update(settings.load(Path(app.instance_path), config))
+    loaded = settings.load(Path(app.instance_path), config)
+    app.extensions["idp.settings"] = loaded
+    app.config.update(loaded.as_config())
+    app.config.update({k: v for k, v in (config or {}).items() if not k.startswith("IDP_")})
     app.config["SECRET_KEY"] = app.config["IDP_SECRET_KEY"]
     app.config["SESSION_COOKIE_NAME"] = "idp_session"
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024

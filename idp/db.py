@@ -48,6 +48,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 from werkzeug.local import LocalProxy
 
+from idp.instance import create_sqlite_file
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -80,6 +82,7 @@ def make_engine(url: str, *, lock_timeout: int = 0, statement_timeout: int = 0) 
     database role instead and list ``options`` in its ``ignore_startup_parameters``.)
     """
     if url.startswith("sqlite"):
+        create_sqlite_file(url)  # private before SQLite creates it (and its -wal, -shm)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

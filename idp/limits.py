@@ -36,6 +36,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
+from idp.config import is_redis_url
 from idp.errors import RateLimited, render_error
 
 #: endpoint -> (setting, scope): limits keyed by the client's IP address. Endpoints of
@@ -60,7 +61,7 @@ def init_app(app: Flask) -> None:
     limiter = Limiter(
         get_remote_address,
         app=app,
-        storage_uri=config["IDP_RATELIMIT_STORAGE_URL"],
+        storage_uri=storage_uri(config["IDP_RATELIMIT_STORAGE_URL"]),
         strategy="moving-window",
         key_prefix=config["IDP_RATELIMIT_PREFIX"],
         in_memory_fallback_enabled=True,
@@ -81,6 +82,14 @@ def init_app(app: Flask) -> None:
         retry_after = max(1, int(reset_at - time.time()) + 1)
         description = f"too many requests ({error.description}): wait, then try again"
         return render_error(RateLimited(description, retry_after=retry_after))
+
+
+def storage_uri(url: str) -> str:
+    """Flask-Limiter's name for ``IDP_RATELIMIT_STORAGE_URL``: the same Redis URLs as the
+    broker (``idp.config.is_redis_url``), but a socket is ``redis+unix://`` to it."""
+    if is_redis_url(url) and url.startswith("unix://"):
+        return "redis+" + url
+    return url
 
 
 def charge_device(device_id: str) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from idp.instance import create_sqlite_file
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,6 +23,5 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database at ``database_url`` up to ``revision``."""
-    if database_url.startswith("sqlite:///"):
-        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    create_sqlite_file(database_url)  # 0600 in a 0700 folder, before SQLite makes it
     command.upgrade(alembic_config(database_url), revision)

@@ -17,7 +17,7 @@ def _url() -> str:
 
         from idp import config as settings
 
-        url = settings.load(Path("instance").resolve())["IDP_DATABASE_URL"]
+        url = settings.database_url(Path("instance").resolve())
     return url
 
 

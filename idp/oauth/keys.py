@@ -1,8 +1,11 @@
-"""Signing keys: made on first start, stored in the database, loaded once per process."""
+"""Signing keys: made on first start, stored in the database (the private parts sealed
+with a key derived from ``IDP_SECRET_KEY``, see :mod:`idp.oauth.sealing`), loaded once
+per process."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -11,12 +14,17 @@ from typing import Any
 
 from flask import Flask, current_app
 from joserfc.jwk import ECKey, KeySet, RSAKey
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from idp import audit, db
 from idp.db import utcnow
 from idp.oauth.models import SigningKey
+from idp.oauth.sealing import KeySealer
+
+log = logging.getLogger(__name__)
 
 SigningJWK = RSAKey | ECKey
 #: RS256 is what every relying party supports, so it is the default; ES256 on request.
@@ -50,7 +58,8 @@ class KeyStore:
 
     RELOAD_SECONDS = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, sealer: KeySealer) -> None:
+        self.sealer = sealer
         self._lock = threading.Lock()
         self._rows: list[tuple[SigningKey, SigningJWK]] = []
         self._jwks: dict[str, Any] = {"keys": []}
@@ -89,10 +98,13 @@ class KeyStore:
             if time.monotonic() - self._loaded_at >= self.RELOAD_SECONDS:
                 rows, cacheable = _load_rows()
                 cached = {r.kid: k for r, k in self._rows}
-                self._rows = [(r, cached.get(r.kid) or _import(r.private_jwk)) for r in rows]
+                self._rows = [(r, cached.get(r.kid) or self._import(r)) for r in rows]
                 self._jwks = self._published()
                 self._loaded_at = time.monotonic() if cacheable else -math.inf
         return self._rows
+
+    def _import(self, row: SigningKey) -> SigningJWK:
+        return _import(self.sealer.open(row.private_jwk, row.kid))
 
 
 #: Tolerated difference between our clock and a relying party's.
@@ -147,7 +159,7 @@ def _new_row(alg: str, created_at: datetime, session: Session | None = None) -> 
     row = SigningKey(
         kid=key.kid,
         alg=alg,
-        private_jwk=json.dumps(key.as_dict(private=True)),
+        private_jwk=key_store().sealer.seal(json.dumps(key.as_dict(private=True)), key.kid),
         created_at=created_at,
     )
     (session or db.session).add(row)
@@ -215,8 +227,37 @@ def _import(private_jwk: str) -> SigningJWK:
 
 
 def init_app(app: Flask) -> None:
-    """Give the app its key store."""
-    app.extensions["idp.keys"] = KeyStore()
+    """Give the app its key store; refuse to start if the stored keys do not open."""
+    previous = app.config["IDP_PREVIOUS_SECRET_KEY"]
+    sealer = KeySealer(app.config["IDP_SECRET_KEY"], [previous] if previous else [])
+    app.extensions["idp.keys"] = KeyStore(sealer)
+    seal_stored_keys(app.extensions["idp.db"].engine, sealer)
+
+
+def seal_stored_keys(engine: Engine, sealer: KeySealer) -> None:
+    """At start, in a transaction of its own: check that every stored key opens with this
+    ``IDP_SECRET_KEY`` or ``IDP_PREVIOUS_SECRET_KEY`` (else
+    :class:`~idp.oauth.sealing.WrongSecretKey`, a ConfigError), and seal in place under
+    ``IDP_SECRET_KEY`` any key that is not yet: plaintext, left by a version before sealing
+    (no migration can: it does not know the secret), or sealed under the previous secret.
+    Processes already running keep the keys they loaded (they never open them again).
+    Before ``idp db upgrade`` there is nothing to check."""
+    try:
+        if not inspect(engine).has_table(SigningKey.__tablename__):
+            return
+        with Session(engine) as session, session.begin():
+            for row in session.scalars(select(SigningKey).order_by(SigningKey.id)):
+                private_jwk = sealer.open(row.private_jwk, row.kid)
+                if not sealer.is_current(row.private_jwk, row.kid):
+                    row.private_jwk = sealer.seal(private_jwk, row.kid)
+                    log.info("sealed the signing key %s under IDP_SECRET_KEY", row.kid)
+    except OperationalError:
+        # Not reachable now: the first request that needs a key checks it then.
+        log.warning("database unreachable at start; signing keys not checked", exc_info=True)
+    finally:
+        # `idp serve` builds an app before forking its workers: no pooled connection of
+        # this check may be inherited by them.
+        engine.dispose()
 
 
 def key_store() -> KeyStore:

@@ -293,9 +293,11 @@ class RedisBroker:
 
 
 def create_broker(url: str) -> Broker:
-    """The broker for ``IDP_BROKER_URL``: ``memory://`` or ``redis://...``."""
+    """The broker for ``IDP_BROKER_URL`` (checked by idp.config): ``memory://`` or Redis."""
+    from idp.config import is_redis_url
+
     if url == "memory://":
         return InProcessBroker()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(url):
         return RedisBroker(url)
-    raise ValueError(f"IDP_BROKER_URL must be memory:// or redis://..., not {url!r}")
+    raise ValueError(f"IDP_BROKER_URL must be memory:// or a Redis URL, not {url!r}")

@@ -79,8 +79,8 @@ def test_a_retired_key_goes_once_its_tokens_have_expired(world):
 def test_every_process_picks_up_a_rotation(app, monkeypatch):
     """Another worker's key store re-reads the keys within RELOAD_SECONDS."""
     app.config["IDP_KEY_PUBLISH_AHEAD"] = 0
-    other = KeyStore()
     with app.app_context():
+        other = KeyStore(key_store().sealer)
         first = other.signing_key("ES256").kid
         [(_, new_kid, _)] = rotate_keys(("ES256",))
         assert other.signing_key("ES256").kid == first  # cached for now

@@ -387,7 +387,7 @@ def test_a_plain_http_issuer_stops_every_command(idp, command, stdin):
             "clients list",
             None,
             {"IDP_LOGIN_REQUEST_TTL": "2m"},
-            "IDP_LOGIN_REQUEST_TTL must be a whole number, not '2m'",
+            "IDP_LOGIN_REQUEST_TTL must be a whole number of seconds, not '2m'",
             id="ttl-not-int",
         ),
         pytest.param(

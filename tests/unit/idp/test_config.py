@@ -1,12 +1,27 @@
 """idp.config: the issuer check, IDP_* variables, and the instance secret."""
 
+import dataclasses
 import os
 import re
 import stat
 
 import pytest
 
-from idp.config import DEFAULT_ISSUER, SETTINGS, ConfigError, check_issuer, load
+from idp.config import (
+    DEFAULT_ISSUER,
+    SETTINGS,
+    Boolean,
+    ConfigError,
+    Limit,
+    Seconds,
+    WholeNumber,
+    _kind,
+    check_issuer,
+    is_redis_url,
+    load,
+)
+from idp.db import make_engine
+from idp.limits import storage_uri
 
 HTTP_REFUSED = (
     "IDP_ISSUER {issuer!r} is plain http on a host that is not loopback: "
@@ -128,7 +143,7 @@ def test_config_error_is_a_value_error():
 
 
 def test_defaults(tmp_path):
-    values = load(tmp_path)
+    values = load(tmp_path).as_config()
     secret = (tmp_path / "secret_key").read_text()
     assert values == {
         "IDP_ISSUER": DEFAULT_ISSUER,
@@ -165,11 +180,13 @@ def test_defaults(tmp_path):
         "IDP_LIMIT_PASSWORD": "5 per 15 minutes",
         "IDP_LOG_FORMAT": "json",
         "IDP_LOG_LEVEL": "INFO",
+        "IDP_PREVIOUS_SECRET_KEY": "",
     }
 
 
 def test_limit_counters_live_in_the_brokers_redis(tmp_path, monkeypatch):
     monkeypatch.setenv("IDP_BROKER_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("IDP_SECRET_KEY", "shared")
     assert load(tmp_path)["IDP_RATELIMIT_STORAGE_URL"] == "redis://127.0.0.1:6379/0"
     monkeypatch.setenv("IDP_RATELIMIT_STORAGE_URL", "memory://")
     assert load(tmp_path)["IDP_RATELIMIT_STORAGE_URL"] == "memory://"
@@ -179,7 +196,11 @@ def test_limit_counters_live_in_the_brokers_redis(tmp_path, monkeypatch):
     ("name", "value", "message"),
     [
         ("IDP_LOG_FORMAT", "xml", "IDP_LOG_FORMAT must be json or text, not 'xml'"),
-        ("IDP_LOG_LEVEL", "chatty", "IDP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
+        (
+            "IDP_LOG_LEVEL",
+            "chatty",
+            "IDP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not 'chatty'",
+        ),
     ],
 )
 def test_log_settings_are_checked(tmp_path, monkeypatch, name, value, message):
@@ -227,11 +248,24 @@ def test_an_empty_variable_means_the_default(tmp_path, monkeypatch):
     assert values["IDP_ISSUER"] == DEFAULT_ISSUER
 
 
-INT_SETTINGS = [name for name, (kind, _) in SETTINGS.items() if kind is int]
+def _settings_of(*kinds):
+    return [name for name, (kind, _) in SETTINGS.items() if _kind(kind).__class__ in kinds]
 
 
-def test_the_whole_number_settings_are_the_documented_ones():
+INT_SETTINGS = _settings_of(WholeNumber)
+DURATION_SETTINGS = _settings_of(Seconds)
+BOOL_SETTINGS = _settings_of(Boolean)
+LIMIT_SETTINGS = _settings_of(Limit)
+
+
+def test_the_whole_number_and_duration_settings_are_the_documented_ones():
     assert INT_SETTINGS == [
+        "IDP_SHORT_CODE_ATTEMPTS",
+        "IDP_QR_MAX_RENEWALS",
+        "IDP_TRUSTED_PROXIES",
+        "IDP_AUDIT_RETENTION_DAYS",
+    ]
+    assert DURATION_SETTINGS == [
         "IDP_LOGIN_REQUEST_TTL",
         "IDP_CODE_TTL",
         "IDP_ACCESS_TOKEN_TTL",
@@ -242,16 +276,15 @@ def test_the_whole_number_settings_are_the_documented_ones():
         "IDP_SESSION_TTL",
         "IDP_WS_HEARTBEAT",
         "IDP_SHORT_CODE_TTL",
-        "IDP_SHORT_CODE_ATTEMPTS",
         "IDP_SHORT_CODE_WINDOW",
-        "IDP_QR_MAX_RENEWALS",
-        "IDP_TRUSTED_PROXIES",
-        "IDP_AUDIT_RETENTION_DAYS",
     ]
 
 
+NOT_NUMBERS = ["abc", "1.5", "1e3", "12s", "2m", "0x10", "ten", "--1", "1_000", "\u0661\u0662"]
+
+
 @pytest.mark.parametrize("name", INT_SETTINGS)
-@pytest.mark.parametrize("raw", ["abc", "1.5", "1e3", "12s", "0x10", "ten", "--1"])
+@pytest.mark.parametrize("raw", NOT_NUMBERS)
 def test_a_whole_number_setting_that_is_not_a_number_is_refused(tmp_path, monkeypatch, name, raw):
     monkeypatch.setenv(name, raw)
     with pytest.raises(ConfigError) as caught:
@@ -259,13 +292,225 @@ def test_a_whole_number_setting_that_is_not_a_number_is_refused(tmp_path, monkey
     assert str(caught.value) == f"{name} must be a whole number, not {raw!r}"
 
 
-@pytest.mark.parametrize("name", INT_SETTINGS)
+@pytest.mark.parametrize("name", DURATION_SETTINGS)
+@pytest.mark.parametrize("raw", NOT_NUMBERS)
+def test_a_duration_that_is_not_whole_seconds_is_refused(tmp_path, monkeypatch, name, raw):
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == f"{name} must be a whole number of seconds, not {raw!r}"
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in INT_SETTINGS + DURATION_SETTINGS if _kind(SETTINGS[n][0]).minimum == 0]
+)
 @pytest.mark.parametrize(("raw", "value"), [("-1", -1), ("-3600", -3600), (" -5 ", -5)])
 def test_a_negative_whole_number_is_refused(tmp_path, monkeypatch, name, raw, value):
     monkeypatch.setenv(name, raw)
     with pytest.raises(ConfigError) as caught:
         load(tmp_path)
     assert str(caught.value) == f"{name} must not be negative, not {value}"
+
+
+@pytest.mark.parametrize("name", ["IDP_LOGIN_REQUEST_TTL", "IDP_WS_HEARTBEAT"])
+@pytest.mark.parametrize(("raw", "value"), [("0", 0), ("-1", -1)])
+def test_a_duration_that_must_be_positive_refuses_zero(tmp_path, monkeypatch, name, raw, value):
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == f"{name} must be at least 1, not {value}"
+
+
+BOOLEAN_ACCEPTS = "one of 1, true, yes, on (on) or 0, false, no, off (off)"
+
+
+def test_the_boolean_settings_are_the_documented_ones():
+    assert BOOL_SETTINGS == ["IDP_NUMBER_MATCHING", "IDP_RATELIMIT_ENABLED"]
+
+
+@pytest.mark.parametrize("name", BOOL_SETTINGS)
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        *[(word, True) for word in ("1", "true", "yes", "on", "TRUE", "Yes", " on ")],
+        *[(word, False) for word in ("0", "false", "no", "off", "FALSE", "No", " off ")],
+    ],
+)
+def test_a_boolean_accepts_exactly_the_documented_words(tmp_path, monkeypatch, name, raw, value):
+    monkeypatch.setenv(name, raw)
+    assert load(tmp_path)[name] is value
+
+
+@pytest.mark.parametrize("name", BOOL_SETTINGS)
+@pytest.mark.parametrize("raw", ["ture", "flase", "enabled", "disabled", "2", "-1", "y", "n", "t"])
+def test_a_malformed_boolean_is_refused(tmp_path, monkeypatch, name, raw):
+    # Before: anything but 1/true/yes/on meant "off": IDP_RATELIMIT_ENABLED=ture quietly
+    # switched the abuse limits off.
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == f"{name} must be {BOOLEAN_ACCEPTS}, not {raw!r}"
+
+
+@pytest.mark.parametrize("name", LIMIT_SETTINGS)
+@pytest.mark.parametrize("raw", ["lots", "10/fortnight", "ten per minute", "/minute", ";"])
+def test_a_malformed_limit_is_refused(tmp_path, monkeypatch, name, raw):
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == f"{name} must be limits like '10/minute;50/hour', not {raw!r}"
+
+
+STORE_ACCEPTS = "memory:// or a Redis URL (redis://host:6379/0, rediss://... or unix:///path)"
+
+
+@pytest.mark.parametrize("name", ["IDP_BROKER_URL", "IDP_RATELIMIT_STORAGE_URL"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "memory",
+        "memory:///",
+        "redis",
+        "redis://",
+        "redis://:6379/0",
+        "redis://cache:port/0",
+        "redis://cache:6379/zero",
+        "redis+unix:///run/redis.sock",
+        "unix://",
+        "memcached://cache:11211",
+        "http://cache:6379",
+    ],
+)
+def test_a_malformed_broker_or_counter_url_is_refused(tmp_path, monkeypatch, name, raw):
+    monkeypatch.setenv(name, raw)
+    monkeypatch.setenv("IDP_SECRET_KEY", "s")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == f"{name} must be {STORE_ACCEPTS}, not {raw!r}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://cache:6379/0", "redis://cache", "rediss://:pw@cache:6380/2", "unix:///run/r.sock"],
+)
+def test_every_redis_url_is_redis_to_the_broker_and_the_limits_alike(tmp_path, monkeypatch, url):
+    # Before: unix:// was Redis to the broker, but the limits kept their counters in memory.
+    monkeypatch.setenv("IDP_BROKER_URL", url)
+    monkeypatch.setenv("IDP_SECRET_KEY", "s")
+    values = load(tmp_path)
+    assert values["IDP_RATELIMIT_STORAGE_URL"] == url
+    assert is_redis_url(url)
+    expected = "redis+" + url if url.startswith("unix://") else url
+    assert storage_uri(values["IDP_RATELIMIT_STORAGE_URL"]) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "mysql://idp@db/idp",
+        "postgresql://idp@db/idp",  # psycopg2, not installed: say psycopg
+        "sqlite",
+        "not a url",
+        "postgres+psycopg://idp@db/idp",
+    ],
+)
+def test_a_malformed_database_url_is_refused(tmp_path, monkeypatch, raw):
+    monkeypatch.setenv("IDP_DATABASE_URL", raw)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    message = str(caught.value)
+    assert message.startswith("IDP_DATABASE_URL must be sqlite:///path/to/file or ")
+    assert "postgresql+psycopg://user@host/database" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("IDP_NUMBER_MATCHING", 1, f"IDP_NUMBER_MATCHING must be {BOOLEAN_ACCEPTS}, not 1"),
+        ("IDP_CODE_TTL", 1.5, "IDP_CODE_TTL must be a whole number of seconds, not 1.5"),
+        ("IDP_CODE_TTL", True, "IDP_CODE_TTL must be a whole number of seconds, not True"),
+        ("IDP_CODE_TTL", -1, "IDP_CODE_TTL must not be negative, not -1"),
+        (
+            "IDP_RATELIMIT_ENABLED",
+            "ture",
+            f"IDP_RATELIMIT_ENABLED must be {BOOLEAN_ACCEPTS}, not 'ture'",
+        ),
+        ("IDP_LOG_FORMAT", "xml", "IDP_LOG_FORMAT must be json or text, not 'xml'"),
+        ("IDP_RATELIMIT_ENABLE", False, "IDP_RATELIMIT_ENABLE is not a setting of the IdP"),
+    ],
+)
+def test_overrides_are_checked_like_the_environment(tmp_path, name, value, message):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, {name: value})
+    assert str(caught.value) == message
+
+
+def test_settings_are_one_frozen_object(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDP_CODE_TTL", "30")
+    monkeypatch.setenv("IDP_SECRET_KEY", "do-not-print-me")
+    monkeypatch.setenv("IDP_METRICS_TOKEN", "nor-me")
+    settings = load(tmp_path)
+    assert settings.code_ttl == 30 == settings["IDP_CODE_TTL"]
+    assert settings.as_config()["IDP_CODE_TTL"] == 30
+    assert set(settings.as_config()) == set(SETTINGS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.code_ttl = 5
+    assert "do-not-print-me" not in repr(settings)
+    assert "nor-me" not in repr(settings)
+
+
+def test_plain_types_in_the_table_keep_working():
+    assert _kind(int).parse("IDP_X", "7") == 7
+    assert _kind(bool).parse("IDP_X", "off") is False
+    assert _kind(str).parse("IDP_X", " as is ") == " as is "
+
+
+# Rules between settings -----------------------------------------------------------------
+
+SEVERAL_HOSTS = "IDP_SECRET_KEY must be set when IDP_DATABASE_URL is PostgreSQL or IDP_BROKER_URL"
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"IDP_DATABASE_URL": "postgresql+psycopg://idp@db/idp", "IDP_BROKER_URL": "redis://r"},
+        {"IDP_BROKER_URL": "redis://cache:6379/0"},
+        {"IDP_BROKER_URL": "unix:///run/redis.sock"},
+    ],
+)
+def test_several_hosts_need_a_secret_key_set(tmp_path, monkeypatch, environment):
+    # Before: each host made its own secret in its own instance folder.
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path / "instance")
+    assert str(caught.value).startswith(SEVERAL_HOSTS)
+    assert "several hosts" in str(caught.value)
+    assert not (tmp_path / "instance").exists()  # no secret file of its own was made
+    monkeypatch.setenv("IDP_SECRET_KEY", "shared")
+    assert load(tmp_path / "instance")["IDP_SECRET_KEY"] == "shared"
+
+
+def test_postgresql_with_the_in_process_broker_is_one_process(tmp_path, monkeypatch):
+    # An admin's `idp` command, or a single process: allowed (idp serve --workers N is not).
+    monkeypatch.setenv("IDP_DATABASE_URL", "postgresql+psycopg://idp@db/idp")
+    monkeypatch.setenv("IDP_SECRET_KEY", "shared")
+    assert load(tmp_path)["IDP_BROKER_URL"] == "memory://"
+
+
+def test_a_previous_secret_key_needs_a_new_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDP_PREVIOUS_SECRET_KEY", "old")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == (
+        "IDP_PREVIOUS_SECRET_KEY is set but IDP_SECRET_KEY is not: set IDP_SECRET_KEY to "
+        "the new secret"
+    )
+
+
+def test_the_embedded_mode_needs_no_secret_key(tmp_path):
+    values = load(tmp_path / "instance")
+    assert values["IDP_SECRET_KEY"] == (tmp_path / "instance" / "secret_key").read_text()
 
 
 def test_overrides_win_over_the_environment(tmp_path, monkeypatch):
@@ -303,10 +548,11 @@ def test_the_issuer_is_checked_whether_it_comes_from_the_environment_or_an_overr
     with pytest.raises(ConfigError) as caught:
         load(tmp_path)
     assert str(caught.value) == HTTP_REFUSED.format(issuer="http://example.com")
-    # An override that is a good issuer wins over the bad environment value...
-    assert load(tmp_path, {"IDP_ISSUER": "https://id.example.com/"})["IDP_ISSUER"] == (
-        "https://id.example.com"
-    )
+    # Every variable is parsed once, before the overrides: a bad one fails even under a
+    # good override (as for the other settings)...
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, {"IDP_ISSUER": "https://id.example.com/"})
+    assert str(caught.value) == HTTP_REFUSED.format(issuer="http://example.com")
     # ...and a bad override is refused even when the environment is fine.
     monkeypatch.setenv("IDP_ISSUER", "https://id.example.com")
     with pytest.raises(ConfigError, match="must not have a query or a fragment"):
@@ -347,8 +593,107 @@ def test_instance_secret_is_reused(tmp_path):
 
 def test_an_existing_secret_file_is_read_and_stripped(tmp_path):
     (tmp_path / "secret_key").write_text("  kept-from-before\n")
+    (tmp_path / "secret_key").chmod(0o600)
     assert load(tmp_path)["IDP_SECRET_KEY"] == "kept-from-before"
 
 
 def test_each_instance_gets_its_own_secret(tmp_path):
     assert load(tmp_path / "a")["IDP_SECRET_KEY"] != load(tmp_path / "b")["IDP_SECRET_KEY"]
+
+
+# Secrets at rest: the instance folder, the secret file and SQLite's files -------------------
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_instance_folder_is_created_private_whatever_the_umask(tmp_path, umask):
+    instance = tmp_path / "instance"
+    previous = os.umask(umask)
+    try:
+        load(instance)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o750, 0o755, 0o705, 0o770])
+def test_an_instance_folder_open_to_others_is_refused(tmp_path, mode):
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    instance.chmod(mode)
+    with pytest.raises(ConfigError) as caught:
+        load(instance)
+    assert str(caught.value) == (
+        f"the folder {instance} is open to other users (mode {mode:o}): it holds secrets "
+        f"of the IdP; run chmod 700 {instance}"
+    )
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o644, 0o604, 0o660, 0o620])
+def test_a_secret_file_open_to_others_is_refused(tmp_path, mode):
+    load(tmp_path)
+    path = tmp_path / "secret_key"
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == (
+        f"the file {path} is open to other users (mode {mode:o}): it holds secrets "
+        f"of the IdP; run chmod 600 {path}"
+    )
+
+
+def _write_some_rows(url):
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+    return engine
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_sqlite_files_are_created_private(tmp_path, umask):
+    # Before: the database, its -wal and -shm were 0644 and instance/ 0755 (default umask):
+    # any local user could read the signing keys.
+    instance = tmp_path / "instance"
+    url = f"sqlite:///{instance / 'idp.sqlite3'}"
+    previous = os.umask(umask)
+    try:
+        engine = _write_some_rows(url)
+        names = {p.name: stat.S_IMODE(p.stat().st_mode) for p in instance.iterdir()}
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+    assert names == {"idp.sqlite3": 0o600, "idp.sqlite3-wal": 0o600, "idp.sqlite3-shm": 0o600}
+
+
+def test_an_open_instance_folder_holding_the_database_is_refused(tmp_path, monkeypatch):
+    instance = tmp_path / "instance"
+    url = f"sqlite:///{instance / 'idp.sqlite3'}"
+    _write_some_rows(url).dispose()
+    instance.chmod(0o755)
+    monkeypatch.setenv("IDP_SECRET_KEY", "given")  # no secret file: the database alone
+    with pytest.raises(ConfigError, match=re.escape(f"run chmod 700 {instance}")):
+        load(instance)
+
+
+def test_migrating_creates_a_private_database(tmp_path):
+    from idp.migrate import upgrade
+
+    path = tmp_path / "new" / "idp.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_sqlite_files_open_to_others_are_refused(tmp_path, suffix):
+    url = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
+    _write_some_rows(url)  # keeps the engine (and so the -wal and -shm files) open
+    path = tmp_path / f"idp.sqlite3{suffix}"
+    path.chmod(0o644)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path / "instance", {"IDP_DATABASE_URL": url})
+    assert str(caught.value) == (
+        f"the file {path} is open to other users (mode 644): it holds secrets "
+        f"of the IdP; run chmod 600 {path}"
+    )
