@@ -289,8 +289,8 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     "IDP_PREVIOUS_SECRET_KEY": (Text(secret=True), ""),
     # Database waits (PostgreSQL), in seconds (0: none): a lock waited for longer, or a
     # statement running longer, fails its request with a 503 instead of holding it.
-    "IDP_DATABASE_LOCK_TIMEOUT": (int, 5),
-    "IDP_DATABASE_STATEMENT_TIMEOUT": (int, 15),
+    "IDP_DATABASE_LOCK_TIMEOUT": (Seconds(), 5),
+    "IDP_DATABASE_STATEMENT_TIMEOUT": (Seconds(), 15),
 }
 
 

@@ -181,6 +181,8 @@ def test_defaults(tmp_path):
         "IDP_LOG_FORMAT": "json",
         "IDP_LOG_LEVEL": "INFO",
         "IDP_PREVIOUS_SECRET_KEY": "",
+        "IDP_DATABASE_LOCK_TIMEOUT": 5,
+        "IDP_DATABASE_STATEMENT_TIMEOUT": 15,
     }
 
 
@@ -277,6 +279,8 @@ def test_the_whole_number_and_duration_settings_are_the_documented_ones():
         "IDP_WS_HEARTBEAT",
         "IDP_SHORT_CODE_TTL",
         "IDP_SHORT_CODE_WINDOW",
+        "IDP_DATABASE_LOCK_TIMEOUT",
+        "IDP_DATABASE_STATEMENT_TIMEOUT",
     ]
 
 

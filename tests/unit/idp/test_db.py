@@ -78,6 +78,7 @@ def test_the_serving_master_never_imports_the_database_driver(backend, tmp_path)
         IDP_DATABASE_URL=backend["IDP_DATABASE_URL"],
         IDP_BROKER_URL=backend["IDP_BROKER_URL"],
         IDP_INSTANCE_PATH=str(tmp_path),
+        IDP_SECRET_KEY="test-secret-key",
     )
     assert result.stdout.strip() == "psycopg imported: False", result.stderr
 
