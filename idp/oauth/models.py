@@ -12,12 +12,13 @@ import hashlib
 import hmac
 import time
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import scope_to_list
 from flask_babel import lazy_gettext
-from sqlalchemy import JSON, ForeignKey, String, Text, false
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import JSON, ForeignKey, String, Text, false, select
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from idp.accounts.models import User
 from idp.db import Base, utcnow
@@ -123,6 +124,17 @@ class Client(Base):
         return grant_type in self.grant_types
 
 
+def _revoked_at(device_pk: Any) -> Any:
+    """When the phone of ``device_pk`` was revoked, read with the row itself (a
+    primary-key lookup in the same query, without loading the phone)."""
+    return (
+        select(Device.revoked_at)
+        .where(Device.id == device_pk)
+        .correlate_except(Device)
+        .scalar_subquery()
+    )
+
+
 class AuthorizationCode(Base):
     """A single-use authorization code, stored as its digest."""
 
@@ -152,14 +164,14 @@ class AuthorizationCode(Base):
     )
 
     user: Mapped[User] = relationship(lazy="joined")
-    device: Mapped[Device | None] = relationship(lazy="joined")
+    device_revoked_at: Mapped[datetime | None] = column_property(_revoked_at(device_pk))
 
     def is_expired(self) -> bool:
         return utcnow() >= self.expires_at
 
     def device_revoked(self) -> bool:
         """The phone that approved this code has been revoked since."""
-        return self.device is not None and self.device.revoked_at is not None
+        return self.device_revoked_at is not None
 
     # -- authlib AuthorizationCodeMixin (OAuth 2.0 and OIDC) ---------------
 
@@ -214,13 +226,13 @@ class Token(Base):
 
     user: Mapped[User | None] = relationship(lazy="joined")
     client: Mapped[Client] = relationship(lazy="joined")
-    device: Mapped[Device | None] = relationship(lazy="joined")
+    device_revoked_at: Mapped[datetime | None] = column_property(_revoked_at(device_pk))
 
     def device_revoked(self) -> bool:
         """The phone that approved this token's family has been revoked since. Revoking
         the phone also sets the revoked flags; this check covers a token written by a
         request that raced the revocation."""
-        return self.device is not None and self.device.revoked_at is not None
+        return self.device_revoked_at is not None
 
     # -- authlib TokenMixin --------------------------------------------------
 

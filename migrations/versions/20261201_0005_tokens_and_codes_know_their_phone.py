@@ -43,6 +43,8 @@ def downgrade() -> None:
     """Downgrade schema."""
     for table in ("tokens", "authorization_codes"):
         with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_constraint(batch_op.f(f"fk_{table}_device_pk_devices"), type_="foreignkey")
+            batch_op.drop_constraint(
+                batch_op.f(f"fk_{table}_device_pk_devices"), type_="foreignkey"
+            )
             batch_op.drop_index(batch_op.f(f"ix_{table}_device_pk"))
             batch_op.drop_column("device_pk")
