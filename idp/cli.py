@@ -256,16 +256,24 @@ def devices_list(username: str, as_json: bool) -> None:
 @devices.command("revoke")
 @click.argument("device_id")
 def devices_revoke(device_id: str) -> None:
-    """Revoke a phone: its next request is refused, for good."""
+    """Revoke a phone: its next request is refused, for good; its tokens, unredeemed
+    codes and IdP sessions are revoked, and the sign-ins it approved but no browser
+    completed are denied."""
+    from idp import db as database  # ``db`` here is the command group
     from idp.mobile.services import revoke_device
+    from idp.qrlogin.models import Status
+    from idp.qrlogin.services import publish_status
 
     with _app().app_context():
         try:
-            device, changed = revoke_device(device_id)
+            revocation = revoke_device(device_id)
         except IdPError as error:
             _fail(error.description)
-        name = device.name
-    if changed:
+        database.session.commit()  # the phone and everything it gave, in one transaction
+        for request_id in revocation.refused_logins:
+            publish_status(request_id, Status.DENIED)
+        name = revocation.device.name
+    if revocation.changed:
         click.echo(f"revoked {device_id} ({name})")
     else:
         click.echo(f"{device_id} ({name}) was already revoked")

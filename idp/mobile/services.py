@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import dataclass, field
 
 from joserfc.jwk import ECKey
 from sqlalchemy import select, update
@@ -14,6 +15,9 @@ from idp.accounts.services import authenticate
 from idp.db import utcnow
 from idp.errors import DeviceExists, InvalidRequest
 from idp.mobile.models import Device
+from idp.oauth.server import revoke_device_grants
+from idp.qrlogin.services import refuse_device_logins
+from idp.sso.services import end_device_sessions
 
 MAX_DEVICE_NAME = 100
 
@@ -59,29 +63,51 @@ def find_device(device_id: str) -> Device | None:
     return db.session.scalar(select(Device).where(Device.device_id == device_id))
 
 
-def revoke_device(device_id: str, *, by: str | None = None) -> tuple[Device, bool]:
-    """Revoke a phone: its next request fails (``device_revoked``), for good. ``by`` is
-    the device that asked (a user revoking from a phone); ``None``: an admin.
+@dataclass
+class DeviceRevocation:
+    """What revoking a phone did."""
 
-    Returns the device and whether this call revoked it (False: it already was).
+    device: Device
+    #: False: the phone was already revoked, and nothing changed.
+    changed: bool
+    #: The sign-ins it had scanned or approved, now denied: publish each after commit.
+    refused_logins: list[str] = field(default_factory=list)
+
+
+def revoke_device(device_id: str, *, by: str | None = None) -> DeviceRevocation:
+    """Revoke a phone, and withdraw what its approvals gave: its next request fails
+    (``device_revoked``), for good; its tokens are revoked, its unredeemed codes end,
+    the IdP sessions it made end, and the sign-ins it scanned or approved that no
+    browser has completed are denied. ``by`` is the device that asked (a user revoking
+    from a phone); ``None``: an admin.
+
+    All in the caller's transaction: the caller commits (one transaction: the phone is
+    never revoked with its tokens still live), then publishes ``refused_logins``.
     """
     device = find_device(device_id)
     if device is None:
         raise InvalidRequest(f"no device {device_id!r}")
     if device.revoked_at is not None:
-        return device, False
+        return DeviceRevocation(device, changed=False)
     result = db.session.execute(
         update(Device)
         .where(Device.id == device.id, Device.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    if result.rowcount == 1:  # type: ignore[attr-defined]
-        audit.record(
-            "device.revoked",
-            username=device.user.username,
-            device_id=device_id,
-            by=by or "admin",
-        )
-    db.session.commit()
     db.session.refresh(device)
-    return device, result.rowcount == 1  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return DeviceRevocation(device, changed=False)  # a concurrent revocation won
+    tokens, codes = revoke_device_grants(device)
+    sessions = end_device_sessions(device.id)
+    refused = refuse_device_logins(device)
+    audit.record(
+        "device.revoked",
+        username=device.user.username,
+        device_id=device_id,
+        by=by or "admin",
+        tokens=tokens,
+        codes=codes,
+        sessions=sessions,
+        logins=len(refused),
+    )
+    return DeviceRevocation(device, changed=True, refused_logins=refused)

@@ -27,7 +27,7 @@ from idp.mobile.services import enroll_device, find_device, list_devices, revoke
 from idp.oauth.models import SCOPE_DESCRIPTIONS
 from idp.qrlogin import matching, shortcodes
 from idp.qrlogin import services as logins
-from idp.qrlogin.models import LoginRequest
+from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.useragent import summarize_user_agent
 
 bp = Blueprint("mobile", __name__, url_prefix="/api/mobile/v1")
@@ -94,7 +94,11 @@ def revoke_my_device(device_id: str) -> Response:
     target = find_device(device_id)
     if target is None or target.user_id != device.user_id:
         raise DeviceNotFound()  # another user's device gets the same answer as none
-    revoked, _changed = revoke_device(device_id, by=device.device_id)
+    revocation = revoke_device(device_id, by=device.device_id)
+    db.session.commit()  # the phone and everything it gave, in one transaction
+    for request_id in revocation.refused_logins:
+        logins.publish_status(request_id, Status.DENIED)
+    revoked = revocation.device
     return jsonify(device_id=revoked.device_id, revoked_at=_iso(revoked.revoked_at))
 
 

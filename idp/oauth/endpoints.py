@@ -40,6 +40,8 @@ class FoundToken:
         return expires is not None and time.time() >= expires
 
     def is_revoked(self) -> bool:
+        if self.row.device_revoked():  # the phone that approved it was revoked
+            return True
         return self.row.access_revoked if self.kind == "access_token" else self.row.refresh_revoked
 
 

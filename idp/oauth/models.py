@@ -12,15 +12,17 @@ import hashlib
 import hmac
 import time
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import scope_to_list
 from flask_babel import lazy_gettext
-from sqlalchemy import JSON, ForeignKey, String, Text, false
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import JSON, ForeignKey, String, Text, false, select
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from idp.accounts.models import User
 from idp.db import Base, utcnow
+from idp.mobile.models import Device
 
 SUPPORTED_SCOPES = ("openid", "profile", "email")
 #: What the phone shows for each scope before the user approves.
@@ -122,6 +124,17 @@ class Client(Base):
         return grant_type in self.grant_types
 
 
+def _revoked_at(device_pk: Any) -> Any:
+    """When the phone of ``device_pk`` was revoked, read with the row itself (a
+    primary-key lookup in the same query, without loading the phone)."""
+    return (
+        select(Device.revoked_at)
+        .where(Device.id == device_pk)
+        .correlate_except(Device)
+        .scalar_subquery()
+    )
+
+
 class AuthorizationCode(Base):
     """A single-use authorization code, stored as its digest."""
 
@@ -144,11 +157,21 @@ class AuthorizationCode(Base):
     amr: Mapped[list[str] | None] = mapped_column(JSON)
     expires_at: Mapped[datetime] = mapped_column(index=True)  # idp purge
     used_at: Mapped[datetime | None]
+    # The phone whose approval this code stands for (directly, or through the browser
+    # session that approval made): revoking the phone withdraws the code.
+    device_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
 
     user: Mapped[User] = relationship(lazy="joined")
+    device_revoked_at: Mapped[datetime | None] = column_property(_revoked_at(device_pk))
 
     def is_expired(self) -> bool:
         return utcnow() >= self.expires_at
+
+    def device_revoked(self) -> bool:
+        """The phone that approved this code has been revoked since."""
+        return self.device_revoked_at is not None
 
     # -- authlib AuthorizationCodeMixin (OAuth 2.0 and OIDC) ---------------
 
@@ -195,9 +218,21 @@ class Token(Base):
     # shares the code's digest here: replaying the code, or a rotated-away refresh
     # token, revokes the whole family.
     family: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The phone whose approval the family descends from (None: a service account's, or
+    # issued before revision 0005): revoking the phone revokes the family.
+    device_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
 
     user: Mapped[User | None] = relationship(lazy="joined")
     client: Mapped[Client] = relationship(lazy="joined")
+    device_revoked_at: Mapped[datetime | None] = column_property(_revoked_at(device_pk))
+
+    def device_revoked(self) -> bool:
+        """The phone that approved this token's family has been revoked since. Revoking
+        the phone also sets the revoked flags; this check covers a token written by a
+        request that raced the revocation."""
+        return self.device_revoked_at is not None
 
     # -- authlib TokenMixin --------------------------------------------------
 
@@ -214,7 +249,7 @@ class Token(Base):
         return time.time() >= self.issued_at + self.expires_in
 
     def is_revoked(self) -> bool:
-        return self.access_revoked
+        return self.access_revoked or self.device_revoked()
 
     def get_user(self) -> User | None:
         return self.user
@@ -224,7 +259,7 @@ class Token(Base):
 
     def is_refresh_usable(self) -> bool:
         """The refresh token exists, is not revoked and has not expired."""
-        if self.refresh_token_hash is None or self.refresh_revoked:
+        if self.refresh_token_hash is None or self.refresh_revoked or self.device_revoked():
             return False
         return self.refresh_expires_at is None or time.time() < self.refresh_expires_at
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,12 +24,13 @@ from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from flask import Flask, current_app, g, has_request_context
 from flask import request as flask_request
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from idp import audit, db
 from idp.accounts.models import User
 from idp.accounts.services import user_claims
 from idp.db import utcnow
+from idp.mobile.models import Device
 from idp.oauth.endpoints import Introspection, Revocation
 from idp.oauth.keys import key_store
 from idp.oauth.models import SUPPORTED_SCOPES, AuthorizationCode, Client, Token, digest
@@ -170,6 +172,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 amr=AMR,
                 expires_at=utcnow() + timedelta(seconds=current_app.config["IDP_CODE_TTL"]),
                 used_at=None,
+                device_pk=login.device_pk,
             ),
         )  # committed by the completion view with the login's transition
 
@@ -177,6 +180,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         found = db.session.scalar(CODE_BY_DIGEST, {"digest": digest(code)})
         if found is None or found.client_id != client.client_id:
             return None
+        if found.device_revoked():
+            return None  # revoking the phone revoked its family already: no replay alarm
         if found.used_at is not None:
             # A replayed code: someone else may hold it. Withdraw what it gave (oidcc-codereuse).
             revoke_family(found.code_hash, client_id=client.client_id, reason="code replayed")
@@ -184,6 +189,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if found.is_expired():
             return None
         self.request.family = found.code_hash
+        self.request.device_pk = found.device_pk
         return found
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -217,8 +223,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
         token = db.session.scalar(TOKEN_BY_REFRESH_DIGEST, {"digest": digest(refresh_token)})
-        if token is None:
-            return None
+        if token is None or token.device_revoked():
+            return None  # revoking the phone revoked the family: not a reuse to alarm on
         if token.refresh_revoked and token.family:
             # A refresh token used again after it rotated (or was revoked): whoever holds
             # the family's newest token may be the thief or the victim. Revoke them all.
@@ -227,6 +233,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if not token.is_refresh_usable():
             return None
         self.request.family = token.family
+        self.request.device_pk = token.device_pk
         return token
 
     def authenticate_user(self, refresh_token: Token) -> User | None:
@@ -377,6 +384,47 @@ def revoke_family(family: str, *, client_id: str, reason: str) -> None:
     db.session.commit()
 
 
+def revoke_device_grants(device: Device) -> tuple[int, int]:
+    """Withdraw what a phone's approvals gave: revoke its live tokens (one
+    ``token.family_revoked`` event per family, reason ``device_revoked``) and end its
+    unredeemed codes. In the caller's transaction, which revokes the device too.
+
+    Returns the numbers of tokens and codes withdrawn.
+    """
+    now = utcnow()
+    revoked = db.session.execute(
+        update(Token)
+        .where(
+            Token.device_pk == device.id,
+            or_(Token.access_revoked.is_(False), Token.refresh_revoked.is_(False)),
+        )
+        .values(access_revoked=True, refresh_revoked=True)
+        .returning(Token.family, Token.client_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for (_family, client_id), count in sorted(Counter(map(tuple, revoked)).items(), key=str):
+        audit.record(
+            "token.family_revoked",
+            username=device.user.username,
+            device_id=device.device_id,
+            client_id=client_id,
+            reason="device_revoked",
+            tokens=count,
+        )
+    # Expired rather than marked used: a used code presented again would read as a replay.
+    codes = db.session.execute(
+        update(AuthorizationCode)
+        .where(
+            AuthorizationCode.device_pk == device.id,
+            AuthorizationCode.used_at.is_(None),
+            AuthorizationCode.expires_at > now,
+        )
+        .values(expires_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return len(revoked), codes.rowcount  # type: ignore[attr-defined]
+
+
 def save_token(token: dict[str, Any], request: Any) -> None:
     """Store a new token's digests; committed by the token view on success."""
     now = int(time.time())
@@ -399,6 +447,7 @@ def save_token(token: dict[str, Any], request: Any) -> None:
             access_revoked=False,
             refresh_revoked=False,
             family=getattr(request, "family", None),
+            device_pk=getattr(request, "device_pk", None),
         ),
     )
     audit.record(

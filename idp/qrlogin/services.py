@@ -7,6 +7,9 @@
        |                 +------deny-----> denied
        +-----------------+--(lifetime passes)--> expired
 
+Revoking the phone that scanned or approved a request not yet completed moves it
+from ``scanned`` or ``approved`` to ``denied`` (``refuse_device_logins``).
+
 Each transition is one compare-and-set ``UPDATE ... WHERE status IN (...)``:
 of two racing transitions exactly one changes the row, and the other sees the
 new state and fails with a clear error. A transition is committed to the
@@ -26,7 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -267,6 +270,43 @@ def expire_login(request_id: str) -> bool:
         db.on_commit(lambda: publish_status(request_id, Status.EXPIRED))
     db.session.commit()
     return expired
+
+
+def refuse_device_logins(device: Device) -> list[str]:
+    """The phone is being revoked: the sign-ins it scanned or approved that no browser
+    has completed yet are refused (``scanned | approved -> denied``, reason
+    ``device_revoked``), so the browser's completion answers ``access_denied``.
+
+    In the caller's transaction, which revokes the device too; the caller publishes
+    each returned request id after its commit.
+    """
+    now = utcnow()
+    grace = timedelta(seconds=current_app.config["IDP_CODE_TTL"])
+    completable = or_(  # what claim_completion would still accept
+        and_(LoginRequest.status == Status.SCANNED, LoginRequest.expires_at > now),
+        and_(
+            LoginRequest.status == Status.APPROVED,
+            or_(LoginRequest.expires_at > now, LoginRequest.decided_at > now - grace),
+        ),
+    )
+    refused = db.session.execute(
+        update(LoginRequest)
+        .where(LoginRequest.device_pk == device.id, completable)
+        .values(status=Status.DENIED, decided_at=func.coalesce(LoginRequest.decided_at, now))
+        .returning(LoginRequest.id, LoginRequest.client_id, LoginRequest.browser_ip)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for request_id, client_id, browser_ip in refused:
+        audit.record(
+            "login.denied",
+            username=device.user.username,
+            device_id=device.device_id,
+            client_id=client_id,
+            request=request_id[:8],
+            browser_ip=browser_ip,
+            reason="device_revoked",
+        )
+    return [request_id for request_id, _, _ in refused]
 
 
 def claim_completion(request_id: str, binding_secret: str | None) -> LoginRequest:

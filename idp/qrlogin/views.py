@@ -171,7 +171,9 @@ def hinted_claims(id_token: str) -> dict[str, Any]:
 def answer_from_session(server: Server, grant: Any, browser_session: BrowserSession) -> Response:
     """Single sign-on: issue the code now, with the session's honest ``auth_time``."""
     grant.request.login_request = sso.SessionLogin(
-        id=f"session:{browser_session.id}", decided_at=browser_session.auth_time
+        id=f"session:{browser_session.id}",
+        decided_at=browser_session.auth_time,
+        device_pk=browser_session.device_pk,
     )
     response = server.create_authorization_response(
         request=grant.request, grant_user=browser_session.user, grant=grant

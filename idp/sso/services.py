@@ -90,9 +90,29 @@ def logout_token() -> str:
     return hmac.new(key, b"logout:" + secret.encode(), "sha256").hexdigest()
 
 
+def end_device_sessions(device_pk: int) -> int:
+    """End every live session made by this phone's approvals (the phone is being
+    revoked), in the caller's transaction; how many. ``current_session`` also refuses a
+    session of a revoked phone, for one that a racing sign-in wrote meanwhile."""
+    now = utcnow()
+    result = db.session.execute(
+        update(BrowserSession)
+        .where(
+            BrowserSession.device_pk == device_pk,
+            BrowserSession.ended_at.is_(None),
+            BrowserSession.expires_at > now,
+        )
+        .values(ended_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount  # type: ignore[attr-defined]
+
+
 @dataclass
 class SessionLogin:
     """Stands in for a login request when a code is issued from the session."""
 
     id: str
     decided_at: datetime
+    #: The phone whose approval made the session: the code descends from it too.
+    device_pk: int | None = None

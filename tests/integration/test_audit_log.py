@@ -81,6 +81,7 @@ def test_denials_wrong_passwords_and_admin_changes_are_recorded(world, tmp_path)
         client, _ = create_client("Another RP", ["https://rp.example.com/cb"])
         delete_client(client.client_id)
         revoke_device(phone.profile.device_id)
+        db.session.commit()
         rotate_keys(("ES256",))
     lines = events(live.app)
     names = [line.event for line in lines]

@@ -40,7 +40,13 @@ def test_revoking_a_lost_phone_from_another(world, tmp_path, capsys):
     with live.app.app_context():
         line = audit.query()[-1]
     assert (line.event, line.device_id) == ("device.revoked", lost.profile.device_id)
-    assert line.detail == {"by": phone.profile.device_id}
+    assert line.detail == {
+        "by": phone.profile.device_id,
+        "tokens": 0,
+        "codes": 0,
+        "sessions": 0,
+        "logins": 0,
+    }
 
 
 def test_a_phone_can_revoke_itself(world):

@@ -280,9 +280,11 @@ def test_a_revoked_device_is_refused_at_once(world):
     page = browser.open(rp.authorize_url())
     view = phone.scan(page.qr_url)["login_request"]
     with live.app.app_context():
+        from idp import db
         from idp.mobile.services import revoke_device
 
         revoke_device(phone.profile.device_id)
+        db.session.commit()
     with pytest.raises(PhoneApiError) as refused:
         phone.approve(view["id"])
     assert (refused.value.status, refused.value.error) == (401, "device_revoked")

@@ -146,9 +146,11 @@ def test_a_revoked_phone_ends_its_sessions(world, second_rp):
     live, rp, browser, phone = world
     sign_in(rp, browser, phone)
     with live.app.app_context():
+        from idp import db
         from idp.mobile.services import revoke_device
 
         revoke_device(phone.profile.device_id)
+        db.session.commit()
     assert (
         redirect_params(authorize(browser, second_rp, prompt="none"))["error"] == "login_required"
     )
