@@ -11,6 +11,7 @@ from idp import audit, db
 from idp.config import is_loopback
 from idp.errors import InvalidRequest
 from idp.oauth.models import Client, digest
+from idp.terminal import has_control_characters
 
 
 def check_redirect_uri(uri: str) -> str:
@@ -55,6 +56,8 @@ def create_client(
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidRequest("a client needs a name of 1-200 characters")
+    if has_control_characters(name):
+        raise InvalidRequest("a client name must not contain control characters")
     logo = check_logo_uri(logo_uri) if logo_uri else None
     if service_account and public:
         raise InvalidRequest("a service account needs a secret: it cannot be a public client")

@@ -58,7 +58,8 @@ def enroll() -> tuple[Response, int]:
         )
     except InvalidCredentials:
         limits.note_wrong_password()
-        audit.record("device.enroll_refused", username=body["username"][:150], commit=True)
+        # enroll_device checked the username's form before the password.
+        audit.record("device.enroll_refused", username=body["username"], commit=True)
         raise
     return jsonify(_device_view(device)), 201
 

@@ -36,6 +36,7 @@ from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.qr import qr_svg
 from idp.sso import services as sso
 from idp.sso.models import BrowserSession
+from idp.terminal import printable
 
 bp = Blueprint("qrlogin", __name__)
 
@@ -98,7 +99,7 @@ def authorize() -> Response:
     )
     if command := current_app.config["IDP_DEMO_PHONE_COMMAND"]:
         print(
-            f"\n[demo] sign-in request from {login.client.name}; approve it with:\n"
+            f"\n[demo] sign-in request from {printable(login.client.name)}; approve it with:\n"
             f"    {command} {qr_url(login)} --approve\n",
             flush=True,
         )

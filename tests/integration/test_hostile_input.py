@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import string
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -17,8 +18,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from sqlalchemy import select
 
+from idp import db
 from idp.admin.services import create_client
+from idp.audit import AuditEvent
 from idp_phone.proof import make_proof, public_jwk
 from support import PASSWORD, REDIRECT_URI, add_client, add_user, dispose_app, make_app
 
@@ -328,10 +332,70 @@ def test_enrollment_with_any_json_answers_as_documented(idp, body):
         return isinstance(value, str) and value and "\x00" not in value and len(value) <= 4096
 
     well_formed = isinstance(body, dict) and all(good(body.get(f)) for f in fields)
-    if not well_formed or not 1 <= len(body["device_name"].strip()) <= 100:
+    if (
+        not well_formed
+        or not USERNAME.fullmatch(body["username"])
+        or not 1 <= len(body["device_name"].strip()) <= 100
+        or NAME_CONTROLS.search(body["device_name"])
+    ):
         assert (response.status_code, error) == (400, "invalid_request")
     else:
         assert (response.status_code, error) == (401, "invalid_credentials")
+
+
+USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,150}")  # docs/phone-api.md
+#: What a device name must not hold: C0 and C1 controls, DEL, line and paragraph
+#: separators, bidirectional controls.
+NAME_CONTROLS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "mallory\n2026-11-25T09:00:00Z  login.approved         user=alice",
+        "mallory\x1b[2J",
+        "alice\n",
+        "\u202ealice",
+        "a" * 151,
+        "al ice",
+    ],
+)
+def test_a_malformed_enrollment_username_is_refused_before_any_audit(idp, username):
+    """Unauthenticated, so the username is the attacker's: it is checked against the
+    username rule first, and a refused one is neither audited nor counted."""
+    body = {"username": username, "password": "wrong password", "device_name": "P"}
+    response = _enroll(idp["http"], ECKey.generate_key("P-256"), body)
+    assert (response.status_code, _error(response)) == (400, "invalid_request")
+    assert response.get_json()["error_description"] == (
+        "usernames are 1-150 letters, digits or _ . @ -"
+    )
+    with idp["app"].app_context():
+        refused = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "device.enroll_refused")
+        ).all()
+    assert refused == []
+
+
+def test_a_well_formed_unknown_username_is_still_audited(idp):
+    body = {"username": "nobody", "password": "wrong password", "device_name": "P"}
+    response = _enroll(idp["http"], ECKey.generate_key("P-256"), body)
+    assert (response.status_code, _error(response)) == (401, "invalid_credentials")
+    with idp["app"].app_context():
+        [event] = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "device.enroll_refused")
+        ).all()
+    assert event.username == "nobody"
+
+
+def test_control_characters_in_a_device_name_are_refused(idp):
+    body = {"username": "alice", "password": PASSWORD, "device_name": "P\x1b[2J\u202e"}
+    response = _enroll(idp["http"], ECKey.generate_key("P-256"), body)
+    assert (response.status_code, _error(response)) == (400, "invalid_request")
+    assert response.get_json()["error_description"] == (
+        "device_name must not contain control characters"
+    )
 
 
 def _b64(data: bytes) -> str:
