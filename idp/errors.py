@@ -10,7 +10,7 @@ import logging
 
 from flask import Flask, Response, jsonify, render_template, request
 from flask_babel import lazy_gettext as _l
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 
@@ -213,12 +213,24 @@ def database_unavailable(error: DBAPIError) -> Response:
     return response
 
 
+def data_refused(error: DataError) -> Response:
+    """The 400 for a value the database refused (PostgreSQL: NUL in text, a number out of
+    range). Inputs are checked before they get there; this is the last defence, logged
+    because it means a check is missing. The transaction was rolled back."""
+    logging.getLogger("idp").warning("the database refused a value: %s", type(error.orig).__name__)
+    from idp import db
+
+    db.session.remove()
+    return error_response(400, InvalidRequest.code, "the request holds a value that is not valid")
+
+
 def init_app(app: Flask) -> None:
     """Register the handlers for our errors and for plain HTTP errors."""
     app.register_error_handler(IdPError, render_error)
 
     app.register_error_handler(OperationalError, database_unavailable)
     app.register_error_handler(InterfaceError, database_unavailable)
+    app.register_error_handler(DataError, data_refused)
 
     @app.errorhandler(HTTPException)
     def _handle_http_error(error: HTTPException) -> Response:
