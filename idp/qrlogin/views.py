@@ -27,6 +27,7 @@ from flask import (
 from flask_babel import gettext
 
 from idp import CONTENT_SECURITY_POLICY, audit, db
+from idp.admin.services import logo_origin
 from idp.db import utcnow
 from idp.errors import ForeignOrigin, InvalidRequest, error_response
 from idp.oauth.server import Issuer, Server, StoredAuthorizationRequest, authorization_server
@@ -110,11 +111,10 @@ def authorize() -> Response:
         qr=qr_svg(qr_url(login), qr_label()),
     )
     response = make_response(page)
-    if logo := login.client.logo_uri:
+    if login.client.logo_uri and (origin := logo_origin(login.client.logo_uri)):
         # The registered logo's origin, and nothing else, joins the page's image sources.
-        parts = urlsplit(logo)
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
-            "img-src 'self' data:", f"img-src 'self' data: {parts.scheme}://{parts.netloc}"
+            "img-src 'self' data:", f"img-src 'self' data: {origin}"
         )
     response.set_cookie(
         binding_cookie_name(),
