@@ -20,6 +20,7 @@ from idp.errors import (
     NotALoginCode,
     UnknownRequest,
     database_unavailable,
+    json_errors,
 )
 from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, settle_proof, verify_proof
@@ -30,7 +31,7 @@ from idp.qrlogin import services as logins
 from idp.qrlogin.models import LoginRequest
 from idp.qrlogin.useragent import summarize_user_agent
 
-bp = Blueprint("mobile", __name__, url_prefix="/api/mobile/v1")
+bp = json_errors(Blueprint("mobile", __name__, url_prefix="/api/mobile/v1"))
 NUMBER_RE = re.compile(r"^[0-9]{2}\Z")
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import db
+from idp.errors import json_errors
 from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS
 from idp.oauth.keys import ALGORITHMS, key_store
 from idp.oauth.models import SUPPORTED_SCOPES
 from idp.oauth.server import ACR, TOKEN_AUTH_METHODS, authorization_server
 from idp.ops import metrics
 
-bp = Blueprint("oauth", __name__)
+bp = json_errors(Blueprint("oauth", __name__))
 
 
 @bp.post("/token")

@@ -10,10 +10,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 
 from idp import db
-from idp.errors import error_response
+from idp.errors import error_response, json_errors
 from idp.ops import metrics
 
-bp = Blueprint("ops", __name__)
+bp = json_errors(Blueprint("ops", __name__))
 log = logging.getLogger(__name__)
 
 

@@ -29,7 +29,7 @@ from flask_babel import gettext
 from idp import CONTENT_SECURITY_POLICY, audit, db
 from idp.admin.services import logo_origin
 from idp.db import utcnow
-from idp.errors import ForeignOrigin, InvalidRequest, error_response
+from idp.errors import ForeignOrigin, InvalidRequest, error_response, json_errors
 from idp.oauth.server import Issuer, Server, StoredAuthorizationRequest, authorization_server
 from idp.qrlogin import services as logins
 from idp.qrlogin import shortcodes
@@ -192,6 +192,7 @@ def answer_from_session(server: Server, grant: Any, browser_session: BrowserSess
 
 
 @bp.post("/authorize/renew/<request_id>")
+@json_errors  # called by the page's script
 def renew(request_id: str) -> Response:
     """The page's code expired: a fresh one for the same authorization request."""
     check_same_origin()
@@ -207,6 +208,7 @@ def renew(request_id: str) -> Response:
 
 
 @bp.post("/authorize/short-code/<request_id>")
+@json_errors  # called by the page's script
 def short_code(request_id: str) -> Response:
     """ "Can't scan?" was opened: a short code to type into the phone app instead."""
     check_same_origin()
