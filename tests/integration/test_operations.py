@@ -106,6 +106,47 @@ def test_metrics_token(live_server):
     assert "idp_login_requests_total" in ok.text
 
 
+@pytest.mark.parametrize("remote", ["127.0.0.1", "::1"])
+def test_metrics_answer_loopback_clients_by_default(client, remote):
+    response = client.get("/metrics", environ_base={"REMOTE_ADDR": remote})
+    assert response.status_code == 200
+    assert "idp_login_requests_total" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("remote", ["10.0.0.7", "192.0.2.1", "2001:db8::1"])
+def test_metrics_refuse_other_clients_by_default(client, remote):
+    response = client.get("/metrics", environ_base={"REMOTE_ADDR": remote})
+    assert (response.status_code, response.mimetype) == (403, "application/json")
+    assert response.get_json()["error"] == "forbidden"
+    assert "WWW-Authenticate" not in response.headers
+    assert "idp_" not in response.get_data(as_text=True)
+
+
+def test_metrics_judge_the_client_behind_a_trusted_proxy(tmp_path, backend):
+    """Behind a proxy the loopback peer is the proxy: the forwarded client is judged."""
+    from support import dispose_app, make_app
+
+    app = make_app(tmp_path, IDP_TRUSTED_PROXIES=1, **backend)
+    try:
+        http = app.test_client()
+        local = {"REMOTE_ADDR": "127.0.0.1"}
+        outside = http.get("/metrics", environ_base=local, headers={"X-Forwarded-For": "192.0.2.9"})
+        assert (outside.status_code, outside.get_json()["error"]) == (403, "forbidden")
+        inside = http.get("/metrics", environ_base=local, headers={"X-Forwarded-For": "127.0.0.1"})
+        assert inside.status_code == 200
+    finally:
+        dispose_app(app)
+
+
+@pytest.mark.idp_config(IDP_METRICS_TOKEN="s3cret-metrics-token")
+def test_a_metrics_token_is_needed_even_on_loopback(live_server):
+    import requests
+
+    refused = requests.get(f"{live_server.url}/metrics", timeout=5)
+    assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+
+
 def test_every_response_has_a_request_id(client):
     made = client.get("/healthz").headers["X-Request-Id"]
     assert len(made) == 32
