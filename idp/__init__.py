@@ -89,14 +89,15 @@ def _register_blueprints(app: Flask) -> None:
 def _add_security_headers(app: Flask) -> None:
     @app.before_request
     def _refuse_nul_characters() -> None:
-        # No identifier, code or token contains NUL; PostgreSQL refuses it in text.
-        if request.method in ("POST", "PUT", "PATCH") and request.mimetype.endswith(
-            "form-urlencoded"
-        ):
-            values = [*request.args.values(), *request.form.values()]
-        else:
-            values = list(request.args.values())
-        if any("\x00" in v for v in values) or "\x00" in request.path:
+        # No identifier, code or token contains NUL; PostgreSQL refuses it in text. Every
+        # name and value of the query and of a form body (urlencoded or multipart: Werkzeug
+        # parses both into request.form and request.files) is checked, with files' names.
+        texts = [request.path]
+        for key, value in (*request.args.items(multi=True), *request.form.items(multi=True)):
+            texts += (key, value)
+        for key, upload in request.files.items(multi=True):
+            texts += (key, upload.filename or "")
+        if any("\x00" in text for text in texts):
             raise InvalidRequest("request parameters must not contain NUL characters")
 
     @app.after_request

@@ -11,6 +11,7 @@ import click
 from flask import Flask
 
 from idp.errors import IdPError
+from idp.terminal import printable
 
 
 def _app() -> Flask:
@@ -37,8 +38,15 @@ def _config() -> dict[str, Any]:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    _echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+def _echo(line: str, *, err: bool = False) -> None:
+    """Print one line. Every line goes through here: names, ids and audit details come
+    from users, phones and clients, and their control characters are shown escaped
+    (JSON output is unchanged: ``json.dumps`` already escapes them)."""
+    click.echo(printable(line), err=err)
 
 
 @click.group()
@@ -61,7 +69,7 @@ def db_upgrade() -> None:
 
     url = _app().config["IDP_DATABASE_URL"]
     upgrade(url)
-    click.echo("database is up to date")
+    _echo("database is up to date")
 
 
 @main.group()
@@ -84,7 +92,7 @@ def users_create(username: str, email: str | None, name: str | None, password_st
             user = create_user(username, password, email=email, name=name)
         except IdPError as error:
             _fail(error.description)
-        click.echo(f"created user {user.username} (sub {user.subject})")
+        _echo(f"created user {user.username} (sub {user.subject})")
 
 
 @main.group()
@@ -132,12 +140,12 @@ def clients_create(
         except IdPError as error:
             _fail(error.description)
         if as_json:
-            click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+            _echo(json.dumps({"client_id": client.client_id, "client_secret": secret}))
             return
-        click.echo(f"client_id: {client.client_id}")
+        _echo(f"client_id: {client.client_id}")
         if secret:
-            click.echo(f"client_secret: {secret}")
-            click.echo("(the secret is shown only now; the IdP keeps only its hash)")
+            _echo(f"client_secret: {secret}")
+            _echo("(the secret is shown only now; the IdP keeps only its hash)")
 
 
 @clients.command("list")
@@ -157,11 +165,11 @@ def clients_list(as_json: bool) -> None:
             for c in list_clients()
         ]
     if as_json:
-        click.echo(json.dumps(rows))
+        _echo(json.dumps(rows))
         return
     for row in rows:
         uris = " ".join(row["redirect_uris"])
-        click.echo(f"{row['client_id']}  {row['type']:<12}  {row['name']}  {uris}")
+        _echo(f"{row['client_id']}  {row['type']:<12}  {row['name']}  {uris}")
 
 
 @clients.command("delete")
@@ -173,7 +181,7 @@ def clients_delete(client_id: str) -> None:
     with _app().app_context():
         if not delete_client(client_id):
             _fail(f"no client {client_id!r}")
-    click.echo(f"deleted client {client_id}")
+    _echo(f"deleted client {client_id}")
 
 
 @main.group()
@@ -194,11 +202,11 @@ def keys_list(as_json: bool) -> None:
             for row in list_keys()
         ]
     if as_json:
-        click.echo(json.dumps(rows))
+        _echo(json.dumps(rows))
         return
     for row in rows:
         retired = f"retired {row['retired_at']}" if row["retired_at"] else ""
-        click.echo(f"{row['kid']}  {row['alg']}  {row['state']:<9}  {row['created_at']}  {retired}")
+        _echo(f"{row['kid']}  {row['alg']}  {row['state']:<9}  {row['created_at']}  {retired}")
 
 
 @keys.command("rotate")
@@ -213,7 +221,7 @@ def keys_rotate(algorithms: tuple[str, ...]) -> None:
     with _app().app_context():
         rotated = rotate_keys(algorithms or ALGORITHMS)
     for alg, kid, takes_over in rotated:
-        click.echo(f"{alg}: new key {kid}, signing from {_iso(takes_over)}")
+        _echo(f"{alg}: new key {kid}, signing from {_iso(takes_over)}")
 
 
 @main.group()
@@ -243,14 +251,14 @@ def devices_list(username: str, as_json: bool) -> None:
         except IdPError as error:
             _fail(error.description)
     if as_json:
-        click.echo(json.dumps(rows))
+        _echo(json.dumps(rows))
         return
     if not rows:
-        click.echo(f"{username} has no enrolled phone")
+        _echo(f"{username} has no enrolled phone")
     for row in rows:
         state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
         used = row["last_used_at"] or "never"
-        click.echo(f"{row['device_id']}  {state:<28}  last used {used:<20}  {row['name']}")
+        _echo(f"{row['device_id']}  {state:<28}  last used {used:<20}  {row['name']}")
 
 
 @devices.command("revoke")
@@ -274,9 +282,9 @@ def devices_revoke(device_id: str) -> None:
             publish_status(request_id, Status.DENIED)
         name = revocation.device.name
     if revocation.changed:
-        click.echo(f"revoked {device_id} ({name})")
+        _echo(f"revoked {device_id} ({name})")
     else:
-        click.echo(f"{device_id} ({name}) was already revoked")
+        _echo(f"{device_id} ({name}) was already revoked")
 
 
 @main.command()
@@ -296,9 +304,9 @@ def audit(username: str | None, since: str | None, limit: int, as_json: bool) ->
     with _app().app_context():
         lines = log.query(username=username, since=start, limit=limit)
     for line in lines:
-        click.echo(json.dumps(line.as_json()) if as_json else line.as_text())
+        _echo(json.dumps(line.as_json()) if as_json else line.as_text())
     if not lines and not as_json:
-        click.echo("no events", err=True)
+        _echo("no events", err=True)
 
 
 def _parse_since(text: str) -> datetime:
@@ -347,10 +355,10 @@ def purge(keep: int, as_json: bool) -> None:
     with _app().app_context():
         report = run_purge(timedelta(seconds=keep))
     if as_json:
-        click.echo(json.dumps(report.deleted))
+        _echo(json.dumps(report.deleted))
         return
     for table, count in report.deleted.items():
-        click.echo(f"{table}: {count} deleted")
+        _echo(f"{table}: {count} deleted")
 
 
 @main.command()

@@ -255,7 +255,8 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     "IDP_DEMO_PHONE_COMMAND": (str, ""),
     # How many reverse proxies in front set X-Forwarded-* (0: trust none).
     "IDP_TRUSTED_PROXIES": (int, 0),
-    # When set, /metrics answers only to "Authorization: Bearer <this token>".
+    # When set, /metrics answers only to "Authorization: Bearer <this token>"; when empty,
+    # only to loopback clients (127.0.0.1, ::1; the address after IDP_TRUSTED_PROXIES).
     "IDP_METRICS_TOKEN": (Text(secret=True), ""),
     # A MaxMind City or Country database (.mmdb): the phone shows where the browser is.
     "IDP_GEOIP_DATABASE": (str, ""),

@@ -7,11 +7,13 @@ anything that asks for JSON) and an HTML page for people.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from flask_babel import lazy_gettext as _l
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 
 class IdPError(Exception):
@@ -126,21 +128,52 @@ class RenewalLimit(IdPError):
     status, code, title = 429, "renewal_limit", _l("The code was renewed too many times")
 
 
+API = TypeVar("API", Blueprint, Callable[..., Any])
+
+
+def json_errors(target: API) -> API:
+    """Declare a blueprint, or one view, an API: its errors are JSON whatever the request's
+    ``Accept`` says (``*/*`` included). Pages people open keep HTML for browsers."""
+    target.idp_json_errors = True  # type: ignore[union-attr]
+    return target
+
+
 def wants_json() -> bool:
-    """JSON for the APIs and for clients that prefer it; HTML for browsers."""
-    json_paths = (
-        "/api/",
-        "/token",
-        "/revoke",
-        "/introspect",
-        "/userinfo",
-        "/authorize/renew",
-        "/authorize/short-code",
-    )
-    if request.path.startswith(json_paths):
+    """JSON for the APIs (see :func:`json_errors`) and for clients that prefer it; HTML
+    for browsers."""
+    if _is_api():
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json"
+
+
+def _is_api() -> bool:
+    endpoint = request.endpoint or _endpoint_of_other_methods()
+    if endpoint is None:  # no such route: an API's when under a JSON blueprint's prefix
+        return any(
+            getattr(bp, "idp_json_errors", False)
+            and bp.url_prefix
+            and request.path.startswith(bp.url_prefix.rstrip("/") + "/")
+            for bp in current_app.blueprints.values()
+        )
+    view = current_app.view_functions.get(endpoint)
+    blueprint = current_app.blueprints.get(endpoint.rpartition(".")[0])
+    return bool(
+        getattr(view, "idp_json_errors", False) or getattr(blueprint, "idp_json_errors", False)
+    )
+
+
+def _endpoint_of_other_methods() -> str | None:
+    """The endpoint of a route that exists for other methods (a 405 has no endpoint)."""
+    error = request.routing_exception
+    if not isinstance(error, MethodNotAllowed) or not error.valid_methods:
+        return None
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        endpoint, _ = adapter.match(method=next(iter(error.valid_methods)))
+    except HTTPException:
+        return None
+    return str(endpoint)
 
 
 #: What a person reads for OAuth and HTTP error codes (``error_description`` is for
@@ -213,12 +246,24 @@ def database_unavailable(error: DBAPIError) -> Response:
     return response
 
 
+def data_refused(error: DataError) -> Response:
+    """The 400 for a value the database refused (PostgreSQL: NUL in text, a number out of
+    range). Inputs are checked before they get there; this is the last defence, logged
+    because it means a check is missing. The transaction was rolled back."""
+    logging.getLogger("idp").warning("the database refused a value: %s", type(error.orig).__name__)
+    from idp import db
+
+    db.session.remove()
+    return error_response(400, InvalidRequest.code, "the request holds a value that is not valid")
+
+
 def init_app(app: Flask) -> None:
     """Register the handlers for our errors and for plain HTTP errors."""
     app.register_error_handler(IdPError, render_error)
 
     app.register_error_handler(OperationalError, database_unavailable)
     app.register_error_handler(InterfaceError, database_unavailable)
+    app.register_error_handler(DataError, data_refused)
 
     @app.errorhandler(HTTPException)
     def _handle_http_error(error: HTTPException) -> Response:

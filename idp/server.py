@@ -90,9 +90,11 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
         else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
     )
     handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+    handler["filters"] = ["redact"]  # no token, code or login request id, at any level
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"redact": {"()": "idp.ops.logs.RedactSecrets"}},
         "formatters": {"main": formatter},
         "handlers": {"main": handler},
         "root": {"level": level, "handlers": ["main"]},

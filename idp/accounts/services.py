@@ -15,23 +15,36 @@ from sqlalchemy import select
 from idp import audit, db
 from idp.accounts.models import User
 from idp.errors import InvalidCredentials, InvalidRequest
+from idp.terminal import has_control_characters
 
 _hasher = PasswordHasher()  # argon2id, the library's current defaults
 # A real hash of a throwaway password, verified when the user does not exist so
 # that a wrong username takes as long as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,150}$")
+#: Usernames are 1-150 ASCII letters, digits and ``_ . @ -``: no spaces, no control
+#: characters (they are printed in audit lines, logs and on phones).
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,150}")
+USERNAME_RULE = "usernames are 1-150 letters, digits or _ . @ -"
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 8
 
 
+def check_username(username: object) -> str:
+    """Return ``username`` if it follows the rule (``USERNAME_RE``), else raise
+    ``InvalidRequest``. Checked before a username is stored, audited or looked up."""
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
+        raise InvalidRequest(USERNAME_RULE)
+    return username
+
+
 def create_user(username: str, password: str, *, email: str | None, name: str | None) -> User:
     """Create and commit a user; refuse bad or taken usernames and short passwords."""
-    if not USERNAME_RE.match(username):
-        raise InvalidRequest("usernames are 1-150 letters, digits or _ . @ -")
-    if email is not None and not EMAIL_RE.match(email):
+    check_username(username)
+    if email is not None and (not EMAIL_RE.match(email) or has_control_characters(email)):
         raise InvalidRequest(f"{email!r} is not an email address")
+    if name is not None and has_control_characters(name):
+        raise InvalidRequest("a name must not contain control characters")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidRequest(f"passwords have at least {MIN_PASSWORD_LENGTH} characters")
     if db.session.scalar(select(User.id).where(User.username == username)) is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from urllib.parse import urlsplit
 
@@ -11,6 +13,7 @@ from idp import audit, db
 from idp.config import is_loopback
 from idp.errors import InvalidRequest
 from idp.oauth.models import Client, digest
+from idp.terminal import has_control_characters
 
 
 def check_redirect_uri(uri: str) -> str:
@@ -30,13 +33,45 @@ def check_redirect_uri(uri: str) -> str:
     )
 
 
+#: A DNS name as a URL carries it: letters, digits and hyphens in dot-separated labels
+#: (internationalized names in their ``xn--`` form).
+_HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def logo_origin(uri: str) -> str | None:
+    """The origin (``scheme://host[:port]``) of a logo URI, parsed and written anew, or
+    ``None`` if it has none we accept. The authorize page adds exactly this to its
+    Content-Security-Policy's ``img-src``: nothing of the URI is copied into the header
+    as it was written, so no ``;`` or space can add a directive or a source."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback(host))
+    if not secure or parts.username is not None or parts.password is not None:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host) or len(host) > 253:
+            return None
+        netloc = host
+    else:
+        netloc = f"[{address.compressed}]" if address.version == 6 else address.compressed
+    return f"{parts.scheme}://{netloc}" + (f":{port}" if port is not None else "")
+
+
 def check_logo_uri(uri: str) -> str:
-    """A logo is fetched by every browser that shows the page: https only (or loopback)."""
-    parts = urlsplit(uri)
-    secure = parts.scheme == "https" or (
-        parts.scheme == "http" and parts.hostname is not None and is_loopback(parts.hostname)
-    )
-    if not secure or not parts.hostname or len(uri) > 500 or any(c in uri for c in "\"' <>"):
+    """A logo is fetched by every browser that shows the page: an https URL (or http on
+    loopback) with a plain host and no credentials, spaces, quotes, backslashes or controls."""
+    if (
+        len(uri) > 500
+        or any(c in uri for c in "\"' <>\\")
+        or has_control_characters(uri)
+        or logo_origin(uri) is None
+    ):
         raise InvalidRequest(f"logo URI {uri!r} must be an https URL of at most 500 characters")
     return uri
 
@@ -55,6 +90,8 @@ def create_client(
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidRequest("a client needs a name of 1-200 characters")
+    if has_control_characters(name):
+        raise InvalidRequest("a client name must not contain control characters")
     logo = check_logo_uri(logo_uri) if logo_uri else None
     if service_account and public:
         raise InvalidRequest("a service account needs a secret: it cannot be a public client")

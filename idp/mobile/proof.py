@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from idp.errors import DeviceRevoked, InvalidProof, UnknownDevice
 from idp.mobile.models import Device, UsedProof
 
 PROOF_TYP = "device-proof+jwt"
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 PROOF_ALG = "ES256"
 HEADER = "Device-Proof"
 
@@ -151,8 +153,9 @@ def _check_claims(
     if abs(time.time() - iat) > max_age:
         raise InvalidProof("the proof is too old or from the future: check the phone's clock")
     jti = claims.get("jti")
-    if not isinstance(jti, str) or not 16 <= len(jti) <= 64:
-        raise InvalidProof("the proof's 'jti' must be 16 to 64 characters")
+    # Printable ASCII only: it is stored (PostgreSQL refuses NUL in text) and compared.
+    if not isinstance(jti, str) or not 16 <= len(jti) <= 64 or not _PRINTABLE_ASCII.fullmatch(jti):
+        raise InvalidProof("the proof's 'jti' must be 16 to 64 printable ASCII characters")
 
 
 def record_proof(proof: Proof) -> None:

@@ -11,22 +11,29 @@ from sqlalchemy import select, update
 
 from idp import audit, db
 from idp.accounts.models import User
-from idp.accounts.services import authenticate
+from idp.accounts.services import authenticate, check_username
 from idp.db import utcnow
 from idp.errors import DeviceExists, InvalidRequest
 from idp.mobile.models import Device
 from idp.oauth.server import revoke_device_grants
 from idp.qrlogin.services import refuse_device_logins
 from idp.sso.services import end_device_sessions
+from idp.terminal import has_control_characters
 
 MAX_DEVICE_NAME = 100
 
 
 def enroll_device(username: str, password: str, device_name: str, key: ECKey) -> Device:
-    """Register a phone's public key for the user whose password this is."""
+    """Register a phone's public key for the user whose password this is.
+
+    A malformed username or device name is refused (``InvalidRequest``) before the
+    password is checked, so that nothing of it reaches the audit log."""
+    check_username(username)
     device_name = device_name.strip()
     if not device_name or len(device_name) > MAX_DEVICE_NAME:
         raise InvalidRequest(f"device_name must be 1-{MAX_DEVICE_NAME} characters")
+    if has_control_characters(device_name):
+        raise InvalidRequest("device_name must not contain control characters")
     user = authenticate(username, password)
     thumbprint = key.thumbprint()
     if db.session.scalar(select(Device.id).where(Device.key_thumbprint == thumbprint)):

@@ -20,6 +20,7 @@ from idp.errors import (
     NotALoginCode,
     UnknownRequest,
     database_unavailable,
+    json_errors,
 )
 from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, check_proof, record_proof, settle_proof
@@ -30,7 +31,7 @@ from idp.qrlogin import services as logins
 from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.useragent import summarize_user_agent
 
-bp = Blueprint("mobile", __name__, url_prefix="/api/mobile/v1")
+bp = json_errors(Blueprint("mobile", __name__, url_prefix="/api/mobile/v1"))
 NUMBER_RE = re.compile(r"^[0-9]{2}\Z")
 
 
@@ -55,7 +56,8 @@ def enroll() -> tuple[Response, int]:
     try:
         device = enroll_device(username, password, device_name, proof.key)
     except InvalidCredentials:
-        audit.record("device.enroll_refused", username=username[:150], commit=True)
+        # enroll_device checked the username's form before the password.
+        audit.record("device.enroll_refused", username=username, commit=True)
         raise
     limits.forgive_password(username)
     return jsonify(_device_view(device)), 201

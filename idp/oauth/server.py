@@ -16,6 +16,9 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2 import OAuth2Request
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, grants
+from authlib.oauth2.rfc6749.authenticate_client import (
+    authenticate_client_secret_basic as authlib_client_secret_basic,
+)
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -473,6 +476,7 @@ def init_app(app: Flask) -> None:
         },
     )
     server = Server(app, query_client=query_client, save_token=save_token)
+    server.register_client_auth_method("client_secret_basic", authenticate_client_secret_basic)
     server.register_grant(
         AuthorizationCodeGrant, [RequiredS256(required=True), BoundedParameters(), IdTokens()]
     )
@@ -485,6 +489,17 @@ def init_app(app: Flask) -> None:
     protector.register_token_validator(AccessTokens())
     server.register_endpoint(UserInfoClaims(resource_protector=protector))
     app.extensions["idp.oauth"] = server
+
+
+def authenticate_client_secret_basic(query_client: Any, request: OAuth2Request) -> Client | None:
+    """Authlib's ``client_secret_basic``, where credentials that are not UTF-8 (e.g.
+    ``Basic /w==``) are no credentials rather than an uncaught ``UnicodeDecodeError``:
+    the request then fails as every failed Basic authentication does, 401
+    ``invalid_client`` with a ``WWW-Authenticate: Basic`` challenge (RFC 6749 §5.2)."""
+    try:
+        return authlib_client_secret_basic(query_client, request)
+    except UnicodeDecodeError:
+        return None
 
 
 def authorization_server() -> Server:

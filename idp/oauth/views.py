@@ -6,24 +6,20 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import db
-from idp.errors import error_response
+from idp.errors import json_errors
 from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS
 from idp.oauth.keys import ALGORITHMS, key_store
 from idp.oauth.models import SUPPORTED_SCOPES
 from idp.oauth.server import ACR, TOKEN_AUTH_METHODS, authorization_server
 from idp.ops import metrics
 
-bp = Blueprint("oauth", __name__)
+bp = json_errors(Blueprint("oauth", __name__))
 
 
 @bp.post("/token")
 def token() -> Response:
     """Token endpoint (RFC 6749 §3.2): the new rows commit only with a 200."""
-    try:
-        response = authorization_server().create_token_response()
-    except UnicodeDecodeError:  # Basic credentials that are not UTF-8 (Authlib does not catch it)
-        db.session.rollback()
-        return error_response(401, "invalid_client", "the client credentials are not UTF-8")
+    response = authorization_server().create_token_response()
     if response.status_code == 200:
         db.session.commit()
         result = "success"

@@ -20,8 +20,50 @@ from typing import Any
 from flask import Flask, Response, g, has_request_context, request
 
 from idp.ops import metrics
+from idp.terminal import printable
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+#: A value after a name that always holds a secret (``'access_token': '...'``,
+#: ``code=...``, ``Authorization: Bearer ...``), whoever logs it (Authlib does at DEBUG).
+_NAMED_SECRET = re.compile(
+    r"""(?ix)
+    \b(access_token|refresh_token|id_token|token|code|client_secret|code_verifier|password
+       |logout_token|state|nonce|jti|device[-_]proof|authorization|cookie|set-cookie)\b
+    (['"]?\s*[:=]\s*['"]?)
+    ((?:bearer|basic|dpop)\s+)?
+    [^\s'",&;)}]+
+    """
+)
+#: An opaque run of 32 or more base64url or hex characters: every token, code, client
+#: secret, login request id (in the phone's and the page's paths, which gunicorn logs at
+#: DEBUG), binding cookie and JWT segment the IdP makes is one (request ids are 32 hex
+#: digits, but are logged as a field of their own, not in messages).
+_OPAQUE = re.compile(r"[A-Za-z0-9_-]{32,}")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """``text`` with secrets and secret-shaped values replaced by ``[redacted]``."""
+    text = _NAMED_SECRET.sub(lambda m: f"{m[1]}{m[2]}{m[3] or ''}{REDACTED}", text)
+    return _OPAQUE.sub(REDACTED, text)
+
+
+class RedactSecrets(logging.Filter):
+    """On the log handler, so it sees every line whoever writes it (Authlib, gunicorn,
+    SQLAlchemy, ours), at every level: tokens, codes, client secrets, proofs and login
+    request ids are never written out; control characters are escaped (one record is
+    one line, and a name cannot forge another)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = printable(redact(record.getMessage())), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
 #: Attributes every LogRecord has; anything else was passed in ``extra=``.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -42,8 +84,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key != "request_id":
                 entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
@@ -58,6 +100,7 @@ def configure(level: str = "INFO") -> None:
     """Send every log line, as JSON, to standard error."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

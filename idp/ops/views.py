@@ -10,10 +10,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 
 from idp import db
-from idp.errors import error_response
+from idp.config import is_loopback
+from idp.errors import error_response, json_errors
 from idp.ops import metrics
 
-bp = Blueprint("ops", __name__)
+bp = json_errors(Blueprint("ops", __name__))
 log = logging.getLogger(__name__)
 
 
@@ -44,14 +45,18 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def prometheus() -> Response:
-    """Prometheus metrics; behind ``IDP_METRICS_TOKEN`` (a bearer token) when set."""
+    """Prometheus metrics: with ``IDP_METRICS_TOKEN`` set, only for that bearer token;
+    without it, only for a loopback client (the address after ``IDP_TRUSTED_PROXIES``)."""
     expected = current_app.config["IDP_METRICS_TOKEN"]
     if expected:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(given.encode(), expected.encode()):
             response = error_response(401, "unauthorized", "metrics need the metrics token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return response
+            return _no_store(response)
+    elif not is_loopback(request.remote_addr or ""):
+        description = "metrics answer only on loopback unless IDP_METRICS_TOKEN is set"
+        return _no_store(error_response(403, "forbidden", description))
     body, content_type = metrics.exposition()
     return _no_store(Response(body, content_type=content_type))
 

@@ -27,8 +27,9 @@ from flask import (
 from flask_babel import gettext
 
 from idp import CONTENT_SECURITY_POLICY, audit, db
+from idp.admin.services import logo_origin
 from idp.db import utcnow
-from idp.errors import ForeignOrigin, InvalidRequest, error_response
+from idp.errors import ForeignOrigin, InvalidRequest, error_response, json_errors
 from idp.oauth.server import Issuer, Server, StoredAuthorizationRequest, authorization_server
 from idp.qrlogin import services as logins
 from idp.qrlogin import shortcodes
@@ -36,6 +37,7 @@ from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.qr import qr_svg
 from idp.sso import services as sso
 from idp.sso.models import BrowserSession
+from idp.terminal import printable
 
 bp = Blueprint("qrlogin", __name__)
 
@@ -98,7 +100,7 @@ def authorize() -> Response:
     )
     if command := current_app.config["IDP_DEMO_PHONE_COMMAND"]:
         print(
-            f"\n[demo] sign-in request from {login.client.name}; approve it with:\n"
+            f"\n[demo] sign-in request from {printable(login.client.name)}; approve it with:\n"
             f"    {command} {qr_url(login)} --approve\n",
             flush=True,
         )
@@ -109,11 +111,10 @@ def authorize() -> Response:
         qr=qr_svg(qr_url(login), qr_label()),
     )
     response = make_response(page)
-    if logo := login.client.logo_uri:
+    if login.client.logo_uri and (origin := logo_origin(login.client.logo_uri)):
         # The registered logo's origin, and nothing else, joins the page's image sources.
-        parts = urlsplit(logo)
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
-            "img-src 'self' data:", f"img-src 'self' data: {parts.scheme}://{parts.netloc}"
+            "img-src 'self' data:", f"img-src 'self' data: {origin}"
         )
     response.set_cookie(
         binding_cookie_name(),
@@ -193,6 +194,7 @@ def answer_from_session(server: Server, grant: Any, browser_session: BrowserSess
 
 
 @bp.post("/authorize/renew/<request_id>")
+@json_errors  # called by the page's script
 def renew(request_id: str) -> Response:
     """The page's code expired: a fresh one for the same authorization request."""
     check_same_origin()
@@ -208,6 +210,7 @@ def renew(request_id: str) -> Response:
 
 
 @bp.post("/authorize/short-code/<request_id>")
+@json_errors  # called by the page's script
 def short_code(request_id: str) -> Response:
     """ "Can't scan?" was opened: a short code to type into the phone app instead."""
     check_same_origin()

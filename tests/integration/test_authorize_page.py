@@ -71,9 +71,53 @@ def test_the_phone_sees_the_logo(world, app):
         "https:///nohost.png",
         'https://rp.example.com/a"b.png',
         "https://rp.example.com/" + "x" * 500,
+        "https://rp.example.com;script-src *;/logo.png",  # a directive in the host
+        "https://rp.example.com,https:/logo.png",
+        "https://user:pass@rp.example.com/logo.png",
+        "https://rp.example.com:99999/logo.png",
+        "https://evil.example\\@rp.example.com/logo.png",  # browsers read \ as /
+        "https://rp.example.com/logo.png\x1b[2J",
+        "https://rp_example!.com/logo.png",
     ],
 )
 def test_bad_logos_are_refused(app, uri):
     with app.app_context(), pytest.raises(InvalidRequest) as refused:
         create_client("X", ["http://localhost:9999/callback"], logo_uri=uri)
     assert "logo URI" in refused.value.description
+
+
+@pytest.mark.parametrize(
+    "logo",
+    [
+        "https://rp.example.com;script-src 'unsafe-inline' *;/logo.png",
+        "https://rp.example.com;report-uri https://evil.example/;/logo.png",
+        "https://rp.example.com:443;frame-ancestors *;/x.png",
+    ],
+)
+def test_a_stored_logo_uri_cannot_add_to_the_page_policy(app, client, logo):
+    """A logo URI stored before registration checked it (or written directly) holds a
+    ``;``: the page's policy still gets only a re-serialised origin, or nothing."""
+    from idp import CONTENT_SECURITY_POLICY, db
+    from idp.oauth.models import Client
+
+    with app.app_context():
+        c, secret = create_client("Photo Club", ["http://localhost:9999/callback"])
+        db.session.get(Client, c.id).logo_uri = logo
+        db.session.commit()
+    rp = RelyingParty("http://127.0.0.1:8000", c.client_id, secret)
+    response = client.get(rp.authorize_url().removeprefix(rp.idp_url))
+    assert response.status_code == 200
+    assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+
+
+@pytest.mark.parametrize(
+    ("logo", "source"),
+    [
+        ("https://CDN.Example.com:8443/l.png?v=1;x", "https://cdn.example.com:8443"),
+        ("https://[2001:db8::1]/l.png", "https://[2001:db8::1]"),
+        ("http://127.0.0.1:5000/l.png", "http://127.0.0.1:5000"),
+    ],
+)
+def test_the_logo_source_is_its_origin_written_anew(app, client, logo, source):
+    policy = open_page(app, client, logo_uri=logo).headers["Content-Security-Policy"]
+    assert f"img-src 'self' data: {source}; connect-src" in policy

@@ -215,3 +215,65 @@ def test_serve_refuses_several_workers_without_a_shared_broker(tmp_path):
         timeout=60,
     )
     assert result.returncode == 1 and "IDP_BROKER_URL=redis://" in result.stderr
+
+
+ANY = {"Accept": "*/*"}
+#: One request per API family that fails, and the status it fails with.
+API_ERRORS = [
+    ("GET", "/api/mobile/v1/devices/me", 401),
+    ("GET", "/api/mobile/v1/no-such-call", 404),
+    ("GET", "/api/mobile/v1/devices", 401),
+    ("PUT", "/api/mobile/v1/devices", 405),
+    ("POST", "/token", 400),
+    ("GET", "/token", 405),
+    ("POST", "/revoke", 401),
+    ("POST", "/introspect", 401),
+    ("GET", "/userinfo", 401),
+    ("POST", "/.well-known/openid-configuration", 405),
+    ("POST", "/jwks", 405),
+    ("POST", "/healthz", 405),
+    ("POST", "/readyz", 405),
+    ("POST", "/authorize/renew/x", 403),
+    ("POST", "/authorize/short-code/x", 403),
+    ("GET", "/authorize/renew/x", 405),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), API_ERRORS)
+def test_api_errors_are_json_for_any_accept(client, method, path, status):
+    """``Accept: */*`` (what curl, requests and most HTTP libraries send) is not a browser
+    asking for a page: an API endpoint answers with its JSON error."""
+    for headers in (ANY, {}, {"Accept": "text/html,*/*;q=0.8"}):
+        response = client.open(path, method=method, headers=headers)
+        assert response.status_code == status, (headers, response.status_code)
+        assert response.mimetype == "application/json", (headers, response.mimetype)
+        assert isinstance(response.get_json()["error"], str)
+
+
+@pytest.mark.idp_config(IDP_METRICS_TOKEN="s3cret-metrics-token")
+def test_the_metrics_refusal_is_json_for_any_accept(live_server):
+    response = requests.get(f"{live_server.url}/metrics", headers=ANY, timeout=5)
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"] == "unauthorized"
+
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/authorize?response_type=code&client_id=nobody", 400),
+        ("POST", "/logout", 400),
+        ("GET", "/authorize/complete/x", 403),
+        ("GET", "/no-such-page", 404),
+        ("POST", "/q/x", 405),
+    ],
+)
+def test_pages_people_open_keep_html_errors(client, method, path, status):
+    for headers in (BROWSER, ANY):
+        response = client.open(path, method=method, headers=headers)
+        assert (response.status_code, response.mimetype) == (status, "text/html"), headers
+    asked = client.open(path, method=method, headers={"Accept": "application/json"})
+    assert (asked.status_code, asked.mimetype) == (status, "application/json")

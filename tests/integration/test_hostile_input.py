@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import string
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -17,8 +18,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from sqlalchemy import select
 
+from idp import db
 from idp.admin.services import create_client
+from idp.audit import AuditEvent
 from idp_phone.proof import make_proof, public_jwk
 from support import PASSWORD, REDIRECT_URI, add_client, add_user, dispose_app, make_app
 
@@ -328,10 +332,70 @@ def test_enrollment_with_any_json_answers_as_documented(idp, body):
         return isinstance(value, str) and value and "\x00" not in value and len(value) <= 4096
 
     well_formed = isinstance(body, dict) and all(good(body.get(f)) for f in fields)
-    if not well_formed or not 1 <= len(body["device_name"].strip()) <= 100:
+    if (
+        not well_formed
+        or not USERNAME.fullmatch(body["username"])
+        or not 1 <= len(body["device_name"].strip()) <= 100
+        or NAME_CONTROLS.search(body["device_name"])
+    ):
         assert (response.status_code, error) == (400, "invalid_request")
     else:
         assert (response.status_code, error) == (401, "invalid_credentials")
+
+
+USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,150}")  # docs/phone-api.md
+#: What a device name must not hold: C0 and C1 controls, DEL, line and paragraph
+#: separators, bidirectional controls.
+NAME_CONTROLS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "mallory\n2026-11-25T09:00:00Z  login.approved         user=alice",
+        "mallory\x1b[2J",
+        "alice\n",
+        "\u202ealice",
+        "a" * 151,
+        "al ice",
+    ],
+)
+def test_a_malformed_enrollment_username_is_refused_before_any_audit(idp, username):
+    """Unauthenticated, so the username is the attacker's: it is checked against the
+    username rule first, and a refused one is neither audited nor counted."""
+    body = {"username": username, "password": "wrong password", "device_name": "P"}
+    response = _enroll(idp["http"], ECKey.generate_key("P-256"), body)
+    assert (response.status_code, _error(response)) == (400, "invalid_request")
+    assert response.get_json()["error_description"] == (
+        "usernames are 1-150 letters, digits or _ . @ -"
+    )
+    with idp["app"].app_context():
+        refused = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "device.enroll_refused")
+        ).all()
+    assert refused == []
+
+
+def test_a_well_formed_unknown_username_is_still_audited(idp):
+    body = {"username": "nobody", "password": "wrong password", "device_name": "P"}
+    response = _enroll(idp["http"], ECKey.generate_key("P-256"), body)
+    assert (response.status_code, _error(response)) == (401, "invalid_credentials")
+    with idp["app"].app_context():
+        [event] = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "device.enroll_refused")
+        ).all()
+    assert event.username == "nobody"
+
+
+def test_control_characters_in_a_device_name_are_refused(idp):
+    body = {"username": "alice", "password": PASSWORD, "device_name": "P\x1b[2J\u202e"}
+    response = _enroll(idp["http"], ECKey.generate_key("P-256"), body)
+    assert (response.status_code, _error(response)) == (400, "invalid_request")
+    assert response.get_json()["error_description"] == (
+        "device_name must not contain control characters"
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -426,3 +490,95 @@ def test_a_non_ascii_logout_token_is_invalid_request(idp):
     http = _answer_500s(idp)
     response = http.post("/logout", data={"logout_token": "é"}, headers=JSON)
     assert (response.status_code, _error(response)) == (400, "invalid_request")
+
+
+# --- NUL in any form body, in a proof, and what the database refuses ---------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "files"),
+    [
+        ("/authorize", {"response_type": "code", "client_id": "CLIENT\x00"}, {}),
+        ("/authorize", {"response_type": "code", "client_id": "CLIENT", "state": "a\x00"}, {}),
+        ("/logout", {"logout_token": "a\x00b"}, {}),
+        ("/logout", {"client_id": "x\x00", "logout_token": "t"}, {}),
+        ("/token", {"grant_type": "authorization_code", "code": "a\x00"}, {}),
+        ("/revoke", {"token": "a\x00", "client_id": "CLIENT"}, {}),
+        ("/authorize", {"response_type": "code", "client_id\x00": "CLIENT"}, {}),
+        ("/authorize", {"response_type": "code", "client_id": "CLIENT"}, {"f": "a\x00.txt"}),
+    ],
+    ids=[
+        "authorize",
+        "authorize-state",
+        "logout",
+        "logout-client",
+        "token",
+        "revoke",
+        "field-name",
+        "file-name",
+    ],
+)
+def test_nul_anywhere_in_a_multipart_body_is_invalid_request(idp, path, fields, files):
+    """PostgreSQL refuses NUL in text (a 500 once); a multipart body is a form too."""
+    import io
+
+    http = _answer_500s(idp)
+    data = {k: v.replace("CLIENT", idp["client"][0]) for k, v in fields.items()}
+    data |= {name: (io.BytesIO(b"x"), filename) for name, filename in files.items()}
+    response = http.post(path, data=data, headers=JSON, content_type="multipart/form-data")
+    assert (response.status_code, _error(response)) == (400, "invalid_request")
+
+
+def test_nul_in_a_proofs_jti_is_invalid_proof(idp):
+    import time
+
+    from idp_phone.proof import body_hash
+
+    http = _answer_500s(idp)
+    path = API + "/devices/me"
+    claims = {"htm": "GET", "htu": ISSUER + path, "iat": int(time.time()), "bh": body_hash(b"")}
+    header = {"typ": "device-proof+jwt", "alg": "ES256", "kid": idp["device_id"]}
+    for jti in ["0123456789abcdef\x00", "0123456789abcdef\n", "0123456789 abcdef", "é" * 16]:
+        token = _forged(idp, header, claims | {"jti": jti})
+        response = http.get(path, headers={"Device-Proof": token})
+        assert (response.status_code, _error(response)) == (401, "invalid_proof"), jti
+        assert "printable ASCII" in response.get_json()["error_description"]
+    token = _forged(idp, header, claims | {"jti": "0123456789abcdef"})
+    assert http.get(path, headers={"Device-Proof": token}).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["postgres+redis"], indirect=True)
+def test_a_value_the_database_refuses_is_a_logged_400(tmp_path, backend, caplog):
+    """The last defence behind the input checks: a ``DataError`` (here NUL in a text
+    parameter, which PostgreSQL refuses) is 400 ``invalid_request``, logged, not a 500."""
+    from sqlalchemy import text
+
+    app = make_app(tmp_path, issuer=ISSUER, **backend)
+    try:
+
+        @app.get("/test-data-error")
+        def data_error() -> str:
+            return str(db.session.scalar(text("SELECT CAST(:x AS text)"), {"x": "a\x00b"}))
+
+        app.testing = False
+        app.config["PROPAGATE_EXCEPTIONS"] = False
+        with caplog.at_level("WARNING", logger="idp"):
+            response = app.test_client().get("/test-data-error", headers=JSON)
+        assert (response.status_code, _error(response)) == (400, "invalid_request")
+        assert response.headers["Cache-Control"] == "no-store"
+        [record] = [r for r in caplog.records if r.name == "idp"]
+        assert record.getMessage() == "the database refused a value: DataError"
+    finally:
+        dispose_app(app)
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect"])
+@pytest.mark.parametrize("credentials", ["/w==", "gA==", base64.b64encode(b"\xffid:\xfe").decode()])
+def test_basic_credentials_that_are_not_utf8_are_invalid_client(idp, path, credentials):
+    """``Authorization: Basic /w==`` (one 0xff byte) made Authlib raise at /revoke and
+    /introspect: a 500. Now what any failed Basic authentication gets (RFC 6749 §5.2)."""
+    http = _answer_500s(idp)
+    data = {"grant_type": "authorization_code", "code": "x", "token": "x"}
+    response = http.post(path, data=data, headers={"Authorization": "Basic " + credentials})
+    assert (response.status_code, _error(response)) == (401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")

@@ -106,6 +106,47 @@ def test_metrics_token(live_server):
     assert "idp_login_requests_total" in ok.text
 
 
+@pytest.mark.parametrize("remote", ["127.0.0.1", "::1"])
+def test_metrics_answer_loopback_clients_by_default(client, remote):
+    response = client.get("/metrics", environ_base={"REMOTE_ADDR": remote})
+    assert response.status_code == 200
+    assert "idp_login_requests_total" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("remote", ["10.0.0.7", "192.0.2.1", "2001:db8::1"])
+def test_metrics_refuse_other_clients_by_default(client, remote):
+    response = client.get("/metrics", environ_base={"REMOTE_ADDR": remote})
+    assert (response.status_code, response.mimetype) == (403, "application/json")
+    assert response.get_json()["error"] == "forbidden"
+    assert "WWW-Authenticate" not in response.headers
+    assert "idp_" not in response.get_data(as_text=True)
+
+
+def test_metrics_judge_the_client_behind_a_trusted_proxy(tmp_path, backend):
+    """Behind a proxy the loopback peer is the proxy: the forwarded client is judged."""
+    from support import dispose_app, make_app
+
+    app = make_app(tmp_path, IDP_TRUSTED_PROXIES=1, **backend)
+    try:
+        http = app.test_client()
+        local = {"REMOTE_ADDR": "127.0.0.1"}
+        outside = http.get("/metrics", environ_base=local, headers={"X-Forwarded-For": "192.0.2.9"})
+        assert (outside.status_code, outside.get_json()["error"]) == (403, "forbidden")
+        inside = http.get("/metrics", environ_base=local, headers={"X-Forwarded-For": "127.0.0.1"})
+        assert inside.status_code == 200
+    finally:
+        dispose_app(app)
+
+
+@pytest.mark.idp_config(IDP_METRICS_TOKEN="s3cret-metrics-token")
+def test_a_metrics_token_is_needed_even_on_loopback(live_server):
+    import requests
+
+    refused = requests.get(f"{live_server.url}/metrics", timeout=5)
+    assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+
+
 def test_every_response_has_a_request_id(client):
     made = client.get("/healthz").headers["X-Request-Id"]
     assert len(made) == 32
@@ -149,3 +190,85 @@ def test_log_lines_inside_a_request_carry_its_id(app):
         "message": "hello you",
         "request_id": "inner-42",
     }
+
+
+def test_debug_logs_of_a_whole_sign_in_hold_no_secret(tmp_path, backend):
+    """``idp serve`` at ``IDP_LOG_LEVEL=DEBUG``: a sign-in, a refresh, UserInfo,
+    introspection and revocation, and nowhere in the log a token, code, client secret,
+    proof, cookie, login request id or short code (Authlib, SQLAlchemy, gunicorn and the
+    phone paths all log at DEBUG)."""
+    import requests
+
+    from cluster import IdPProcess
+    from idp_phone.api import PhoneClient
+    from support import (
+        PASSWORD,
+        Browser,
+        add_user,
+        dispose_app,
+        free_port,
+        make_app,
+        redirect_params,
+    )
+
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    config = {"IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}"} | backend
+    setup = make_app(tmp_path / "setup", issuer=issuer, **config)
+    try:
+        add_user(setup, "alice")
+        client_id, client_secret = add_client(setup)
+    finally:
+        dispose_app(setup)
+    env = config | {"IDP_ISSUER": issuer, "IDP_SECRET_KEY": "k" * 32, "IDP_LOG_LEVEL": "DEBUG"}
+    idp = IdPProcess(tmp_path, "idp", env)
+    idp.port = port
+    idp.start()
+    try:
+        phone = PhoneClient(tmp_path / "phone")
+        phone.enroll(issuer, "alice", PASSWORD, "Test phone")
+        rp = RelyingParty(issuer, client_id, client_secret)
+        browser = Browser(issuer)
+        page = browser.open(rp.authorize_url())
+        code = browser.short_code(page).json()["code"]
+        login_id = phone.scan(page.qr_url)["login_request"]["id"]
+        phone.approve(login_id)
+        query = redirect_params(browser.complete(page))
+        tokens = rp.exchange(query["code"]).json()
+        refreshed = rp.token(
+            {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+        )
+        assert refreshed.status_code == 200, refreshed.text
+        bearer = {"Authorization": "Bearer " + refreshed.json()["access_token"]}
+        assert requests.get(f"{issuer}/userinfo", headers=bearer, timeout=10).status_code == 200
+        auth = (client_id, client_secret)
+        data = {"token": refreshed.json()["access_token"]}
+        assert requests.post(f"{issuer}/introspect", data=data, auth=auth, timeout=10).ok
+        assert requests.post(f"{issuer}/revoke", data=data, auth=auth, timeout=10).ok
+        log = idp.log_text()
+    finally:
+        idp.stop()
+    assert '"level": "debug"' in log  # the test would prove nothing at INFO
+    cookies = [c.value for c in browser.session.cookies]
+    secrets_ = {
+        "client secret": client_secret,
+        "login request id": login_id,
+        "short code": code,
+        "authorization code": query["code"],
+        "state": rp.state,
+        "nonce": rp.nonce,
+        "PKCE verifier": rp.verifier,
+        "access token": tokens["access_token"],
+        "refresh token": tokens["refresh_token"],
+        "id token": tokens["id_token"].split(".")[1],
+        "refreshed access token": refreshed.json()["access_token"],
+        "refreshed refresh token": refreshed.json()["refresh_token"],
+        **{f"cookie {i}": value for i, value in enumerate(cookies)},
+    }
+    leaked = {what: value for what, value in secrets_.items() if value in log}
+    leaked |= {"short code": code} if code.replace("-", "") in log else {}
+    lines = [line for line in log.splitlines() if any(v in line for v in leaked.values())]
+    assert not leaked, (leaked, lines[:5])
+    # The lines that held them are still there, redacted: the phone's paths, Authlib's.
+    assert "/api/mobile/v1/login-requests/[redacted]/approve" in log
+    assert "'access_token': '[redacted]'" in log

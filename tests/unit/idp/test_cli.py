@@ -490,3 +490,86 @@ def test_keys_rotate_refuses_an_unknown_algorithm(idp):
     result = idp("keys rotate --alg HS256")
     assert result.returncode == 2
     assert "HS256" in result.stderr
+
+
+# hostile text in what the commands print --------------------------------------------------
+
+#: A name as an attacker would choose it: an ANSI escape (clear the screen), a newline
+#: followed by a forged audit line, a C1 control, DEL and a right-to-left override.
+HOSTILE = "evil\x1b[2J\n2026-11-25T09:00:00Z  login.approved         user=alice\x9b\x7f\u202etxt"
+HOSTILE_SHOWN = (
+    "evil\\x1b[2J\\n2026-11-25T09:00:00Z  login.approved         user=alice\\x9b\\x7f\\u202etxt"
+)
+
+
+def assert_clean(text: str) -> None:
+    """Nothing a terminal would obey: no control character but the line ends."""
+    assert not [c for c in text if c != "\n" and (ord(c) < 32 or 0x7F <= ord(c) <= 0x9F)]
+    assert "\u202e" not in text
+    assert not any(line.startswith("2026-11-25T09:00:00Z") for line in text.splitlines())
+
+
+@pytest.fixture
+def hostile(phones):
+    """Rows holding hostile text, as an old version (or a direct write) could have left."""
+    with sqlite3.connect(phones.database) as connection:
+        connection.execute("UPDATE devices SET name = ? WHERE device_id = 'dev_0'", (HOSTILE,))
+        connection.execute(
+            "INSERT INTO audit_events (at, event, username, device_id, client_id, ip, detail)"
+            " VALUES ('2026-11-25 10:00:00', 'device.enroll_refused', ?, ?, ?, ?, ?)",
+            (HOSTILE, HOSTILE, HOSTILE, HOSTILE, json.dumps({"name": HOSTILE})),
+        )
+    ok(phones("clients create --name Shop --redirect-uri https://shop.example/cb"))
+    with sqlite3.connect(phones.database) as connection:
+        connection.execute("UPDATE clients SET name = ?", (HOSTILE,))
+    return phones
+
+
+def test_audit_escapes_control_characters(hostile):
+    text = ok(hostile("audit"))
+    assert_clean(text)
+    [line] = [line for line in text.splitlines() if "device.enroll_refused" in line]
+    assert f"user={HOSTILE_SHOWN} device={HOSTILE_SHOWN}" in line
+    [row] = [json.loads(r) for r in ok(hostile("audit --json")).splitlines() if "refused" in r]
+    assert row["user"] == HOSTILE and row["detail"] == {"name": HOSTILE}  # JSON stays exact
+
+
+def test_devices_list_escapes_control_characters(hostile):
+    text = ok(hostile("devices list bob"))
+    assert_clean(text)
+    assert text.splitlines()[0].endswith(HOSTILE_SHOWN)
+    assert json.loads(ok(hostile("devices list bob --json")))[0]["name"] == HOSTILE
+
+
+def test_clients_list_escapes_control_characters(hostile):
+    text = ok(hostile("clients list"))
+    assert_clean(text)
+    assert f"  confidential  {HOSTILE_SHOWN}  https://shop.example/cb\n" in text
+    assert json.loads(ok(hostile("clients list --json")))[0]["name"] == HOSTILE
+
+
+def test_devices_revoke_escapes_control_characters(hostile):
+    text = ok(hostile("devices revoke dev_0"))
+    assert_clean(text)
+    assert text == f"revoked dev_0 ({HOSTILE_SHOWN})\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("'bob\n'", "error: usernames are 1-150 letters, digits or _ . @ -\n"),
+        ("'bob\x1b[2J'", "error: usernames are 1-150 letters, digits or _ . @ -\n"),
+        ("bob --name 'Bob\u202eboB'", "error: a name must not contain control characters\n"),
+        ("bob --email 'b\x1b@x.example'", "error: 'b\\x1b@x.example' is not an email address\n"),
+    ],
+)
+def test_control_characters_in_a_new_user_are_refused(idp, args, message):
+    result = idp(f"users create {args} --password-stdin", input=PASSWORD + "\n")
+    assert failed(result) == message
+    assert idp.rows("SELECT count(*) FROM users") == [(0,)]
+
+
+def test_control_characters_in_a_client_name_are_refused(idp):
+    result = idp("clients create --name 'Shop\nclient_id: x' --redirect-uri https://s.example/cb")
+    assert failed(result) == "error: a client name must not contain control characters\n"
+    assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
