@@ -33,7 +33,7 @@ def test_upgrade_is_idempotent(tmp_path):
     with engine.connect() as connection:
         version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
     engine.dispose()
-    assert version == "0004"
+    assert version == "0006"
 
 
 def test_migrations_match_models_on_postgresql():
