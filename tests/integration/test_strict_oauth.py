@@ -119,7 +119,8 @@ def failed_basic_headers(rp: RelyingParty, spa: RelyingParty) -> list[str]:
 def test_a_failed_basic_attempt_gets_401_even_naming_a_public_client(public):
     rp, spa, browser, phone = public
     for header in failed_basic_headers(rp, spa):
-        page = browser.open(spa.authorize_url())
+        spa = RelyingParty(spa.idp_url, spa.client_id, None)  # a new nonce and verifier
+        page = browser.open(spa.authorize_url(prompt="login"))  # a new scan, not SSO
         phone.approve(phone.scan(page.qr_url)["login_request"]["id"])
         code = redirect_params(browser.complete(page))["code"]
         data = {
