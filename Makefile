@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format install clean translations screenshots
+.PHONY: demo test test-fast lint format install clean translations screenshots vendor-oidc-client-ts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,29 @@ screenshots: $(STAMP)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
+
+# The browser tests' single-page app uses oidc-client-ts's browser build, vendored in
+# tests/browser/vendor so that the tests (and CI) never need npm. This refreshes it from
+# the npm registry: `make vendor-oidc-client-ts [OIDC_CLIENT_TS_VERSION=x.y.z]`.
+OIDC_CLIENT_TS_VERSION ?= 3.5.0
+VENDOR := tests/browser/vendor
+vendor-oidc-client-ts:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cd "$$tmp" && npm pack --silent oidc-client-ts@$(OIDC_CLIENT_TS_VERSION) >/dev/null; \
+	tar xzf oidc-client-ts-*.tgz; \
+	jwt=$$(node -p "require('./package/package.json').dependencies['jwt-decode']"); \
+	mkdir jwt && npm pack --silent "jwt-decode@$$jwt" >/dev/null && tar xzf jwt-decode-*.tgz -C jwt; \
+	cd - >/dev/null; \
+	cp "$$tmp/package/dist/browser/oidc-client-ts.js" $(VENDOR)/oidc-client-ts.js; \
+	cp "$$tmp/package/LICENSE" $(VENDOR)/LICENSE.oidc-client-ts; \
+	cp "$$tmp/jwt/package/LICENSE" $(VENDOR)/LICENSE.jwt-decode; \
+	version=$$(node -p "require('$$tmp/package/package.json').version"); \
+	jwtv=$$(node -p "require('$$tmp/jwt/package/package.json').version"); \
+	sum=$$(sha256sum $(VENDOR)/oidc-client-ts.js | cut -d' ' -f1); \
+	sed -i -e "s/^- oidc-client-ts version: .*/- oidc-client-ts version: $$version/" \
+	       -e "s/^- jwt-decode version (bundled in it): .*/- jwt-decode version (bundled in it): $$jwtv/" \
+	       -e "s/^- sha256 of oidc-client-ts.js: .*/- sha256 of oidc-client-ts.js: $$sum/" $(VENDOR)/README.md; \
+	echo "vendored oidc-client-ts $$version (sha256 $$sum)"
 
 # --- Benchmarks (issue 6): `python -m bench`; results in bench/results/<date>.{json,md,png} ---
 BENCH_STAMP := $(VENV)/.bench-installed

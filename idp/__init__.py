@@ -32,7 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     """Build the IdP. ``config`` overrides the ``IDP_*`` environment (tests use it)."""
     from idp import config as settings
     from idp import db, errors, geoip, i18n, limits
-    from idp.oauth import keys, server
+    from idp.oauth import cors, keys, server
     from idp.ops import logs
     from idp.realtime import broker
 
@@ -62,6 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     _register_blueprints(app)
     limits.init_app(app)
     _add_security_headers(app)
+    cors.init_app(app)  # last: its preflight answers still get the headers above
     return app
 
 

@@ -112,6 +112,12 @@ def clients() -> None:
               help="May also get tokens for itself (client_credentials grant).")  # fmt: skip
 @click.option("--number-matching", is_flag=True,
               help="After the scan the phone must pick the number the page shows.")  # fmt: skip
+@click.option("--web-origin", "web_origins", multiple=True,
+              help="An origin (https://host[:port]) whose pages may call the token, UserInfo "
+                   "and revocation endpoints (CORS), besides the redirect URIs' origins; "
+                   "repeatable.")  # fmt: skip
+@click.option("--id-token-alg", type=click.Choice(["RS256", "ES256"]), default="RS256",
+              show_default=True, help="How this client's ID tokens are signed.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_create(
     name: str,
@@ -121,6 +127,8 @@ def clients_create(
     logout_uris: tuple[str, ...],
     service_account: bool,
     number_matching: bool,
+    web_origins: tuple[str, ...],
+    id_token_alg: str,
     as_json: bool,
 ) -> None:
     """Register a client. A confidential client's secret is printed once, here."""
@@ -136,6 +144,8 @@ def clients_create(
                 service_account=service_account,
                 post_logout_redirect_uris=list(logout_uris),
                 number_matching=number_matching,
+                web_origins=list(web_origins),
+                id_token_alg=id_token_alg,
             )
         except IdPError as error:
             _fail(error.description)

@@ -4,7 +4,7 @@ from idp.accounts.models import User
 from idp.audit import AuditEvent
 from idp.db import Base
 from idp.mobile.models import Device, UsedProof
-from idp.oauth.models import AuthorizationCode, Client, SigningKey, Token
+from idp.oauth.models import AuthorizationCode, Client, ClientOrigin, SigningKey, Token
 from idp.qrlogin.models import LoginRequest, ShortCodeFailure
 from idp.sso.models import BrowserSession
 
@@ -14,6 +14,7 @@ __all__ = [
     "Base",
     "BrowserSession",
     "Client",
+    "ClientOrigin",
     "Device",
     "LoginRequest",
     "ShortCodeFailure",

@@ -12,8 +12,11 @@ from sqlalchemy import delete, select
 from idp import audit, db
 from idp.config import is_loopback
 from idp.errors import InvalidRequest
-from idp.oauth.models import Client, digest
+from idp.oauth.keys import ALGORITHMS
+from idp.oauth.models import Client, ClientOrigin, digest
 from idp.terminal import has_control_characters
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def check_redirect_uri(uri: str) -> str:
@@ -76,6 +79,44 @@ def check_logo_uri(uri: str) -> str:
     return uri
 
 
+def origin_of(uri: str) -> str | None:
+    """The origin a browser sends (``Origin``, RFC 6454 §6.2) for a page at an http(s)
+    ``uri``: lower-case scheme and host, an IDN host in punycode, no default port; None
+    for other schemes (a native app's redirect URI has no web origin)."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        return None
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not host:
+        return None
+    scheme = parts.scheme.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    suffix = f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else ""
+    return f"{scheme}://{host}{suffix}"
+
+
+def check_web_origin(value: str) -> str:
+    """An origin a browser app is served from: ``https://host[:port]``, or http on a
+    loopback host; nothing after the port. Returned as browsers send it."""
+    parts = urlsplit(value)
+    origin = origin_of(value)
+    secure = parts.scheme == "https" or (
+        parts.scheme == "http" and parts.hostname is not None and is_loopback(parts.hostname)
+    )
+    bare = not (parts.path or parts.query or parts.fragment or "#" in value or "?" in value)
+    if origin is None or not secure or not bare or parts.username or parts.password:
+        raise InvalidRequest(
+            f"web origin {value!r} must be an origin: https://host[:port] "
+            "(http only on a loopback host), with no path"
+        )
+    if len(origin) > 300:
+        raise InvalidRequest(f"web origin {value!r} is longer than 300 characters")
+    return origin
+
+
 def create_client(
     name: str,
     redirect_uris: list[str],
@@ -85,8 +126,13 @@ def create_client(
     service_account: bool = False,
     post_logout_redirect_uris: list[str] | None = None,
     number_matching: bool = False,
+    web_origins: list[str] | None = None,
+    id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name)
 ) -> tuple[Client, str | None]:
-    """Register a client; returns it and, for a confidential one, its secret (shown once)."""
+    """Register a client; returns it and, for a confidential one, its secret (shown once).
+
+    Its web origins (CORS) are ``web_origins`` and the origins of its http(s) redirect URIs.
+    """
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidRequest("a client needs a name of 1-200 characters")
@@ -104,6 +150,10 @@ def create_client(
     logout_uris = list(
         dict.fromkeys(check_redirect_uri(u) for u in post_logout_redirect_uris or [])
     )
+    if id_token_alg not in ALGORITHMS:
+        raise InvalidRequest(f"the ID-token algorithm must be one of {', '.join(ALGORITHMS)}")
+    origins = {check_web_origin(o) for o in web_origins or []}
+    origins |= {o for o in map(origin_of, uris) if o is not None and len(o) <= 300}
     secret = None if public else secrets.token_urlsafe(32)
     client = Client(
         client_id=secrets.token_urlsafe(18),
@@ -115,6 +165,8 @@ def create_client(
         grant_types=grant_types,
         token_endpoint_auth_method="none" if public else "client_secret_basic",
         number_matching=number_matching,
+        id_token_signed_response_alg=id_token_alg,
+        web_origins=[ClientOrigin(origin=o) for o in sorted(origins)],
     )
     db.session.add(client)
     audit.record("client.created", client_id=client.client_id, name=name, public=public)

@@ -1,6 +1,9 @@
-"""Token revocation (RFC 7009) and introspection (RFC 7662), for confidential clients.
+"""Token revocation (RFC 7009), for every client, and introspection (RFC 7662), for
+confidential clients.
 
-A client may revoke or introspect only the tokens issued to it. Revoking either
+A client may revoke or introspect only the tokens issued to it. A public client
+revokes with its ``client_id`` alone (RFC 7009 §2.1 authenticates confidential clients
+only): a browser app signing out withdraws its own tokens. Revoking either
 half of a token row (its access token or its refresh token) revokes both: a
 refresh token that is withdrawn must not leave its access token usable, and the
 other way round (RFC 7009 §2.1 allows it, and it is the safer reading).
@@ -21,6 +24,7 @@ from idp import audit, db
 from idp.oauth.models import Client, Token, digest
 
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+REVOCATION_AUTH_METHODS = [*CONFIDENTIAL_AUTH_METHODS, "none"]
 
 
 @dataclass
@@ -74,7 +78,7 @@ def find_token(token_string: str, hint: str | None) -> FoundToken | None:
 class Revocation(RevocationEndpoint):
     """``POST /revoke``: 200 whether or not the token existed (RFC 7009 §2.2)."""
 
-    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+    CLIENT_AUTH_METHODS = REVOCATION_AUTH_METHODS
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
         return find_token(token_string, token_type_hint)

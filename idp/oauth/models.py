@@ -62,6 +62,10 @@ class Client(Base):
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="RS256")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Loaded only when read (listing, registration): CORS asks the index, see idp.oauth.cors.
+    web_origins: Mapped[list[ClientOrigin]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="ClientOrigin.origin"
+    )
 
     @property
     def is_public(self) -> bool:
@@ -110,12 +114,13 @@ class Client(Base):
         return hmac.compare_digest(digest(client_secret), self.client_secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        if endpoint == "token":
+        if endpoint in ("token", "revocation"):
+            # RFC 7009 §2.1: a public client revokes its own tokens with its client_id.
             if self.is_public:
                 return method == "none"
             # A confidential client may send its secret either way (RFC 6749 §2.3.1).
             return method in ("client_secret_basic", "client_secret_post")
-        return not self.is_public  # introspection, revocation: confidential clients only
+        return not self.is_public  # introspection: confidential clients only
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code"
@@ -133,6 +138,20 @@ def _revoked_at(device_pk: Any) -> Any:
         .correlate_except(Device)
         .scalar_subquery()
     )
+
+
+class ClientOrigin(Base):
+    """A web origin (``scheme://host[:port]``) whose pages may read this client's answers
+    from the token, UserInfo and revocation endpoints (CORS, see ``idp.oauth.cors``):
+    registered with ``--web-origin``, or the origin of one of its redirect URIs."""
+
+    __tablename__ = "client_origins"
+
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True
+    )
+    # Indexed on its own too: a preflight asks "is this origin any client's?".
+    origin: Mapped[str] = mapped_column(String(300), primary_key=True, index=True)
 
 
 class AuthorizationCode(Base):

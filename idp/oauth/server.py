@@ -13,8 +13,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from authlib.consts import default_json_headers
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
-from authlib.oauth2 import OAuth2Request
+from authlib.oauth2 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, grants
 from authlib.oauth2.rfc6749.authenticate_client import (
     authenticate_client_secret_basic as authlib_client_secret_basic,
@@ -34,6 +35,7 @@ from idp.accounts.models import User
 from idp.accounts.services import user_claims
 from idp.db import utcnow
 from idp.mobile.models import Device
+from idp.oauth import cors
 from idp.oauth.endpoints import Introspection, Revocation
 from idp.oauth.keys import key_store
 from idp.oauth.models import SUPPORTED_SCOPES, AuthorizationCode, Client, Token, digest
@@ -89,11 +91,27 @@ class Server(AuthorizationServer):
             return request
         return super().create_oauth2_request(request)
 
+    def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
+        """Authlib's client authentication, where a failed ``Authorization: Basic`` attempt
+        is final: 401 ``invalid_client`` whatever the body says (RFC 6749 §5.2), never a
+        fall-back to a public client named by the body's ``client_id``."""
+        if "client_secret_basic" in methods and _offers_basic(request):
+            methods = ["client_secret_basic"]
+        client = super().authenticate_client(request, methods, endpoint)
+        cors.note_client(client.client_id)
+        return client
+
     def validate_requested_scope(self, scope: str | None) -> None:
         """Scope values this IdP does not know (``address``, ``phone``, another
         provider's) are ignored, as OIDC Core §3.1.2.1 says they SHOULD be: the client's
         allowed scopes (``Client.get_allowed_scope``) decide what is granted, and the
         token response names the scope granted."""
+
+
+def _offers_basic(request: Any) -> bool:
+    """Whether the request's ``Authorization`` header is HTTP Basic (well formed or not)."""
+    scheme, _, _ = (request.headers.get("Authorization") or "").strip().partition(" ")
+    return scheme.lower() == "basic"
 
 
 class RequiredS256(CodeChallenge):
@@ -330,7 +348,28 @@ class AccessTokens(BearerTokenValidator):
     def authenticate_token(self, token_string: str) -> Token | None:
         token = db.session.scalar(TOKEN_BY_ACCESS_DIGEST, {"digest": digest(token_string)})
         # UserInfo is about a person: a service account's token (no user) is not valid there.
-        return token if token is not None and token.user_id is not None else None
+        if token is None or token.user_id is None:
+            return None
+        cors.note_client(token.client_id)
+        return token
+
+
+class NoBearerToken(OAuth2Error):
+    """A request that offers no access token at all, or offers it by a scheme other than
+    Bearer: 401 with a bare challenge, ``WWW-Authenticate: Bearer realm="..."``, and no
+    error code (RFC 6750 §3.1: the client may not know it needs one)."""
+
+    status_code = 401
+
+    def __init__(self, realm: str) -> None:
+        super().__init__()
+        self.realm = realm
+
+    def get_body(self) -> list[tuple[str, str]]:
+        return []
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*default_json_headers, ("WWW-Authenticate", f'Bearer realm="{self.realm}"')]
 
 
 class BearerProtector(ResourceProtector):
@@ -347,6 +386,9 @@ class BearerProtector(ResourceProtector):
         )
         if form_token:
             return self.get_token_validator("bearer"), form_token
+        scheme, _, _ = (flask_request.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise NoBearerToken(self._default_realm or _issuer())
         return super().parse_request_authorization(request)
 
 
@@ -486,7 +528,7 @@ def init_app(app: Flask) -> None:
     server.register_endpoint(Introspection)
     server.register_extension(Issuer())
     protector = BearerProtector()
-    protector.register_token_validator(AccessTokens())
+    protector.register_token_validator(AccessTokens(realm=app.config["IDP_ISSUER"]))
     server.register_endpoint(UserInfoClaims(resource_protector=protector))
     app.extensions["idp.oauth"] = server
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import db
-from idp.errors import json_errors
-from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS
+from idp.errors import error_response, json_errors
+from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS, REVOCATION_AUTH_METHODS
 from idp.oauth.keys import ALGORITHMS, key_store
 from idp.oauth.models import SUPPORTED_SCOPES
 from idp.oauth.server import ACR, TOKEN_AUTH_METHODS, authorization_server
@@ -34,7 +34,8 @@ def token() -> Response:
 
 @bp.post("/revoke")
 def revoke() -> Response:
-    """Token revocation (RFC 7009), for the client the token was issued to."""
+    """Token revocation (RFC 7009), for the client the token was issued to (a public
+    client by its ``client_id`` alone)."""
     response = authorization_server().create_endpoint_response("revocation")
     if response.status_code == 200:
         db.session.commit()
@@ -82,7 +83,7 @@ def discovery() -> Response:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
-        "revocation_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": REVOCATION_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": [

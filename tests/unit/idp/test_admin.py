@@ -7,9 +7,15 @@ import pytest
 from sqlalchemy import func, select
 
 from idp import db
-from idp.admin.services import check_redirect_uri, create_client, delete_client, list_clients
+from idp.admin.services import (
+    check_redirect_uri,
+    create_client,
+    delete_client,
+    list_clients,
+    origin_of,
+)
 from idp.errors import InvalidRequest
-from idp.oauth.models import Client
+from idp.oauth.models import Client, ClientOrigin
 from idp.qrlogin.models import LoginRequest
 from idp.qrlogin.services import create_login_request
 
@@ -240,3 +246,55 @@ def test_deleting_a_client_deletes_its_login_requests(ctx):
     assert delete_client(gone.client_id) is True
     remaining = db.session.scalars(select(LoginRequest.client_id)).all()
     assert remaining == [keep.client_id]
+
+
+# web origins (CORS) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "origin"),
+    [
+        ("https://rp.example/cb?x=1", "https://rp.example"),
+        ("https://RP.Example:443/cb", "https://rp.example"),
+        ("https://rp.example:8443/cb", "https://rp.example:8443"),
+        ("http://localhost:80/cb", "http://localhost"),
+        ("http://127.0.0.1:5173/", "http://127.0.0.1:5173"),
+        ("http://[::1]:5000/cb", "http://[::1]:5000"),
+        ("https://bücher.example/cb", "https://xn--bcher-kva.example"),
+        ("com.example.app:/cb", None),
+        ("https://rp.example:99999/cb", None),
+    ],
+)
+def test_origin_of_is_what_a_browser_sends(uri, origin):
+    assert origin_of(uri) == origin
+
+
+def test_a_client_gets_its_redirect_uris_origins_and_its_web_origins(ctx):
+    client, _ = create_client(
+        "SPA",
+        ["https://app.example/cb", "https://app.example/other", "com.example.app:/cb"],
+        public=True,
+        web_origins=["https://admin.example", "https://ADMIN.example:443"],
+    )
+    stored = db.session.scalars(
+        select(ClientOrigin.origin).where(ClientOrigin.client_id == client.client_id)
+    ).all()
+    assert sorted(stored) == ["https://admin.example", "https://app.example"]
+
+
+def test_a_bad_web_origin_registers_nothing(ctx):
+    with pytest.raises(InvalidRequest) as refused:
+        create_client("X", ["https://rp.example/cb"], web_origins=["https://rp.example/app"])
+    assert refused.value.description == (
+        "web origin 'https://rp.example/app' must be an origin: https://host[:port] "
+        "(http only on a loopback host), with no path"
+    )
+    assert stored_clients() == []
+    assert db.session.scalar(select(func.count()).select_from(ClientOrigin)) == 0
+
+
+def test_an_unknown_id_token_alg_is_refused(ctx):
+    with pytest.raises(InvalidRequest) as refused:
+        create_client("X", ["https://rp.example/cb"], id_token_alg="HS256")
+    assert refused.value.description == "the ID-token algorithm must be one of RS256, ES256"
+    assert stored_clients() == []

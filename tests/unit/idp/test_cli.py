@@ -96,6 +96,7 @@ def test_db_upgrade_creates_the_schema_and_can_run_again(fresh):
         "alembic_version",
         "users",
         "clients",
+        "client_origins",
         "devices",
         "used_proofs",
         "login_requests",
@@ -106,7 +107,7 @@ def test_db_upgrade_creates_the_schema_and_can_run_again(fresh):
         "browser_sessions",
         "audit_events",
     }
-    assert fresh.rows("SELECT version_num FROM alembic_version") == [("0005",)]
+    assert fresh.rows("SELECT version_num FROM alembic_version") == [("0006",)]
     assert ok(fresh("db upgrade")) == "database is up to date\n"
     # The instance folder got the secret key, private.
     secret = fresh.tmp / "instance" / "secret_key"
@@ -239,6 +240,55 @@ def test_clients_create_service_account_and_logo(idp):
 def test_clients_create_refuses_bad_options(idp, args, message):
     result = idp(f"clients create --name J --redirect-uri https://rp.example/cb {args}")
     assert message in failed(result)
+    assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
+
+
+def test_clients_create_web_origins_and_id_token_alg(idp):
+    made = create_json(
+        idp,
+        "--name SPA --public --redirect-uri https://App.Example:443/cb"
+        " --redirect-uri com.example.app:/cb --web-origin https://admin.example:8443"
+        " --web-origin http://localhost:5173 --id-token-alg ES256",
+    )
+    assert idp.rows("SELECT id_token_signed_response_alg FROM clients") == [("ES256",)]
+    # Stored as browsers send them: the redirect URI's origin without its default port.
+    assert idp.rows("SELECT client_id, origin FROM client_origins ORDER BY origin") == [
+        (made["client_id"], "http://localhost:5173"),
+        (made["client_id"], "https://admin.example:8443"),
+        (made["client_id"], "https://app.example"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://spa.example",  # plain http off loopback
+        "https://spa.example/app",  # a path
+        "https://spa.example/",
+        "https://spa.example?x=1",
+        "https://user@spa.example",
+        "spa.example",
+        "null",
+        "com.example.app:/cb",
+    ],
+)
+def test_clients_create_refuses_what_is_not_a_web_origin(idp, origin):
+    result = idp(
+        f"clients create --name J --redirect-uri https://rp.example/cb --web-origin {origin}"
+    )
+    assert failed(result) == (
+        f"error: web origin {origin!r} must be an origin: https://host[:port] "
+        "(http only on a loopback host), with no path\n"
+    )
+    assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
+    assert idp.rows("SELECT count(*) FROM client_origins") == [(0,)]
+
+
+def test_clients_create_refuses_an_unknown_id_token_alg(idp):
+    result = idp(
+        "clients create --name J --redirect-uri https://rp.example/cb --id-token-alg HS256"
+    )
+    assert "Invalid value for '--id-token-alg'" in failed(result, code=2)
     assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
 
 

@@ -33,7 +33,7 @@ def test_upgrade_is_idempotent(tmp_path):
     with engine.connect() as connection:
         version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
     engine.dispose()
-    assert version == "0005"
+    assert version == "0006"
 
 
 def test_migrations_match_models_on_postgresql():
@@ -71,3 +71,34 @@ def test_every_foreign_key_is_indexed(table):
     leading |= {c.columns[0].name for c in t.constraints if hasattr(c, "columns") and c.columns}
     for fk in t.foreign_keys:
         assert fk.parent.name in leading, f"{table}.{fk.parent.name} has no index"
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])
+def test_upgrade_to_0006_gives_existing_clients_their_redirect_uris_origins(tmp_path, engine_name):
+    if engine_name == "postgresql":
+        with postgres_database() as url:
+            origins_after_upgrade(url)
+    else:
+        origins_after_upgrade(f"sqlite:///{tmp_path / 'origins.sqlite3'}")
+
+
+def origins_after_upgrade(url: str) -> None:
+    upgrade(url, "0004")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO clients (client_id, name, redirect_uris, scope, grant_types,"
+            " token_endpoint_auth_method, id_token_signed_response_alg, created_at)"
+            " VALUES ('spa', 'SPA', '[\"https://App.example:443/cb\", \"https://app.example/x\","
+            " \"http://localhost:5173/cb\", \"com.example.app:/cb\"]', 'openid', '[]', 'none',"
+            " 'RS256', '2026-01-01 00:00:00'),"
+            " ('native', 'App', '[\"com.example.app:/cb\"]', 'openid', '[]', 'none', 'RS256',"
+            " '2026-01-01 00:00:00')"
+        )
+    upgrade(url)
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT client_id, origin FROM client_origins ORDER BY origin"
+        ).all()
+    engine.dispose()
+    assert rows == [("spa", "http://localhost:5173"), ("spa", "https://app.example")]

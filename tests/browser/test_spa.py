@@ -1,0 +1,157 @@
+"""A single-page app on another origin, using oidc-client-ts (vendored in ``vendor/``):
+it signs in through the QR page with a real phone approving, checks the ID token,
+refreshes, revokes and signs out, all in Chromium, against a real ``idp serve``.
+
+Every call the app makes to the IdP is cross-origin (the app is on ``localhost``, the
+IdP on ``127.0.0.1``): discovery, JWKS, token, UserInfo (with a preflight: it sends
+``Authorization``) and revocation answer CORS, and nothing else needs to.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flask import Flask, jsonify, send_file
+from playwright.sync_api import Browser, Page, expect
+from test_sign_in import enroll, new_context, read_qr
+from werkzeug.serving import make_server
+
+from cluster import IdPProcess
+from support import add_user, dispose_app, free_port, make_app
+
+HERE = Path(__file__).parent
+FILES = {
+    "/": HERE / "spa" / "index.html",
+    "/callback": HERE / "spa" / "index.html",
+    "/signed-in": HERE / "spa" / "index.html",
+    "/signed-out": HERE / "spa" / "index.html",
+    "/app.js": HERE / "spa" / "app.js",
+    "/oidc-client-ts.js": HERE / "vendor" / "oidc-client-ts.js",
+}
+
+
+@dataclass
+class SpaSite:
+    idp: IdPProcess
+    spa_url: str
+    tmp: Path
+
+    @property
+    def issuer(self) -> str:
+        return self.idp.url
+
+
+def spa_server(config: dict[str, str]) -> Flask:
+    """The app's static files and its configuration, from its own origin."""
+    server = Flask("spa")
+    for path, file in FILES.items():
+        server.add_url_rule(
+            path, path, lambda file=file: send_file(file, max_age=0), methods=["GET"]
+        )
+    server.add_url_rule("/config.json", "config", lambda: jsonify(config))
+    return server
+
+
+@pytest.fixture
+def spa_site(tmp_path: Path) -> Iterator[SpaSite]:
+    idp_port, spa_port = free_port(), free_port()
+    issuer, spa_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{spa_port}"
+    database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
+    setup = make_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database)
+    try:
+        add_user(setup, "alice", name="Alice Example")
+        with setup.app_context():
+            from idp.admin.services import create_client
+
+            # A public client; its web origin is derived from its redirect URI.
+            client, _ = create_client(
+                "Test SPA",
+                [f"{spa_url}/callback"],
+                public=True,
+                post_logout_redirect_uris=[f"{spa_url}/signed-out"],
+            )
+            client_id = client.client_id
+    finally:
+        dispose_app(setup)
+    idp = IdPProcess(
+        tmp_path,
+        "idp",
+        {
+            "IDP_ISSUER": issuer,
+            "IDP_DATABASE_URL": database,
+            "IDP_SECRET_KEY": "browser-test-secret",
+            "IDP_LOG_FORMAT": "text",
+        },
+    )
+    idp.port = idp_port
+    idp.start()
+    server = make_server(
+        "127.0.0.1",
+        spa_port,
+        spa_server({"authority": issuer, "client_id": client_id}),
+        threaded=True,
+    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield SpaSite(idp=idp, spa_url=spa_url, tmp=tmp_path)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        idp.stop()
+
+
+def no_error(page: Page) -> None:
+    expect(page.locator("#error")).to_have_text("")
+
+
+def test_a_single_page_app_signs_in_refreshes_revokes_and_signs_out(
+    chromium: Browser, spa_site: SpaSite
+):
+    phone = enroll(spa_site)
+    context = new_context(chromium)
+    page = context.new_page()
+    page.goto(spa_site.spa_url + "/")
+    page.get_by_role("button", name="Sign in").click()
+
+    # signinRedirect: discovery (CORS), then the QR page; the phone approves.
+    page.wait_for_url(f"{spa_site.issuer}/authorize?*")
+    expect(page.locator("#qr svg")).to_be_visible()
+    view = phone.scan(read_qr(page, spa_site.tmp))["login_request"]
+    assert view["client"]["name"] == "Test SPA"
+    phone.approve(view["id"])
+
+    # signinRedirectCallback: the code exchanged at /token and UserInfo read, cross-origin.
+    page.wait_for_url(f"{spa_site.spa_url}/signed-in")
+    expect(page.locator("#signin")).to_have_text("signed in as Alice Example (alice@example.com)")
+    expect(page.locator("#id-token")).to_have_text(
+        re.compile(r"^valid: RS256 signature by key \S+; iss, aud and exp checked$")
+    )
+    no_error(page)
+
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#refreshed")).to_have_text(
+        "refreshed: new access token, refresh token rotated, still Alice Example"
+    )
+    no_error(page)
+
+    page.get_by_role("button", name="Revoke tokens").click()
+    expect(page.locator("#revoked")).to_have_text("revoked: UserInfo now answers 401 invalid_token")
+    no_error(page)
+
+    # signoutRedirect: the IdP's end_session_endpoint with the ID token as hint, and back.
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{spa_site.spa_url}/signed-out?*")
+    expect(page.locator("#signed-out")).to_have_text("signed out (state back: from the test SPA)")
+    no_error(page)
+
+    # The IdP session ended too: signing in again needs a new scan.
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{spa_site.issuer}/authorize?*")
+    expect(page.locator("#qr svg")).to_be_visible()
+    context.close()
