@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import db
-from idp.errors import error_response, json_errors
+from idp.errors import json_errors
 from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS, REVOCATION_AUTH_METHODS
 from idp.oauth.keys import ALGORITHMS, key_store
 from idp.oauth.models import SUPPORTED_SCOPES
