@@ -71,3 +71,26 @@ def test_every_foreign_key_is_indexed(table):
     leading |= {c.columns[0].name for c in t.constraints if hasattr(c, "columns") and c.columns}
     for fk in t.foreign_keys:
         assert fk.parent.name in leading, f"{table}.{fk.parent.name} has no index"
+
+
+def test_upgrades_use_the_options_of_the_checkouts_alembic_ini():
+    """An installed package has no alembic.ini: idp/migrate.py sets what an upgrade needs.
+
+    An option added to alembic.ini (``version_locations``, say) would change what
+    ``alembic upgrade`` does in a checkout but not what ``idp db upgrade`` does; this
+    test makes it be added to idp/migrate.py too.
+    """
+    import configparser
+    from pathlib import Path
+
+    from idp.migrate import UPGRADE_OPTIONS, alembic_config, migrations_path
+
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(Path(__file__).resolve().parents[3] / "alembic.ini")
+    # Only for `alembic` run in a checkout: where the folder is, the import path, the
+    # name of a new revision's file.
+    checkout_only = {"script_location", "prepend_sys_path", "file_template"}
+    assert {k: v for k, v in ini["alembic"].items() if k not in checkout_only} == UPGRADE_OPTIONS
+    config = alembic_config("sqlite://")
+    assert config.get_main_option("script_location") == str(migrations_path())
+    assert all(config.get_main_option(k) == v for k, v in UPGRADE_OPTIONS.items())
