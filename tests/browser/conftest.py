@@ -48,9 +48,11 @@ def chromium() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         _missing(f"Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         _missing("the playwright package (make install)")
+    # expect() waits for a state; its default (5 s) is too short on a loaded machine.
+    expect.set_options(timeout=30_000)
     manager = sync_playwright().start()
     browser = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
     try:
