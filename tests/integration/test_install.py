@@ -105,9 +105,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         check=True,
     ).stdout
     constraints = tmp / "constraints.txt"
-    constraints.write_text(
-        "".join(line + "\n" for line in frozen.splitlines() if "qr-idp" not in line.lower())
-    )
+    # Only name==version pins: pip refuses links in constraints, and qr-idp is the wheel.
+    pins = [
+        line
+        for line in frozen.splitlines()
+        if "==" in line and "@" not in line and not line.lower().startswith("qr-idp")
+    ]
+    constraints.write_text("".join(pin + "\n" for pin in pins))
     run(venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", constraints,
         f"{wheel}[postgres]", cwd=tmp)  # fmt: skip
     workdir = tmp / "elsewhere"
