@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,7 +83,10 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
 
     marker = request.node.get_closest_marker("idp_config")
     extra = {k: str(v) for k, v in (marker.kwargs if marker else {}).items()}
-    idp_port, rp_port = free_port(), free_port()
+    # The RP's socket is bound now (to port 0): a port merely picked here and bound after
+    # the IdP has started, seconds later, may be someone else's by then on a busy machine.
+    rp_socket = socket.create_server(("127.0.0.1", 0))
+    idp_port, rp_port = free_port(), rp_socket.getsockname()[1]
     issuer, rp_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{rp_port}"
     database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
     setup = make_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database)
@@ -118,7 +122,8 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
             "RP_BASE_URL": rp_url,
         }
     )
-    server = make_server("127.0.0.1", rp_port, rp, threaded=True)
+    server = make_server("127.0.0.1", rp_port, rp, threaded=True, fd=rp_socket.fileno())
+    rp_socket.close()  # the server has its own duplicate of it
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
