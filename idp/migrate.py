@@ -1,7 +1,13 @@
-"""Applying the Alembic migrations from code (``idp db upgrade``, tests, the demo)."""
+"""Applying the Alembic migrations from code (``idp db upgrade``, tests, the demo).
+
+The revisions live in the checkout's top-level ``migrations/`` folder, which the build
+ships as the package ``idp._migrations`` (see setup.py), so an installed wheel and a
+checkout find them the same way: from the package, never from a path beside the source.
+"""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
@@ -9,13 +15,29 @@ from alembic.config import Config
 
 from idp.instance import create_sqlite_file
 
-ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_PACKAGE = "idp._migrations"
+
+# The [alembic] options of the checkout's alembic.ini that an upgrade depends on; the
+# installed package has no alembic.ini (that file is for `alembic` run in a checkout),
+# so they are set here, and tests/unit/idp/test_migrations.py keeps the two the same.
+UPGRADE_OPTIONS = {"path_separator": "os"}
+
+
+def migrations_path() -> Path:
+    """The folder of the Alembic environment and revisions, wherever the package is."""
+    path = Path(str(files(MIGRATIONS_PACKAGE)))
+    if not (path / "env.py").is_file():
+        # pip installs packages unzipped; a zipped or broken install must say so, clearly.
+        raise RuntimeError(f"the migrations are missing from {path}: reinstall qr-idp")
+    return path
 
 
 def alembic_config(database_url: str) -> Config:
-    """Alembic's config for this repository's migrations and ``database_url``."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    """Alembic's config for the IdP's migrations and ``database_url``."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_path()))
+    for name, value in UPGRADE_OPTIONS.items():
+        config.set_main_option(name, value)
     # ConfigParser interpolation: a literal % must be doubled.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config

@@ -17,7 +17,11 @@
   var socket = null;
   var finished = false;
   var retries = 0;
-  var MAX_RETRIES = 8;
+  // Reconnect backoff: quick at first, never more than RETRY_CAP apart, so that a page
+  // is back within seconds of a restarted server (a deploy), and jittered, so that the
+  // pages of a restarted server do not all come back in the same instant.
+  var RETRY_FIRST = 500;
+  var RETRY_CAP = 5000;
   var deadline = Date.now() + state.expires_in * 1000;
 
   var text = state.messages;
@@ -65,15 +69,18 @@
     };
     socket.onclose = function () {
       if (finished || mine !== socket) { return; }
-      if (retries >= MAX_RETRIES) {
-        show(text.connection_lost, "bad");
+      // While the code is valid the login can still succeed: keep trying (however long
+      // the server is away). Past its expiry a reconnect would only learn "expired", and
+      // renewing needs the server: the person gets a new code by hand.
+      if (Date.now() >= deadline) {
         offerRefresh();
+        show(text.connection_lost, "bad");
         return;
       }
-      // Reconnect with backoff; the server sends the current state first.
-      var delay = Math.min(10000, 500 * Math.pow(2, retries));
+      // The server sends the current state first: a change missed meanwhile is not lost.
+      var ceiling = Math.min(RETRY_CAP, RETRY_FIRST * Math.pow(2, retries));
       retries += 1;
-      window.setTimeout(connect, delay);
+      window.setTimeout(connect, ceiling / 2 + Math.random() * ceiling / 2);
     };
   }
 

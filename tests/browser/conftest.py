@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,9 +49,11 @@ def chromium() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         _missing(f"Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         _missing("the playwright package (make install)")
+    # expect() waits for a state; its default (5 s) is too short on a loaded machine.
+    expect.set_options(timeout=30_000)
     manager = sync_playwright().start()
     browser = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
     try:
@@ -80,7 +83,10 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
 
     marker = request.node.get_closest_marker("idp_config")
     extra = {k: str(v) for k, v in (marker.kwargs if marker else {}).items()}
-    idp_port, rp_port = free_port(), free_port()
+    # The RP's socket is bound now (to port 0): a port merely picked here and bound after
+    # the IdP has started, seconds later, may be someone else's by then on a busy machine.
+    rp_socket = socket.create_server(("127.0.0.1", 0))
+    idp_port, rp_port = free_port(), rp_socket.getsockname()[1]
     issuer, rp_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{rp_port}"
     database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
     setup = make_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database)
@@ -116,7 +122,8 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
             "RP_BASE_URL": rp_url,
         }
     )
-    server = make_server("127.0.0.1", rp_port, rp, threaded=True)
+    server = make_server("127.0.0.1", rp_port, rp, threaded=True, fd=rp_socket.fileno())
+    rp_socket.close()  # the server has its own duplicate of it
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

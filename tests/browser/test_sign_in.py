@@ -18,6 +18,9 @@ from support import PASSWORD
 
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+# Every wait is on a state, with room for a loaded machine: Playwright's actions and
+# waits (here) and its expect() assertions (tests/browser/conftest.py) wait this long.
+WAIT_MS = 30_000
 
 
 def enroll(site: Any) -> PhoneClient:
@@ -28,7 +31,7 @@ def enroll(site: Any) -> PhoneClient:
 
 def new_context(chromium: Browser, **options: object) -> BrowserContext:
     context = chromium.new_context(**({"viewport": LAPTOP} | options))  # type: ignore[arg-type]
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(WAIT_MS)
     return context
 
 
@@ -117,7 +120,7 @@ def test_an_expired_code_is_replaced_by_itself(chromium, site):
     page = start_sign_in(context, site)
     old = read_qr(page, site.tmp, "old.png")
     # Nobody touches the page: it renews the code when the old one expires.
-    expect(page.locator("#qr-text")).not_to_have_text(old, timeout=15_000)
+    expect(page.locator("#qr-text")).not_to_have_text(old)
     expect(page.locator("#status")).to_have_text("Scan with the QR-IdP app")
     new = read_qr(page, site.tmp, "new.png")
     assert new != old
@@ -144,6 +147,68 @@ def test_the_server_restarting_while_the_page_waits(chromium, site):
     phone.approve(view["id"])
     page.wait_for_url(f"{site.rp_url}/")
     expect(page.get_by_text("Alice Example").first).to_be_visible()
+    context.close()
+
+
+# Counts the page's closed WebSockets (a refused connection closes too), for the test.
+COUNT_CLOSED_SOCKETS = """
+(() => {
+  const Native = window.WebSocket;
+  window.closedSockets = 0;
+  window.WebSocket = function (url, protocols) {
+    const socket = new Native(url, protocols);
+    socket.addEventListener("close", () => { window.closedSockets += 1; });
+    return socket;
+  };
+  window.WebSocket.prototype = Native.prototype;
+})();
+"""
+
+
+@pytest.mark.idp_config(IDP_LOGIN_REQUEST_TTL=600)
+def test_the_page_keeps_reconnecting_while_its_code_is_valid(chromium, site):
+    """A server away for a long deploy: the page retries for as long as its code is valid
+    (it gave up after eight tries, about 45 s, with minutes left), and once the server is
+    back it reconnects, reads the state and the login goes on. The page's clock is
+    Playwright's, moved on by hand: no waiting out the backoff in real time."""
+    phone = enroll(site)
+    context = new_context(chromium)
+    context.add_init_script(COUNT_CLOSED_SOCKETS)
+    context.clock.install()
+    page = start_sign_in(context, site)
+    text = read_qr(page, site.tmp)
+    assert site.idp.terminate() == 0
+    refresh = page.locator("#refresh")
+    for closed in range(1, 13):  # each failed try closes one socket; 12 > the old 8
+        page.wait_for_function(f"window.closedSockets >= {closed}")
+        expect(refresh).to_be_hidden()
+        expect(page.locator("#status")).to_have_text("Scan with the QR-IdP app")
+        # Past any backoff (under 10 s of the page's time): the next try starts.
+        page.clock.run_for(10_000)
+    site.idp.start()
+    view = phone.scan(text)["login_request"]
+    # The next try reaches the server, which sends the current state first.
+    page.clock.run_for(10_000)
+    expect(page.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    phone.approve(view["id"])
+    page.wait_for_url(f"{site.rp_url}/")
+    expect(page.get_by_text("Alice Example").first).to_be_visible()
+    context.close()
+
+
+@pytest.mark.idp_config(IDP_LOGIN_REQUEST_TTL=30)
+def test_a_page_whose_code_expired_while_the_server_was_away_offers_a_new_one(chromium, site):
+    """Past the code's expiry the page stops retrying and says the connection was lost,
+    with the button for a new code."""
+    context = new_context(chromium)
+    context.add_init_script(COUNT_CLOSED_SOCKETS)
+    context.clock.install()
+    page = start_sign_in(context, site)
+    assert site.idp.terminate() == 0
+    page.wait_for_function("window.closedSockets >= 1")
+    page.clock.run_for(31_000)  # past the code's 30 s; the pending try fails once more
+    expect(page.locator("#status")).to_have_text("Connection lost — get a new code to try again")
+    expect(page.locator("#refresh")).to_be_visible()
     context.close()
 
 

@@ -102,3 +102,26 @@ def origins_after_upgrade(url: str) -> None:
         ).all()
     engine.dispose()
     assert rows == [("spa", "http://localhost:5173"), ("spa", "https://app.example")]
+
+
+def test_upgrades_use_the_options_of_the_checkouts_alembic_ini():
+    """An installed package has no alembic.ini: idp/migrate.py sets what an upgrade needs.
+
+    An option added to alembic.ini (``version_locations``, say) would change what
+    ``alembic upgrade`` does in a checkout but not what ``idp db upgrade`` does; this
+    test makes it be added to idp/migrate.py too.
+    """
+    import configparser
+    from pathlib import Path
+
+    from idp.migrate import UPGRADE_OPTIONS, alembic_config, migrations_path
+
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(Path(__file__).resolve().parents[3] / "alembic.ini")
+    # Only for `alembic` run in a checkout: where the folder is, the import path, the
+    # name of a new revision's file.
+    checkout_only = {"script_location", "prepend_sys_path", "file_template"}
+    assert {k: v for k, v in ini["alembic"].items() if k not in checkout_only} == UPGRADE_OPTIONS
+    config = alembic_config("sqlite://")
+    assert config.get_main_option("script_location") == str(migrations_path())
+    assert all(config.get_main_option(k) == v for k, v in UPGRADE_OPTIONS.items())

@@ -1,0 +1,1 @@
+"""The schema's revisions (Alembic skips this file when it lists them)."""
