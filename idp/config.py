@@ -78,6 +78,14 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     # Log lines: "json" (one object per line, with the request id) or "text".
     "IDP_LOG_FORMAT": (str, "json"),
     "IDP_LOG_LEVEL": (str, "INFO"),
+    # Realtime and Redis faults (see idp/realtime/ and docs/deploying.md).
+    # Seconds one Redis call (connect, command, a ping of the pub/sub link) may take.
+    "IDP_REDIS_TIMEOUT": (int, 2),
+    # Seconds of silence on the broker's pub/sub link before it pings Redis.
+    "IDP_REDIS_PING_INTERVAL": (int, 5),
+    # Open page sockets allowed per login request, and per browser IP, in each process.
+    "IDP_WS_MAX_PER_REQUEST": (int, 4),
+    "IDP_WS_MAX_PER_IP": (int, 100),
 }
 
 
@@ -124,6 +132,9 @@ def load(instance_path: Path, overrides: Mapping[str, Any] | None = None) -> dic
         values["IDP_RATELIMIT_STORAGE_URL"] = broker if redis else "memory://"
     for name in LIMIT_SETTINGS:
         check_limit(name, values[name])
+    for name in AT_LEAST_ONE:  # 0 would mean "no bound" to redis-py, or refuse every socket
+        if values[name] < 1:
+            raise ConfigError(f"{name} must be at least 1, not {values[name]}")
     if values["IDP_LOG_FORMAT"] not in {"json", "text"}:
         raise ConfigError(f"IDP_LOG_FORMAT must be json or text, not {values['IDP_LOG_FORMAT']!r}")
     values["IDP_LOG_LEVEL"] = str(values["IDP_LOG_LEVEL"]).upper()
@@ -131,6 +142,13 @@ def load(instance_path: Path, overrides: Mapping[str, Any] | None = None) -> dic
         raise ConfigError("IDP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return values
 
+
+AT_LEAST_ONE = (
+    "IDP_REDIS_TIMEOUT",
+    "IDP_REDIS_PING_INTERVAL",
+    "IDP_WS_MAX_PER_REQUEST",
+    "IDP_WS_MAX_PER_IP",
+)
 
 LIMIT_SETTINGS = (
     "IDP_LIMIT_BROWSER",
