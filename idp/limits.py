@@ -16,6 +16,7 @@ is one (so that every worker shares them), else this process's memory. If Redis 
 unreachable, or stops answering (every call is bounded by ``IDP_REDIS_TIMEOUT``),
 each process falls back to its own memory counters: limits stay on, and sign-in
 keeps working; Flask-Limiter looks at Redis again now and then, and goes back to it.
+The requests already waiting on Redis when it failed pass uncounted (no 500).
 
 A ``Limiter`` is made per app, and limits are attached to the app's registered view
 functions, so that several apps in one process (as in the tests) never share counters.
@@ -64,6 +65,10 @@ def init_app(app: Flask) -> None:
         strategy="moving-window",
         key_prefix=config["IDP_RATELIMIT_PREFIX"],
         in_memory_fallback_enabled=True,
+        # The fallback starts with the first call that fails; calls already waiting on
+        # Redis then fail too, and would answer 500. Those few are let through uncounted
+        # (and logged) instead; every later request counts in memory.
+        swallow_errors=True,
         headers_enabled=False,
         enabled=config["IDP_RATELIMIT_ENABLED"],
     )

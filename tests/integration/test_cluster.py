@@ -256,6 +256,25 @@ def test_a_killed_worker_loses_no_login(cluster):
     assert cluster.count("tokens") == 1
 
 
+def test_a_worker_exit_leaves_the_instance_serving(cluster):
+    """SIGTERM to one worker (gunicorn replaces it): the shared metrics folder is the
+    master's, so the other worker and the new one go on answering everything."""
+    a = cluster.add_process("a", workers=2)
+    victim = a.worker_pids()[0]
+    os.kill(victim, signal.SIGTERM)
+    wait_until(
+        lambda: victim not in a.worker_pids() and len(a.worker_pids()) == 2,
+        30,
+        "gunicorn replacing the worker",
+    )
+    paths = ["/healthz", "/readyz", "/metrics", "/.well-known/openid-configuration"]
+    answers = {
+        (path, requests.get(a.url + path, timeout=10).status_code) for path in paths * 10
+    }  # fresh connections: both workers answer some
+    assert answers == {(path, 200) for path in paths}
+    assert a.metric("idp_http_requests_total", route="/healthz", status="200") >= 10
+
+
 def test_a_stopping_process_sends_its_pages_to_another(cluster):
     """SIGTERM (a deploy): open sockets close with 1012 at once; the page reconnects
     through the balancer to the process that stays and the login completes there."""
@@ -474,3 +493,51 @@ def test_the_redis_broker_notices_a_frozen_redis(private_redis):
         assert broker.ping()
     finally:
         broker.close()
+
+
+@pytest.mark.parametrize("at_once", [1, 6], ids=["one-by-one", "concurrent"])
+def test_the_abuse_limits_fall_back_when_redis_freezes(tmp_path, private_redis, at_once):
+    """The limits' counters are in a Redis that stops answering: requests give up on it
+    after IDP_REDIS_TIMEOUT and count in this process's memory, so the limits hold and
+    nothing answers 500, also for the requests that were waiting when it froze."""
+    budget = 8
+    app = make_app(
+        tmp_path,
+        IDP_RATELIMIT_STORAGE_URL=private_redis.url,
+        IDP_REDIS_TIMEOUT=1,
+        IDP_LIMIT_BROWSER=f"{budget}/minute",
+    )
+    try:
+        client_id, secret = add_client(app)
+        path = RelyingParty("http://127.0.0.1:8000", client_id, secret).authorize_url()
+        path = path.removeprefix("http://127.0.0.1:8000")
+
+        def ask_together(n: int) -> list[int]:
+            statuses: list[int] = []
+            askers = [
+                threading.Thread(
+                    target=lambda: statuses.append(app.test_client().get(path).status_code)
+                )
+                for _ in range(n)
+            ]
+            for asker in askers:
+                asker.start()
+            for asker in askers:
+                asker.join(timeout=20)
+                assert not asker.is_alive(), "a request waited on the frozen Redis"
+            return statuses
+
+        private_redis.freeze()
+        try:
+            # These find Redis frozen and switch to memory (any 500 would be missing here:
+            # the test client raises it in its thread).
+            assert ask_together(at_once) == [200] * at_once
+            # Counted in memory now, one by one: the budget holds.
+            after = [status for _ in range(budget + 1) for status in ask_together(1)]
+        finally:
+            private_redis.thaw()
+        assert after[-1] == 429
+        assert after == sorted(after)  # some 200s, then only 429s
+        assert set(after) == {200, 429}
+    finally:
+        dispose_app(app)
