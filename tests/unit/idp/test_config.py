@@ -165,6 +165,10 @@ def test_defaults(tmp_path):
         "IDP_LIMIT_PASSWORD": "5 per 15 minutes",
         "IDP_LOG_FORMAT": "json",
         "IDP_LOG_LEVEL": "INFO",
+        "IDP_REDIS_TIMEOUT": 2,
+        "IDP_REDIS_PING_INTERVAL": 5,
+        "IDP_WS_MAX_PER_REQUEST": 4,
+        "IDP_WS_MAX_PER_IP": 100,
     }
 
 
@@ -247,7 +251,23 @@ def test_the_whole_number_settings_are_the_documented_ones():
         "IDP_QR_MAX_RENEWALS",
         "IDP_TRUSTED_PROXIES",
         "IDP_AUDIT_RETENTION_DAYS",
+        "IDP_REDIS_TIMEOUT",
+        "IDP_REDIS_PING_INTERVAL",
+        "IDP_WS_MAX_PER_REQUEST",
+        "IDP_WS_MAX_PER_IP",
     ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["IDP_REDIS_TIMEOUT", "IDP_REDIS_PING_INTERVAL", "IDP_WS_MAX_PER_REQUEST", "IDP_WS_MAX_PER_IP"],
+)
+def test_a_bound_of_zero_is_refused(tmp_path, monkeypatch, name):
+    """0 would mean "wait for ever" to redis-py, or refuse every page socket."""
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == f"{name} must be at least 1, not 0"
 
 
 @pytest.mark.parametrize("name", INT_SETTINGS)
