@@ -20,6 +20,7 @@ reaches the page within a heartbeat.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from datetime import datetime
@@ -28,6 +29,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import Server
+from sqlalchemy.exc import InterfaceError, OperationalError
 from wsproto.frame_protocol import CloseReason
 
 from idp import db
@@ -42,6 +44,7 @@ from idp.realtime.slots import SocketSlots
 
 bp = Blueprint("realtime", __name__)
 sock = Sock()
+log = logging.getLogger(__name__)
 
 #: After one of these the page moves on and the socket closes.
 FINAL = {Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.COMPLETED}
@@ -138,7 +141,7 @@ def login_socket(ws: Server, request_id: str) -> None:
             if message is None or message == RECHECK:
                 # A heartbeat, the expiry, or a broker that may have lost messages: the
                 # database has the truth (a message may never have been published).
-                state = _current_state(request_id)
+                state = _reread_state(request_id, status)
             else:
                 state = {k: v for k, v in message.items() if k in ("status", "number")}
                 state.setdefault("status", status)
@@ -159,6 +162,17 @@ def _peer_sent(ws: Server) -> bool:
     """After :data:`SOCKET_NEWS`: True if the page sent a frame; the socket's end (the page
     left) raises ``ConnectionClosed``, which ends the handler and frees its slot."""
     return ws.receive(timeout=0) is not None
+
+
+def _reread_state(request_id: str, status: str) -> dict[str, str]:
+    """:func:`_current_state`, or ``status`` unchanged while the database is away: the
+    socket stays open, and the next heartbeat reads again."""
+    try:
+        return _current_state(request_id)
+    except (OperationalError, InterfaceError) as error:
+        log.warning("page socket: database unavailable, trying again later: %s", error)
+        db.session.remove()
+        return {"status": status}
 
 
 def _current_state(request_id: str, login: LoginRequest | None = None) -> dict[str, str]:

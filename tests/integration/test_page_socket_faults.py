@@ -4,6 +4,7 @@ leaves or sends, and a change whose message was never published."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 from datetime import timedelta
@@ -11,6 +12,7 @@ from datetime import timedelta
 import pytest
 from simple_websocket import ConnectionClosed
 from simple_websocket import ConnectionError as HandshakeRefused
+from sqlalchemy.exc import OperationalError
 
 from cluster import wait_until
 from idp import db
@@ -145,3 +147,25 @@ def test_an_approval_past_its_grace_is_refused(world):
     late = browser.complete(page)
     assert late.status_code == 410
     assert "expired" in late.text
+
+
+@pytest.mark.idp_config(IDP_WS_HEARTBEAT=1)
+def test_a_heartbeat_that_cannot_reach_the_database_keeps_the_socket(world, monkeypatch):
+    """The database is away at a heartbeat's re-read: the page keeps its socket and its
+    heartbeats, and hears the next change once the database is back."""
+    _, rp, browser, phone = world
+    page = browser.open(rp.authorize_url())
+    ws = browser.socket(page)
+    assert next_status(ws) == "pending"
+    failed: list[str] = []
+
+    def unreachable(request_id: str):
+        failed.append(request_id)
+        raise OperationalError("SELECT status", {}, Exception("connection refused"))
+
+    with monkeypatch.context() as away:
+        away.setattr("idp.qrlogin.services.peek_status", unreachable)
+        wait_until(lambda: len(failed) >= 2, 10, "two heartbeats failing to read")
+    assert json.loads(ws.receive(timeout=5)) == {"heartbeat": True}
+    phone.scan(page.qr_url)
+    assert next_status(ws) == "scanned"
