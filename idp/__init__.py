@@ -58,7 +58,11 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     errors.init_app(app)
     keys.init_app(app)
     server.init_app(app)
-    app.extensions["idp.broker"] = broker.create_broker(app.config["IDP_BROKER_URL"])
+    app.extensions["idp.broker"] = broker.create_broker(
+        app.config["IDP_BROKER_URL"],
+        timeout=app.config["IDP_REDIS_TIMEOUT"],
+        ping_interval=app.config["IDP_REDIS_PING_INTERVAL"],
+    )
     _register_blueprints(app)
     limits.init_app(app)
     _add_security_headers(app)

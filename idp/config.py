@@ -292,6 +292,14 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     # statement running longer, fails its request with a 503 instead of holding it.
     "IDP_DATABASE_LOCK_TIMEOUT": (Seconds(), 5),
     "IDP_DATABASE_STATEMENT_TIMEOUT": (Seconds(), 15),
+    # Realtime and Redis faults (see idp/realtime/ and docs/deploying.md).
+    # Seconds one Redis call (connect, command, a ping of the pub/sub link) may take.
+    "IDP_REDIS_TIMEOUT": (Seconds(minimum=1), 2),
+    # Seconds of silence on the broker's pub/sub link before it pings Redis.
+    "IDP_REDIS_PING_INTERVAL": (Seconds(minimum=1), 5),
+    # Open page sockets allowed per login request, and per browser IP, in each process.
+    "IDP_WS_MAX_PER_REQUEST": (WholeNumber(minimum=1), 4),
+    "IDP_WS_MAX_PER_IP": (WholeNumber(minimum=1), 100),
 }
 
 

@@ -17,8 +17,10 @@
 Every limit answers 429 ``too_many_requests`` with ``Retry-After``. Counters live in
 ``IDP_RATELIMIT_STORAGE_URL``: by default the Redis of ``IDP_BROKER_URL`` when there
 is one (so that every worker shares them), else this process's memory. If Redis is
-unreachable, each process falls back to its own memory counters: limits stay on,
-and sign-in keeps working.
+unreachable, or stops answering (every call is bounded by ``IDP_REDIS_TIMEOUT``),
+each process falls back to its own memory counters: limits stay on, and sign-in
+keeps working; Flask-Limiter looks at Redis again now and then, and goes back to it.
+The requests already waiting on Redis when it failed pass uncounted (no 500).
 
 A ``Limiter`` is made per app, and limits are attached to the app's registered view
 functions, so that several apps in one process (as in the tests) never share counters.
@@ -38,6 +40,7 @@ from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
 from idp.config import is_redis_url
 from idp.errors import RateLimited, render_error
+from idp.realtime.broker import bounded_redis_options
 
 #: endpoint -> (setting, scope): limits keyed by the client's IP address. Endpoints of
 #: one scope share one budget.
@@ -58,13 +61,23 @@ PER_IP = {
 def init_app(app: Flask) -> None:
     """Make this app's limiter and attach its limits to the registered views."""
     config = app.config
+    storage = config["IDP_RATELIMIT_STORAGE_URL"]
     limiter = Limiter(
         get_remote_address,
         app=app,
-        storage_uri=storage_uri(config["IDP_RATELIMIT_STORAGE_URL"]),
+        storage_uri=storage_uri(storage),
+        # Without a timeout a frozen Redis holds each request for ever, and the fallback
+        # below (which needs a call to fail) never starts.
+        storage_options=bounded_redis_options(config["IDP_REDIS_TIMEOUT"])
+        if is_redis_url(storage)
+        else {},
         strategy="moving-window",
         key_prefix=config["IDP_RATELIMIT_PREFIX"],
         in_memory_fallback_enabled=True,
+        # The fallback starts with the first call that fails; calls already waiting on
+        # Redis then fail too, and would answer 500. Those few are let through uncounted
+        # (and logged) instead; every later request counts in memory.
+        swallow_errors=True,
         headers_enabled=False,
         enabled=config["IDP_RATELIMIT_ENABLED"],
     )

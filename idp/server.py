@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -70,16 +71,24 @@ def _child_exit(_server: Any, worker: Any) -> None:
 @contextlib.contextmanager
 def shared_metrics(workers: int) -> Iterator[None]:
     """With several workers, each writes its metrics to one folder that /metrics
-    (on any worker) adds up. Must be entered before ``prometheus_client`` is imported."""
+    (on any worker) adds up. Must be entered before ``prometheus_client`` is imported.
+
+    The folder belongs to the master: gunicorn forks the workers inside this block, and
+    a worker leaving it (its exit unwinds the same stack) must not remove the folder
+    that the other workers write to (without it every request of theirs fails).
+    """
     if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         yield
         return
-    with tempfile.TemporaryDirectory(prefix="idp-metrics-") as folder:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
-        try:
-            yield
-        finally:
+    folder = tempfile.mkdtemp(prefix="idp-metrics-")
+    master = os.getpid()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        if os.getpid() == master:
             del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def logging_config(log_format: str, level: str) -> dict[str, Any]:

@@ -176,6 +176,17 @@ class RedisServer:
         wait_until(client.ping, 15, "redis-server answering")
         client.close()
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and new ones are accepted by the kernel, but
+        nothing answers (a hung server, a stalled VM). Only ever this private server."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: it answers again, everything that waited first."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: the connections drop without goodbye, as in a crash."""
         if self.process is not None:

@@ -208,7 +208,12 @@ def make_app(tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: An
         )
     if url not in _MIGRATED:
         upgrade(url)
-    return create_app(settings, instance_path=str(tmp_path / "instance"))
+    app = create_app(settings, instance_path=str(tmp_path / "instance"))
+    # A Redis broker is ready once Redis confirmed its subscription (until then /readyz
+    # says "unreachable"): tests start from a settled app.
+    wait_ready = getattr(app.extensions["idp.broker"], "wait_ready", None)
+    assert wait_ready is None or wait_ready(10), "the Redis broker did not subscribe"
+    return app
 
 
 def dispose_app(app: Flask) -> None:

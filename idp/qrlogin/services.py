@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -111,6 +111,21 @@ def find_login_request(request_id: str, *, with_user: bool = False) -> LoginRequ
     if login is None:
         raise UnknownRequest()
     return login
+
+
+def peek_status(request_id: str) -> tuple[Status, str | None, bool]:
+    """The request's status, its number to match, and whether it is past its lifetime
+    while unfinished: three columns by primary key, cheap enough for every heartbeat of
+    every waiting page. ``UnknownRequest`` if it is gone."""
+    row = db.session.execute(
+        select(LoginRequest.status, LoginRequest.match_number, LoginRequest.expires_at).where(
+            LoginRequest.id == request_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise UnknownRequest()
+    status, number, expires_at = row
+    return status, number, status in UNFINISHED and utcnow() >= expires_at
 
 
 def find_for_browser(
@@ -325,8 +340,7 @@ def claim_completion(request_id: str, binding_secret: str | None) -> LoginReques
         raise Expired()
     if login.status != Status.APPROVED:
         raise NotApproved()
-    grace = timedelta(seconds=current_app.config["IDP_CODE_TTL"])
-    if login.decided_at and utcnow() > max(login.expires_at, login.decided_at + grace):
+    if login.decided_at and utcnow() > max(login.expires_at, login.decided_at + approval_grace()):
         raise Expired("this approval was not used in time: sign in again")
     result = db.session.execute(
         update(LoginRequest)
@@ -338,6 +352,14 @@ def claim_completion(request_id: str, binding_secret: str | None) -> LoginReques
         raise AlreadyUsed("this sign-in was already completed")
     set_committed_value(login, "status", Status.COMPLETED)
     return login
+
+
+def approval_grace() -> timedelta:
+    """How long after the phone's approval the page may still complete, even past the
+    request's lifetime: ``IDP_CODE_TTL``, and at least two heartbeats, because a page whose
+    message was lost learns of the approval only at its next heartbeat."""
+    config = current_app.config
+    return timedelta(seconds=max(config["IDP_CODE_TTL"], 2 * config["IDP_WS_HEARTBEAT"]))
 
 
 def publish_status(request_id: str, status: str, **extra: str) -> None:

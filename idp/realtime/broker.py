@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import weakref
 from typing import Any, Protocol
 
@@ -173,6 +174,24 @@ class InProcessBroker:
         """Nothing to release."""
 
 
+def bounded_redis_options(timeout: float) -> dict[str, Any]:
+    """redis-py options under which no call waits longer than ``timeout`` seconds.
+
+    A Redis that stops answering but keeps its connections (frozen, or a half-open TCP
+    connection) would otherwise hold a caller for ever: redis-py sets no socket timeout.
+    A failed call is not retried here; each caller knows its own fallback.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
 class RedisBroker:
     """Redis pub/sub across workers and hosts.
 
@@ -181,10 +200,14 @@ class RedisBroker:
     costs no Redis command, and nothing races a SUBSCRIBE. Each event is small and
     a login makes about four, so even a large cluster's processes read them easily.
 
-    A listener thread blocks on the connection. When the connection drops it
-    reconnects and then tells every local subscriber to re-read the database
-    (:data:`RECHECK`): whatever was published in the gap is found there. A publish
-    that fails is kept and sent once Redis answers again.
+    A listener thread reads the subscription. A pub/sub connection that is silent for
+    ``ping_interval`` seconds is pinged, and one that leaves the ping unanswered for
+    ``timeout`` seconds counts as lost, like one that drops: a Redis that is frozen, or
+    a connection that died without a word, looks idle otherwise. After reconnecting the
+    listener tells every local subscriber to re-read the database (:data:`RECHECK`):
+    whatever was published in the gap is found there. A publish that fails, or that is
+    made while the listener is not subscribed, is kept and sent once Redis answers again.
+    Every Redis call is bounded by ``timeout``.
     """
 
     CHANNEL = "qridp:login-events"
@@ -192,12 +215,12 @@ class RedisBroker:
     #: recheck after reconnecting covers them).
     BACKLOG = 10_000
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float = 2, ping_interval: float = 5) -> None:
         import redis  # optional dependency: only production needs it
 
-        self._redis = redis.Redis.from_url(
-            url, health_check_interval=10, socket_keepalive=True, socket_connect_timeout=5
-        )
+        self._timeout = timeout
+        self._ping_interval = ping_interval
+        self._redis = redis.Redis.from_url(url, **bounded_redis_options(timeout))
         self._fanout = LocalFanout()
         self._backlog: collections.deque[bytes] = collections.deque(maxlen=self.BACKLOG)
         self._stopped = threading.Event()
@@ -208,6 +231,9 @@ class RedisBroker:
 
     def publish(self, channel: str, message: dict[str, Any]) -> None:
         payload = json.dumps({"channel": channel, "message": message}).encode()
+        if not self._ready.is_set():  # Redis is known to be away: do not make the caller wait
+            self._backlog.append(payload)
+            return
         try:
             self._redis.publish(self.CHANNEL, payload)
         except Exception:  # the state is committed; deliver the news when Redis is back
@@ -230,9 +256,11 @@ class RedisBroker:
         return self._fanout.count()
 
     def ping(self) -> bool:
-        """True when Redis answers and this process is subscribed."""
+        """True when this process is subscribed and Redis answers (within the timeout)."""
+        if not self._ready.is_set():
+            return False
         try:
-            return bool(self._redis.ping()) and self._ready.is_set()
+            return bool(self._redis.ping())
         except Exception:
             return False
 
@@ -247,31 +275,57 @@ class RedisBroker:
         self._redis.close()
 
     def _listen(self) -> None:
-        first = True
+        connected_before = False
         while not self._stopped.is_set():
+            pubsub = self._redis.pubsub()
             try:
-                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                try:
-                    pubsub.subscribe(self.CHANNEL)
-                    self._ready.set()
-                    if not first:  # anything published meanwhile is in the database
-                        log.info("redis broker reconnected")
-                        self._fanout.broadcast(RECHECK)
-                    first = False
-                    self._flush_backlog()
-                    while not self._stopped.is_set():
-                        # Blocks up to a second, so that close() is noticed.
-                        message = pubsub.get_message(timeout=1.0)
-                        if message is not None:
-                            self._deliver(message["data"])
-                finally:
-                    self._ready.clear()
-                    with contextlib.suppress(Exception):  # it may be broken already
-                        pubsub.close()
-            except Exception as error:  # the connection dropped: reconnect after a pause
+                self._subscribe(pubsub)
+                self._ready.set()
+                if connected_before:
+                    log.info("redis broker reconnected")
+                connected_before = True
+                # Anything published while this process was not listening is in the database.
+                self._fanout.broadcast(RECHECK)
+                self._receive(pubsub)
+            except Exception as error:  # lost, refused or silent: reconnect after a pause
                 if not self._stopped.is_set():
                     log.warning("redis broker connection lost (%s); reconnecting", error)
-                    self._stopped.wait(0.5)
+            finally:
+                self._ready.clear()
+                with contextlib.suppress(Exception):  # it may be broken already
+                    pubsub.close()
+            self._stopped.wait(0.5)
+
+    def _subscribe(self, pubsub: Any) -> None:
+        """Subscribe, and wait (bounded) for Redis to confirm it: a frozen Redis accepts
+        the connection and the command, and answers nothing."""
+        pubsub.subscribe(self.CHANNEL)
+        deadline = time.monotonic() + self._timeout
+        while (left := deadline - time.monotonic()) > 0:
+            message = pubsub.get_message(timeout=left)
+            if message is not None and message["type"] == "subscribe":
+                return
+        raise TimeoutError("redis did not confirm the subscription")
+
+    def _receive(self, pubsub: Any) -> None:
+        """Deliver events until stopped; raise when the connection is lost or silent."""
+        heard = time.monotonic()
+        pinged: float | None = None
+        while not self._stopped.is_set():
+            if self._backlog:  # kept while Redis was away, or a publish failed meanwhile
+                self._flush_backlog()
+            # Waits a second at most, so that close() is noticed.
+            message = pubsub.get_message(timeout=min(1.0, self._timeout))
+            now = time.monotonic()
+            if message is not None:
+                heard, pinged = now, None  # anything at all proves the connection alive
+                if message["type"] == "message":
+                    self._deliver(message["data"])
+            elif pinged is not None and now - pinged >= self._timeout:
+                raise TimeoutError(f"redis left a ping unanswered for {self._timeout} s")
+            elif pinged is None and now - heard >= self._ping_interval:
+                pubsub.ping()  # its answer is a "pong" message
+                pinged = now
 
     def _deliver(self, data: bytes) -> None:
         try:
@@ -292,12 +346,13 @@ class RedisBroker:
                 raise
 
 
-def create_broker(url: str) -> Broker:
-    """The broker for ``IDP_BROKER_URL`` (checked by idp.config): ``memory://`` or Redis."""
+def create_broker(url: str, *, timeout: float = 2, ping_interval: float = 5) -> Broker:
+    """The broker for ``IDP_BROKER_URL`` (checked by idp.config): ``memory://`` or Redis;
+    ``timeout`` and ``ping_interval``: ``IDP_REDIS_TIMEOUT`` and ``IDP_REDIS_PING_INTERVAL``."""
     from idp.config import is_redis_url
 
     if url == "memory://":
         return InProcessBroker()
     if is_redis_url(url):
-        return RedisBroker(url)
+        return RedisBroker(url, timeout=timeout, ping_interval=ping_interval)
     raise ValueError(f"IDP_BROKER_URL must be memory:// or a Redis URL, not {url!r}")

@@ -7,12 +7,21 @@ loses a login), then every change, pushed; it never polls.
 
 Each socket is written by its handler thread alone (Flask-Sock frames sent from
 two threads at once would interleave): broker messages reach the handler
-through its subscription's queue.
+through its subscription's queue, and so does the socket's own news (the peer
+closed, or sent a frame), so that the handler learns of it at once.
+
+A request may hold a few sockets, an IP address more (``IDP_WS_MAX_PER_REQUEST``,
+``IDP_WS_MAX_PER_IP``, per process); past that the handshake is refused with 429.
+Each heartbeat re-reads the request's state (one primary-key read): a change
+whose message was lost (the broker down, or a crash between commit and publish)
+reaches the page within a heartbeat.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -20,21 +29,27 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import Server
+from sqlalchemy.exc import InterfaceError, OperationalError
 from wsproto.frame_protocol import CloseReason
 
 from idp import db
 from idp.db import utcnow
+from idp.errors import RateLimited
 from idp.ops import metrics
 from idp.qrlogin import services as logins
 from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.views import binding_secret, check_same_origin
 from idp.realtime.broker import RECHECK, RESTART
+from idp.realtime.slots import SocketSlots
 
 bp = Blueprint("realtime", __name__)
 sock = Sock()
+log = logging.getLogger(__name__)
 
 #: After one of these the page moves on and the socket closes.
 FINAL = {Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.COMPLETED}
+#: Put in a socket's subscription when its peer sent a frame or closed: look at the socket.
+SOCKET_NEWS: dict[str, Any] = {"socket": True}
 
 
 @bp.before_request
@@ -48,26 +63,58 @@ def _authorize_socket() -> None:
     g.subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
     db.reads_only()  # one read (an expiry is one UPDATE of its own)
     g.login = logins.find_for_browser(request_id, binding_secret())
+    _take_slot(request_id)
     g.state = _current_state(request_id, g.login)
     # The page's messages are a few bytes: per-message compression would only keep a
     # zlib compressor (hundreds of KB) for each waiting page. Decline the offer.
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
+def _take_slot(request_id: str) -> None:
+    """Count this socket against its request and its IP address, or refuse it (429)."""
+    slots: SocketSlots = current_app.extensions["idp.socket_slots"]
+    ip = request.remote_addr or ""
+    full = slots.acquire(request_id, ip)
+    retry_after = current_app.config["IDP_WS_HEARTBEAT"]  # a dead socket is noticed by then
+    if full == "request":
+        raise RateLimited("too many open sockets for this sign-in", retry_after=retry_after)
+    if full == "ip":
+        raise RateLimited("too many open sockets from this address", retry_after=retry_after)
+    g.socket_slot = (request_id, ip)
+
+
 @bp.teardown_request
 def _close_subscription(_exc: BaseException | None) -> None:
     if subscription := g.pop("subscription", None):
         subscription.close()
+    if slot := g.pop("socket_slot", None):  # the socket is closed: its slot is free
+        current_app.extensions["idp.socket_slots"].release(*slot)
 
 
-class _DropInput(list[Any]):
-    """Stands in for a socket's input buffer: the page never sends, so nothing is kept
-    (a client streaming messages would otherwise grow the server's memory)."""
+class _SocketEvent:
+    """simple-websocket's ``event_class``: its reader sets the event when a frame
+    arrives or the peer closes. Ours also tells the handler, which waits on its
+    subscription, not on the socket; made in the handshake, inside the request."""
 
-    received = False
+    __slots__ = ("_event", "_subscription")
 
-    def append(self, _message: Any) -> None:
-        self.received = True
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._subscription = g.get("subscription")
+
+    def set(self) -> None:
+        self._event.set()
+        if self._subscription is not None:
+            self._subscription.deliver(SOCKET_NEWS)
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
 
 
 @sock.route("/ws/login/<request_id>", bp=bp)
@@ -77,27 +124,24 @@ def login_socket(ws: Server, request_id: str) -> None:
     state: dict[str, str] = g.state
     status = state["status"]
     subscription = g.subscription
-    inbox = ws.input_buffer = _DropInput()
     heartbeat = current_app.config["IDP_WS_HEARTBEAT"]
     metrics.OPEN_WEBSOCKETS.inc()
     try:
         ws.send(json.dumps(state))
         while status not in FINAL and ws.connected:
             message = subscription.get(timeout=_seconds_until(login.expires_at, heartbeat))
-            if inbox.received:
-                ws.close(reason=CloseReason.POLICY_VIOLATION, message="the page sends nothing")
-                return
+            if message == SOCKET_NEWS:
+                if _peer_sent(ws):
+                    ws.close(reason=CloseReason.POLICY_VIOLATION, message="the page sends nothing")
+                    return
+                continue
             if message == RESTART:  # this worker is stopping: the page reconnects elsewhere
                 ws.close(reason=CloseReason.SERVICE_RESTART, message="reconnect")
                 return
-            if message is None and utcnow() < login.expires_at:
-                # Keeps proxies from dropping an idle socket and notices a dead peer.
-                ws.send('{"heartbeat":true}')
-                continue
             if message is None or message == RECHECK:
-                # At expiry, or when the broker may have lost a message (it
-                # reconnected): the database has the truth.
-                state = _current_state(request_id)
+                # A heartbeat, the expiry, or a broker that may have lost messages: the
+                # database has the truth (a message may never have been published).
+                state = _reread_state(request_id, status)
             else:
                 state = {k: v for k, v in message.items() if k in ("status", "number")}
                 state.setdefault("status", status)
@@ -106,23 +150,45 @@ def login_socket(ws: Server, request_id: str) -> None:
                 ws.send(json.dumps(state))
                 if message and status in (Status.APPROVED, Status.DENIED) and "at" in message:
                     metrics.APPROVE_TO_NOTIFY.observe(max(0.0, time.time() - message["at"]))
+            elif message is None:
+                # Keeps proxies from dropping an idle socket and notices a dead peer.
+                ws.send('{"heartbeat":true}')
     finally:
         metrics.OPEN_WEBSOCKETS.dec()
         subscription.close()
+
+
+def _peer_sent(ws: Server) -> bool:
+    """After :data:`SOCKET_NEWS`: True if the page sent a frame; the socket's end (the page
+    left) raises ``ConnectionClosed``, which ends the handler and frees its slot."""
+    return ws.receive(timeout=0) is not None
+
+
+def _reread_state(request_id: str, status: str) -> dict[str, str]:
+    """:func:`_current_state`, or ``status`` unchanged while the database is away: the
+    socket stays open, and the next heartbeat reads again."""
+    try:
+        return _current_state(request_id)
+    except (OperationalError, InterfaceError) as error:
+        log.warning("page socket: database unavailable, trying again later: %s", error)
+        db.session.remove()
+        return {"status": status}
 
 
 def _current_state(request_id: str, login: LoginRequest | None = None) -> dict[str, str]:
     """The state in the database (``login``: just read), expiring the request if its time
     has passed: ``{"status": ...}``, with the number to match once scanned, if matching
     is on. Ends the transaction: the socket holds none while it waits."""
-    login = login or logins.find_login_request(request_id)
-    status = login.status
-    if login.is_expired() and status != Status.EXPIRED:
+    if login is None:  # every heartbeat of every page: three columns by primary key
+        status, number, expired = logins.peek_status(request_id)
+    else:
+        status, number, expired = login.status, login.match_number, login.is_expired()
+    if expired and status != Status.EXPIRED:
         logins.expire_login(request_id)
-        status = logins.find_login_request(request_id).status
+        status, number, _ = logins.peek_status(request_id)
     state = {"status": str(status)}
-    if status == Status.SCANNED and login.match_number:
-        state["number"] = login.match_number
+    if status == Status.SCANNED and number:
+        state["number"] = number
     db.session.close()
     return state
 
@@ -156,6 +222,11 @@ def _gevent_worker() -> bool:
 def init_app(app: Flask) -> None:
     """Set up Flask-Sock; incoming frames are tiny, so cap them."""
     options = app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": 1024})
+    options.setdefault("event_class", _SocketEvent)
     if _gevent_worker():
         options.setdefault("thread_class", _ReaderGreenlet)
+    config = app.config
+    app.extensions["idp.socket_slots"] = SocketSlots(
+        config["IDP_WS_MAX_PER_REQUEST"], config["IDP_WS_MAX_PER_IP"]
+    )
     sock.init_app(app)

@@ -10,8 +10,10 @@ HTTP session plus its WebSocket, reconnecting when it closes, as ``login.js`` do
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +58,8 @@ class Cluster:
     def issuer(self) -> str:
         return self.balancer.url
 
-    def add_process(self, name: str, workers: int = 1) -> IdPProcess:
-        env = {
+    def add_process(self, name: str, workers: int = 1, **settings: str) -> IdPProcess:
+        env = settings | {
             "IDP_ISSUER": self.issuer,
             "IDP_DATABASE_URL": self.database_url,
             "IDP_BROKER_URL": self.broker_url,
@@ -254,6 +256,25 @@ def test_a_killed_worker_loses_no_login(cluster):
     assert cluster.count("tokens") == 1
 
 
+def test_a_worker_exit_leaves_the_instance_serving(cluster):
+    """SIGTERM to one worker (gunicorn replaces it): the shared metrics folder is the
+    master's, so the other worker and the new one go on answering everything."""
+    a = cluster.add_process("a", workers=2)
+    victim = a.worker_pids()[0]
+    os.kill(victim, signal.SIGTERM)
+    wait_until(
+        lambda: victim not in a.worker_pids() and len(a.worker_pids()) == 2,
+        30,
+        "gunicorn replacing the worker",
+    )
+    paths = ["/healthz", "/readyz", "/metrics", "/.well-known/openid-configuration"]
+    answers = {
+        (path, requests.get(a.url + path, timeout=10).status_code) for path in paths * 10
+    }  # fresh connections: both workers answer some
+    assert answers == {(path, 200) for path in paths}
+    assert a.metric("idp_http_requests_total", route="/healthz", status="200") >= 10
+
+
 def test_a_stopping_process_sends_its_pages_to_another(cluster):
     """SIGTERM (a deploy): open sockets close with 1012 at once; the page reconnects
     through the balancer to the process that stays and the login completes there."""
@@ -288,9 +309,12 @@ def test_a_redis_restart_loses_no_login(tmp_path, database, private_redis):
         a, b, browser, page, ws, phone = scanned_on_two_processes(cluster)
 
         private_redis.kill()
-        unready = requests.get(f"{a.url}/readyz", timeout=5)
-        assert unready.status_code == 503
-        assert unready.json()["checks"] == {"database": "ok", "broker": "unreachable"}
+        degraded = requests.get(f"{a.url}/readyz", timeout=5)
+        assert degraded.status_code == 200  # sign-ins still work here: stay in rotation
+        assert degraded.json() == {
+            "status": "degraded",
+            "checks": {"database": "ok", "broker": "unreachable"},
+        }
         phone.approve(page.id)  # committed; its message cannot be sent now
         assert cluster.login_row(page.id)[0] == "approved"
 
@@ -299,6 +323,88 @@ def test_a_redis_restart_loses_no_login(tmp_path, database, private_redis):
         finish(cluster, browser, page, via=a)
         wait_until(lambda: requests.get(f"{a.url}/readyz", timeout=5).status_code == 200)
         wait_until(lambda: requests.get(f"{b.url}/readyz", timeout=5).status_code == 200)
+
+
+#: Short Redis bounds, so that a freeze of a few seconds is noticed within the test.
+FAST_REDIS = {"IDP_REDIS_TIMEOUT": "1", "IDP_REDIS_PING_INTERVAL": "1"}
+
+
+def server_errors(process: IdPProcess) -> list[str]:
+    """The process's request log lines that answered 5xx, and any traceback."""
+    bad = []
+    for line in process.log_text().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and int(record.get("status", 0)) >= 500:
+                bad.append(line)
+        if "Traceback" in line:
+            bad.append(line)
+    return bad
+
+
+def test_a_frozen_redis_loses_no_login(tmp_path, database, private_redis):
+    """Redis stops answering but keeps every connection (SIGSTOP) while pages wait: the
+    approval reaches the page at its next heartbeat (from the database), new sign-ins
+    go through with per-process abuse counters, /readyz stays 200 ("degraded"), nothing
+    answers 500; once Redis answers again the processes resubscribe."""
+    made = build_cluster(tmp_path, database, private_redis.url, database)
+    with running(made) as cluster:
+        a = cluster.add_process("a", **FAST_REDIS)
+        b = cluster.add_process("b", **FAST_REDIS)
+        enroll(cluster, b)
+        browser, page, ws = open_page(cluster, a)
+        cluster.balancer.route(b.port)
+        phone = cluster.phone()
+        phone.scan(page.qr_url)
+        assert next_status(ws) == "scanned"
+
+        private_redis.freeze()
+        try:
+            phone.approve(page.id)  # committed; its message cannot cross now
+            assert next_status(ws, timeout=15) == "approved"
+            finish(cluster, browser, page, via=a)
+
+            for process in (a, b):
+                ready = wait_until(
+                    lambda p=process: (
+                        requests.get(f"{p.url}/readyz", timeout=5).json()["status"] == "degraded"
+                    ),
+                    15,
+                    f"{process.name} reporting the broker down",
+                )
+                assert ready
+                degraded = requests.get(f"{process.url}/readyz", timeout=5)
+                assert degraded.status_code == 200
+                assert degraded.json()["checks"] == {"database": "ok", "broker": "unreachable"}
+
+            # A new sign-in from start to end, both ways round, while Redis is frozen.
+            for page_on, phone_on in ((a, b), (b, a)):
+                rp = cluster.rp
+                cluster.rp = RelyingParty(rp.idp_url, rp.client_id, rp.client_secret)  # new nonce
+                browser, page, ws = open_page(cluster, page_on)
+                cluster.balancer.route(phone_on.port)
+                phone = cluster.phone()
+                phone.scan(page.qr_url)
+                phone.approve(page.id)
+                statuses = [next_status(ws, timeout=15)]
+                if statuses[0] != "approved":
+                    statuses.append(next_status(ws, timeout=15))
+                assert statuses[-1] == "approved"
+                finish(cluster, browser, page, via=page_on)
+        finally:
+            private_redis.thaw()
+
+        for process in (a, b):
+            wait_until(
+                lambda p=process: (
+                    requests.get(f"{p.url}/readyz", timeout=5).json()["status"] == "ready"
+                ),
+                30,
+                f"{process.name} resubscribed",
+            )
+        assert cluster.count("tokens") == 3
+        for process in (a, b):
+            assert server_errors(process) == []
 
 
 def test_a_postgresql_outage_fails_clearly_and_heals(tmp_path, database):
@@ -358,3 +464,80 @@ def test_the_redis_broker_rechecks_after_losing_its_connection():
         assert broker.ping()
     finally:
         broker.close()
+
+
+def test_the_redis_broker_notices_a_frozen_redis(private_redis):
+    """Redis stops answering but keeps the connection (SIGSTOP): a publish gives up after
+    the timeout, the silent pub/sub link is noticed by its ping, and once Redis answers
+    again the broker resubscribes, says "recheck" and sends what it kept."""
+    broker = RedisBroker(private_redis.url, timeout=1, ping_interval=1)
+    try:
+        assert broker.wait_ready(10)
+        subscription = broker.subscribe("login:x")
+        private_redis.freeze()
+        try:
+            publishing = threading.Thread(
+                target=broker.publish, args=("login:x", {"status": "scanned"})
+            )
+            publishing.start()
+            publishing.join(timeout=10)
+            assert not publishing.is_alive()  # it gave up on the frozen server, and kept it
+            wait_until(lambda: not broker.ping(), 10, "the broker noticing the freeze")
+            broker.publish("login:x", {"status": "approved"})  # kept at once
+            assert subscription.get(timeout=0.5) is None
+        finally:
+            private_redis.thaw()
+        assert subscription.get(timeout=15) == RECHECK
+        assert subscription.get(timeout=10) == {"status": "scanned"}
+        assert subscription.get(timeout=10) == {"status": "approved"}
+        assert broker.ping()
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("at_once", [1, 6], ids=["one-by-one", "concurrent"])
+def test_the_abuse_limits_fall_back_when_redis_freezes(tmp_path, private_redis, at_once):
+    """The limits' counters are in a Redis that stops answering: requests give up on it
+    after IDP_REDIS_TIMEOUT and count in this process's memory, so the limits hold and
+    nothing answers 500, also for the requests that were waiting when it froze."""
+    budget = 8
+    app = make_app(
+        tmp_path,
+        IDP_RATELIMIT_STORAGE_URL=private_redis.url,
+        IDP_REDIS_TIMEOUT=1,
+        IDP_LIMIT_BROWSER=f"{budget}/minute",
+    )
+    try:
+        client_id, secret = add_client(app)
+        path = RelyingParty("http://127.0.0.1:8000", client_id, secret).authorize_url()
+        path = path.removeprefix("http://127.0.0.1:8000")
+
+        def ask_together(n: int) -> list[int]:
+            statuses: list[int] = []
+            askers = [
+                threading.Thread(
+                    target=lambda: statuses.append(app.test_client().get(path).status_code)
+                )
+                for _ in range(n)
+            ]
+            for asker in askers:
+                asker.start()
+            for asker in askers:
+                asker.join(timeout=20)
+                assert not asker.is_alive(), "a request waited on the frozen Redis"
+            return statuses
+
+        private_redis.freeze()
+        try:
+            # These find Redis frozen and switch to memory (any 500 would be missing here:
+            # the test client raises it in its thread).
+            assert ask_together(at_once) == [200] * at_once
+            # Counted in memory now, one by one: the budget holds.
+            after = [status for _ in range(budget + 1) for status in ask_together(1)]
+        finally:
+            private_redis.thaw()
+        assert after[-1] == 429
+        assert after == sorted(after)  # some 200s, then only 429s
+        assert set(after) == {200, 429}
+    finally:
+        dispose_app(app)

@@ -37,13 +37,30 @@ def test_readyz_checks_the_database_and_the_broker(client):
     assert response.json == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
 
 
-def test_readyz_says_which_part_is_down(app, client, monkeypatch):
+def test_readyz_without_the_broker_is_degraded_but_ready(app, client, monkeypatch):
+    """Sign-ins still work without the broker (pages learn at their next heartbeat): a
+    Redis outage must not take every node out of the load balancer."""
     monkeypatch.setattr(app.extensions["idp.broker"], "ping", lambda: False)
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json == {
+        "status": "degraded",
+        "checks": {"database": "ok", "broker": "unreachable"},
+    }
+
+
+def test_readyz_without_the_database_is_unavailable(app, client, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def unreachable(*_args, **_kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(app.extensions["idp.db"].session, "execute", unreachable)
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json == {
         "status": "unavailable",
-        "checks": {"database": "ok", "broker": "unreachable"},
+        "checks": {"database": "unreachable", "broker": "ok"},
     }
 
 

@@ -183,6 +183,10 @@ def test_defaults(tmp_path):
         "IDP_PREVIOUS_SECRET_KEY": "",
         "IDP_DATABASE_LOCK_TIMEOUT": 5,
         "IDP_DATABASE_STATEMENT_TIMEOUT": 15,
+        "IDP_REDIS_TIMEOUT": 2,
+        "IDP_REDIS_PING_INTERVAL": 5,
+        "IDP_WS_MAX_PER_REQUEST": 4,
+        "IDP_WS_MAX_PER_IP": 100,
     }
 
 
@@ -266,6 +270,8 @@ def test_the_whole_number_and_duration_settings_are_the_documented_ones():
         "IDP_QR_MAX_RENEWALS",
         "IDP_TRUSTED_PROXIES",
         "IDP_AUDIT_RETENTION_DAYS",
+        "IDP_WS_MAX_PER_REQUEST",
+        "IDP_WS_MAX_PER_IP",
     ]
     assert DURATION_SETTINGS == [
         "IDP_LOGIN_REQUEST_TTL",
@@ -281,7 +287,21 @@ def test_the_whole_number_and_duration_settings_are_the_documented_ones():
         "IDP_SHORT_CODE_WINDOW",
         "IDP_DATABASE_LOCK_TIMEOUT",
         "IDP_DATABASE_STATEMENT_TIMEOUT",
+        "IDP_REDIS_TIMEOUT",
+        "IDP_REDIS_PING_INTERVAL",
     ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["IDP_REDIS_TIMEOUT", "IDP_REDIS_PING_INTERVAL", "IDP_WS_MAX_PER_REQUEST", "IDP_WS_MAX_PER_IP"],
+)
+def test_a_bound_of_zero_is_refused(tmp_path, monkeypatch, name):
+    """0 would mean "wait for ever" to redis-py, or refuse every page socket."""
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == f"{name} must be at least 1, not 0"
 
 
 NOT_NUMBERS = ["abc", "1.5", "1e3", "12s", "2m", "0x10", "ten", "--1", "1_000", "\u0661\u0662"]
