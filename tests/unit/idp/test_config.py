@@ -165,6 +165,8 @@ def test_defaults(tmp_path):
         "IDP_LIMIT_PASSWORD": "5 per 15 minutes",
         "IDP_LOG_FORMAT": "json",
         "IDP_LOG_LEVEL": "INFO",
+        "IDP_DATABASE_LOCK_TIMEOUT": 5,
+        "IDP_DATABASE_STATEMENT_TIMEOUT": 15,
     }
 
 
@@ -247,6 +249,8 @@ def test_the_whole_number_settings_are_the_documented_ones():
         "IDP_QR_MAX_RENEWALS",
         "IDP_TRUSTED_PROXIES",
         "IDP_AUDIT_RETENTION_DAYS",
+        "IDP_DATABASE_LOCK_TIMEOUT",
+        "IDP_DATABASE_STATEMENT_TIMEOUT",
     ]
 
 
