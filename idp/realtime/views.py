@@ -141,7 +141,13 @@ def login_socket(ws: Server, request_id: str) -> None:
             if message is None or message == RECHECK:
                 # A heartbeat, the expiry, or a broker that may have lost messages: the
                 # database has the truth (a message may never have been published).
-                state = _reread_state(request_id, status)
+                reread = _reread_state(request_id)
+                if reread is None and utcnow() >= login.expires_at:
+                    # The expiry cannot be recorded now: the page reconnects (with backoff)
+                    # and reads the state once the database is back.
+                    ws.close(reason=CloseReason.TRY_AGAIN_LATER, message="try again later")
+                    return
+                state = reread or {"status": status}
             else:
                 state = {k: v for k, v in message.items() if k in ("status", "number")}
                 state.setdefault("status", status)
@@ -164,15 +170,15 @@ def _peer_sent(ws: Server) -> bool:
     return ws.receive(timeout=0) is not None
 
 
-def _reread_state(request_id: str, status: str) -> dict[str, str]:
-    """:func:`_current_state`, or ``status`` unchanged while the database is away: the
-    socket stays open, and the next heartbeat reads again."""
+def _reread_state(request_id: str) -> dict[str, str] | None:
+    """:func:`_current_state`, or ``None`` while the database is away: until the request
+    expires the socket stays open, and the next heartbeat reads again."""
     try:
         return _current_state(request_id)
     except (OperationalError, InterfaceError) as error:
-        log.warning("page socket: database unavailable, trying again later: %s", error)
+        log.debug("page socket: database unavailable, trying again later: %s", error)
         db.session.remove()
-        return {"status": status}
+        return None
 
 
 def _current_state(request_id: str, login: LoginRequest | None = None) -> dict[str, str]:

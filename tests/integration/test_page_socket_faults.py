@@ -169,3 +169,19 @@ def test_a_heartbeat_that_cannot_reach_the_database_keeps_the_socket(world, monk
     assert json.loads(ws.receive(timeout=5)) == {"heartbeat": True}
     phone.scan(page.qr_url)
     assert next_status(ws) == "scanned"
+
+
+@pytest.mark.idp_config(IDP_WS_HEARTBEAT=1, IDP_LOGIN_REQUEST_TTL=2)
+def test_a_socket_whose_expiry_cannot_be_read_asks_the_page_to_come_back(world, monkeypatch):
+    """Past the request's lifetime with the database away: closed with 1013 (try again
+    later), so that the page reconnects with backoff instead of waiting on a dead row."""
+    _, rp, browser, _ = world
+    page = browser.open(rp.authorize_url())
+    ws = browser.socket(page)
+    assert next_status(ws) == "pending"
+
+    def unreachable(request_id: str):
+        raise OperationalError("SELECT status", {}, Exception("connection refused"))
+
+    monkeypatch.setattr("idp.qrlogin.services.peek_status", unreachable)
+    assert closed_with(ws, within=10) == 1013
