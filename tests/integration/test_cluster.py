@@ -450,6 +450,59 @@ def test_a_postgresql_outage_fails_clearly_and_heals(tmp_path, database):
         network.close()
 
 
+def test_a_frozen_postgresql_loses_no_login(tmp_path, database):
+    """PostgreSQL stops answering but keeps every connection (the network carries nothing)
+    while a page waits on one process and the phone is on the other: /healthz and
+    discovery answer at once, a request that needs the database is a 503 within a bounded
+    time (never a frozen worker, never a 500), the page's socket stays open, and once the
+    database answers again the same login completes."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database)
+    network = TcpProxy(url.port or 5432)
+    through_proxy = url.set(host="127.0.0.1", port=network.port).render_as_string(
+        hide_password=False
+    )
+    made = build_cluster(tmp_path, database, redis_url(), through_proxy)
+    bounded = {"IDP_DATABASE_STATEMENT_TIMEOUT": "1", "IDP_DATABASE_LOCK_TIMEOUT": "1"}
+    try:
+        with running(made) as cluster:
+            a, b = cluster.add_process("a", **bounded), cluster.add_process("b", **bounded)
+            enroll(cluster, b)
+            browser, page, ws = open_page(cluster, a)
+            cluster.balancer.route(b.port)
+            phone = cluster.phone()
+            phone.scan(page.qr_url)
+            assert next_status(ws) == "scanned"
+
+            network.freeze()
+            try:
+                with pytest.raises(PhoneApiError) as refused:
+                    phone.approve(page.id)
+                assert (refused.value.status, refused.value.error) == (
+                    503,
+                    "temporarily_unavailable",
+                )
+                for process in (a, b):
+                    assert requests.get(f"{process.url}/healthz", timeout=5).status_code == 200
+                    discovery = f"{process.url}/.well-known/openid-configuration"
+                    assert requests.get(discovery, timeout=5).status_code == 200
+            finally:
+                network.thaw()
+
+            assert cluster.login_row(page.id)[0] == "scanned"  # the refused approval left no trace
+            phone = cluster.phone()
+            wait_until(lambda: phone.approve(page.id), 30, "the approval to go through")
+            assert next_status(ws, timeout=15) == "approved"  # the same socket, still open
+            finish(cluster, browser, page, via=a)
+            for process in (a, b):
+                assert [
+                    line for line in server_errors(process) if '"status": 503' not in line
+                ] == []
+    finally:
+        network.close()
+
+
 def test_the_redis_broker_rechecks_after_losing_its_connection():
     """Redis drops the subscriber connection (a restart, a failover): the broker
     reconnects by itself and tells every local page to re-read the database."""
