@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 
 from idp.errors import IdPError
 from idp.terminal import printable
@@ -288,6 +288,11 @@ def devices_revoke(device_id: str) -> None:
         except IdPError as error:
             _fail(error.description)
         database.session.commit()  # the phone and everything it gave, in one transaction
+        # A command's broker has only just connected: let it subscribe (bounded), or what
+        # it publishes waits in a backlog that dies with this process.
+        broker = current_app.extensions["idp.broker"]
+        if revocation.refused_logins and hasattr(broker, "wait_ready"):
+            broker.wait_ready(current_app.config["IDP_REDIS_TIMEOUT"])
         for request_id in revocation.refused_logins:
             publish_status(request_id, Status.DENIED)
         name = revocation.device.name

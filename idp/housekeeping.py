@@ -20,6 +20,7 @@ from idp.db import utcnow
 from idp.mobile.models import UsedProof
 from idp.oauth.models import AuthorizationCode, Token
 from idp.qrlogin.models import LoginRequest, ShortCodeFailure
+from idp.qrlogin.services import approval_grace
 
 BATCH = 5000
 
@@ -40,14 +41,13 @@ def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeRepo
     ``keep`` ago (used proofs as soon as they expire: a stale proof is refused anyway,
     and wrong typed short codes once they no longer count).
 
-    A login request can still be completed ``IDP_CODE_TTL`` seconds after an approval
+    A login request can still be completed for ``approval_grace()`` after an approval
     near its end, so it is kept at least that long past its expiry.
     """
     if keep < timedelta(0):
         raise ValueError("keep must not be negative")
     now = utcnow()
-    code_ttl = timedelta(seconds=current_app.config["IDP_CODE_TTL"])
-    login_cutoff = now - max(keep, code_ttl + timedelta(seconds=60))
+    login_cutoff = now - max(keep, approval_grace() + timedelta(seconds=60))
     cutoff = now - keep
     epoch_cutoff = int(time.time() - keep.total_seconds())
 

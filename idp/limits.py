@@ -68,7 +68,7 @@ def init_app(app: Flask) -> None:
         storage_uri=storage_uri(storage),
         # Without a timeout a frozen Redis holds each request for ever, and the fallback
         # below (which needs a call to fail) never starts.
-        storage_options=bounded_redis_options(config["IDP_REDIS_TIMEOUT"])
+        storage_options=bounded_redis_options(config["IDP_REDIS_TIMEOUT"], storage)
         if is_redis_url(storage)
         else {},
         strategy="moving-window",

@@ -65,6 +65,9 @@ def create_user(username: str, password: str, *, email: str | None, name: str | 
 def authenticate(username: str, password: str) -> User:
     """Return the user whose password this is, or raise ``InvalidCredentials``."""
     user = db.session.scalar(select(User).where(User.username == username))
+    # The check yields under gevent: on SQLite the read above holds the one write lock,
+    # and another request waiting for it would block the whole process.
+    db.release_before_yield()
     try:
         _off_the_event_loop(_hasher.verify, user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):

@@ -23,17 +23,23 @@ from idp.terminal import has_control_characters
 MAX_DEVICE_NAME = 100
 
 
-def enroll_device(username: str, password: str, device_name: str, key: ECKey) -> Device:
-    """Register a phone's public key for the user whose password this is.
-
-    A malformed username or device name is refused (``InvalidRequest``) before the
-    password is checked, so that nothing of it reaches the audit log."""
+def check_enrollment(username: str, device_name: str) -> str:
+    """Refuse a malformed username or device name (``InvalidRequest``); return the device
+    name as it is stored. Called before the password is counted or checked, so that
+    nothing of a malformed one reaches the audit log or the password budget."""
     check_username(username)
     device_name = device_name.strip()
     if not device_name or len(device_name) > MAX_DEVICE_NAME:
         raise InvalidRequest(f"device_name must be 1-{MAX_DEVICE_NAME} characters")
     if has_control_characters(device_name):
         raise InvalidRequest("device_name must not contain control characters")
+    return device_name
+
+
+def enroll_device(username: str, password: str, device_name: str, key: ECKey) -> Device:
+    """Register a phone's public key for the user whose password this is (the names are
+    checked first, see :func:`check_enrollment`)."""
+    device_name = check_enrollment(username, device_name)
     user = authenticate(username, password)
     thumbprint = key.thumbprint()
     if db.session.scalar(select(Device.id).where(Device.key_thumbprint == thumbprint)):

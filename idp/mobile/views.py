@@ -13,6 +13,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idp import audit, db, geoip, limits
 from idp.errors import (
+    DeviceExists,
     DeviceNotFound,
     Expired,
     InvalidCredentials,
@@ -24,7 +25,13 @@ from idp.errors import (
 )
 from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, check_proof, record_proof, settle_proof
-from idp.mobile.services import enroll_device, find_device, list_devices, revoke_device
+from idp.mobile.services import (
+    check_enrollment,
+    enroll_device,
+    find_device,
+    list_devices,
+    revoke_device,
+)
 from idp.oauth.models import SCOPE_DESCRIPTIONS
 from idp.qrlogin import matching, shortcodes
 from idp.qrlogin import services as logins
@@ -52,12 +59,15 @@ def enroll() -> tuple[Response, int]:
     body = _json_object()
     username = _string(body, "username")
     password, device_name = _string(body, "password"), _string(body, "device_name")
+    check_enrollment(username, device_name)  # a malformed name is never counted or audited
     limits.charge_password(username)  # before the check: concurrent guesses cannot race it
     try:
         device = enroll_device(username, password, device_name, proof.key)
     except InvalidCredentials:
-        # enroll_device checked the username's form before the password.
         audit.record("device.enroll_refused", username=username, commit=True)
+        raise
+    except DeviceExists:  # the password was right: this phone is enrolled already
+        limits.forgive_password(username)
         raise
     limits.forgive_password(username)
     return jsonify(_device_view(device)), 201

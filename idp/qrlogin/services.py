@@ -296,7 +296,7 @@ def refuse_device_logins(device: Device) -> list[str]:
     each returned request id after its commit.
     """
     now = utcnow()
-    grace = timedelta(seconds=current_app.config["IDP_CODE_TTL"])
+    grace = approval_grace()
     completable = or_(  # what claim_completion would still accept
         and_(LoginRequest.status == Status.SCANNED, LoginRequest.expires_at > now),
         and_(

@@ -174,22 +174,26 @@ class InProcessBroker:
         """Nothing to release."""
 
 
-def bounded_redis_options(timeout: float) -> dict[str, Any]:
-    """redis-py options under which no call waits longer than ``timeout`` seconds.
+def bounded_redis_options(timeout: float, url: str) -> dict[str, Any]:
+    """redis-py options under which no call to the Redis at ``url`` waits longer than
+    ``timeout`` seconds.
 
     A Redis that stops answering but keeps its connections (frozen, or a half-open TCP
     connection) would otherwise hold a caller for ever: redis-py sets no socket timeout.
-    A failed call is not retried here; each caller knows its own fallback.
+    A failed call is not retried here; each caller knows its own fallback. TCP keepalive
+    is for TCP only (redis-py refuses the option for a unix socket).
     """
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return {
+    options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
-        "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0),
     }
+    if not url.startswith(("unix://", "redis+unix://")):
+        options["socket_keepalive"] = True
+    return options
 
 
 class RedisBroker:
@@ -220,7 +224,7 @@ class RedisBroker:
 
         self._timeout = timeout
         self._ping_interval = ping_interval
-        self._redis = redis.Redis.from_url(url, **bounded_redis_options(timeout))
+        self._redis = redis.Redis.from_url(url, **bounded_redis_options(timeout, url))
         self._fanout = LocalFanout()
         self._backlog: collections.deque[bytes] = collections.deque(maxlen=self.BACKLOG)
         self._stopped = threading.Event()

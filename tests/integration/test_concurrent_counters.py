@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from idp_phone.api import PhoneApiError, PhoneClient
+from idp_phone.profile import generate_key
 from idp_phone.proof import make_proof
 from support import PASSWORD, add_user
 
@@ -92,3 +93,25 @@ def test_concurrent_wrong_short_codes_check_at_most_the_budget(world):
 
     answers = all_at_once(guess)
     assert answers == {(404, "unknown_code"): 5, (429, "too_many_attempts"): GUESSES - 5}
+
+
+@pytest.mark.idp_config(IDP_LIMIT_PASSWORD="2 per 15 minutes")
+def test_only_wrong_passwords_use_the_budget(live_server, tmp_path, monkeypatch):
+    """A malformed username is refused before it is counted, and a right password for a
+    phone that is enrolled already (device_exists) is forgiven like any right password."""
+    add_user(live_server.app, "alice")
+    key = generate_key()
+    monkeypatch.setattr("idp_phone.api.generate_key", lambda: key)  # one phone, one key
+    PhoneClient(tmp_path / "phone").enroll(live_server.url, "alice", PASSWORD, "phone")
+    for i in range(3):
+        with pytest.raises(PhoneApiError) as again:
+            PhoneClient(tmp_path / f"again{i}").enroll(live_server.url, "alice", PASSWORD, "p")
+        assert (again.value.status, again.value.error) == (409, "device_exists")
+    for i in range(3):
+        with pytest.raises(PhoneApiError) as malformed:
+            PhoneClient(tmp_path / f"m{i}").enroll(live_server.url, "alice\n", "nope-nope", "x")
+        assert (malformed.value.status, malformed.value.error) == (400, "invalid_request")
+    for i in range(2):  # the whole budget is still there
+        with pytest.raises(PhoneApiError) as wrong:
+            PhoneClient(tmp_path / f"w{i}").enroll(live_server.url, "alice", "nope-nope", "x")
+        assert wrong.value.error == "invalid_credentials"
