@@ -37,6 +37,7 @@ from idp import create_app
 from idp.accounts.services import create_user
 from idp.admin.services import create_client
 from idp.migrate import upgrade
+from idp.realtime.broker import RESTART
 from idp_phone.api import PhoneClient
 
 PASSWORD = "correct horse battery staple"
@@ -217,8 +218,13 @@ def make_app(tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: An
 
 
 def dispose_app(app: Flask) -> None:
-    """Release the app's connections (a PostgreSQL database can then be dropped)."""
-    app.extensions["idp.broker"].close()
+    """Release the app's connections (a PostgreSQL database can then be dropped), and end
+    its page sockets now (as a stopping worker does), not at their next heartbeat: a
+    live server's socket handlers outlive its shutdown, and would go on reading a
+    database that is gone."""
+    broker = app.extensions["idp.broker"]
+    broker.broadcast(RESTART)
+    broker.close()
     app.extensions["idp.db"].engine.dispose()
 
 

@@ -247,7 +247,12 @@ def test_api_errors_are_json_for_any_accept(client, method, path, status):
         response = client.open(path, method=method, headers=headers)
         assert response.status_code == status, (headers, response.status_code)
         assert response.mimetype == "application/json", (headers, response.mimetype)
-        assert isinstance(response.get_json()["error"], str)
+        body = response.get_json()
+        if path == "/userinfo":  # no token at all: a bare challenge, no error code (RFC 6750 §3.1)
+            assert body == {}
+            assert response.headers["WWW-Authenticate"].startswith("Bearer realm=")
+        else:
+            assert isinstance(body["error"], str)
 
 
 @pytest.mark.idp_config(IDP_METRICS_TOKEN="s3cret-metrics-token")
