@@ -64,6 +64,8 @@ class Installed:
         }
         env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["IDP_INSTANCE_PATH"] = str(self.workdir / "instance")
+        # PostgreSQL (a shared database) needs a secret set, as on every host of a cluster.
+        env["IDP_SECRET_KEY"] = "test-install-secret-key"
         return env | settings
 
     def run(self, *args: str, **settings: str) -> subprocess.CompletedProcess:
