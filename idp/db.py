@@ -240,6 +240,25 @@ def unit_of_work() -> Iterator[Session]:
 
 
 @contextlib.contextmanager
+def stand_alone() -> Iterator[Session]:
+    """For a write that must stand though the request that makes it fails (a refused
+    proof's ``jti``, an expiry seen on read, a replayed code's family revocation): the
+    request's work so far is rolled back first, then the block's writes are committed
+    alone, in a transaction of their own, and rolled back if it raises.
+
+    Rolling back first is what lets it stand alone on both backends: on SQLite the
+    request's transaction holds the one write lock, which a second transaction would
+    wait for; on PostgreSQL it may hold row locks the write would wait for. The request
+    is failing, so nothing it did is lost. :func:`on_commit` callbacks registered in the
+    block run after its commit, when nothing is locked.
+    """
+    current = _current_session()()
+    current.rollback()
+    with unit_of_work() as own:
+        yield own
+
+
+@contextlib.contextmanager
 def independent_transaction() -> Iterator[Session]:
     """A transaction of its own, on a connection of its own, whatever the caller's
     session holds: committed when the block ends, rolled back if it raises.
