@@ -217,9 +217,9 @@ def short_code(request_id: str) -> Response:
     """ "Can't scan?" was opened: a short code to type into the phone app instead."""
     check_same_origin()
     code, expires_at = shortcodes.issue_code(request_id, binding_secret())
-    db.session.commit()
     expires_in = max(0, int((expires_at - utcnow()).total_seconds()))
     response = jsonify(code=code, expires_in=expires_in)
+    db.session.commit()
     _no_store(response)
     return response
 
