@@ -172,7 +172,7 @@ def count_round_trips(database_url: str, tmp: Path) -> dict[str, dict[str, int]]
     from sqlalchemy import event
 
     from bench.actors import STATE_RE, s256
-    from idp import create_app
+    from idp import create_app, db
     from idp.accounts.services import create_user
     from idp.admin.services import create_client
     from idp.migrate import upgrade
@@ -210,6 +210,7 @@ def count_round_trips(database_url: str, tmp: Path) -> dict[str, dict[str, int]]
             )
         except TypeError:  # a revision before service accounts
             service, service_secret = None, None
+        db.session.commit()  # (revisions whose services committed: nothing left to commit)
     key = generate_key()
     table: dict[str, dict[str, int]] = {}
 

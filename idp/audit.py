@@ -4,7 +4,8 @@ Every enrollment (and refused password), scan, approval, denial, completed sign-
 token issued or revoked, device revoked, client registered or deleted, user created
 and signing-key rotation is recorded here. ``record`` adds the row to the caller's
 transaction, so an event is in the log exactly when the change it describes was
-committed; events that change nothing else (a wrong password) commit on their own.
+committed; an event that changes nothing else (a wrong password) is committed by the
+view that refuses the request.
 
 Rows hold names, not foreign keys: the log outlives the users, phones and clients it
 mentions. Read it with ``idp audit [--user U] [--since ...]``; ``idp purge`` keeps it
@@ -67,10 +68,9 @@ def record(
     username: str | None = None,
     device_id: str | None = None,
     client_id: str | None = None,
-    commit: bool = False,
     **detail: Any,
 ) -> None:
-    """Add an event to the current transaction (``commit``: and commit it now)."""
+    """Add an event to the current transaction: it is stored when that commits."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
     ip = request.remote_addr if has_request_context() else None
@@ -85,8 +85,6 @@ def record(
             detail={k: v for k, v in detail.items() if v is not None},
         )
     )
-    if commit:
-        db.session.commit()
 
 
 @dataclass(frozen=True)

@@ -84,12 +84,14 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, required=True, help="Read the password from stdin.")
 def users_create(username: str, email: str | None, name: str | None, password_stdin: bool) -> None:
     """Create a user whose password is read from standard input."""
+    from idp import db as database  # ``db`` here is the command group
     from idp.accounts.services import create_user
 
     password = sys.stdin.readline().rstrip("\r\n")
     with _app().app_context():
         try:
-            user = create_user(username, password, email=email, name=name)
+            with database.unit_of_work():
+                user = create_user(username, password, email=email, name=name)
         except IdPError as error:
             _fail(error.description)
         _echo(f"created user {user.username} (sub {user.subject})")
@@ -132,21 +134,23 @@ def clients_create(
     as_json: bool,
 ) -> None:
     """Register a client. A confidential client's secret is printed once, here."""
+    from idp import db as database
     from idp.admin.services import create_client
 
     with _app().app_context():
         try:
-            client, secret = create_client(
-                name,
-                list(redirect_uris),
-                public=public,
-                logo_uri=logo_uri,
-                service_account=service_account,
-                post_logout_redirect_uris=list(logout_uris),
-                number_matching=number_matching,
-                web_origins=list(web_origins),
-                id_token_alg=id_token_alg,
-            )
+            with database.unit_of_work():
+                client, secret = create_client(
+                    name,
+                    list(redirect_uris),
+                    public=public,
+                    logo_uri=logo_uri,
+                    service_account=service_account,
+                    post_logout_redirect_uris=list(logout_uris),
+                    number_matching=number_matching,
+                    web_origins=list(web_origins),
+                    id_token_alg=id_token_alg,
+                )
         except IdPError as error:
             _fail(error.description)
         if as_json:
@@ -186,10 +190,13 @@ def clients_list(as_json: bool) -> None:
 @click.argument("client_id")
 def clients_delete(client_id: str) -> None:
     """Delete a client, with its codes and tokens."""
+    from idp import db as database
     from idp.admin.services import delete_client
 
     with _app().app_context():
-        if not delete_client(client_id):
+        with database.unit_of_work():
+            deleted = delete_client(client_id)
+        if not deleted:
             _fail(f"no client {client_id!r}")
     _echo(f"deleted client {client_id}")
 
@@ -226,9 +233,10 @@ def keys_rotate(algorithms: tuple[str, ...]) -> None:
     """Add new signing keys. Each is published at once and signs after
     IDP_KEY_PUBLISH_AHEAD seconds; the key it replaces stays published until the
     tokens it signed have expired."""
+    from idp import db as database
     from idp.oauth.keys import ALGORITHMS, rotate_keys
 
-    with _app().app_context():
+    with _app().app_context(), database.unit_of_work():
         rotated = rotate_keys(algorithms or ALGORITHMS)
     for alg, kid, takes_over in rotated:
         _echo(f"{alg}: new key {kid}, signing from {_iso(takes_over)}")
@@ -277,24 +285,22 @@ def devices_revoke(device_id: str) -> None:
     """Revoke a phone: its next request is refused, for good; its tokens, unredeemed
     codes and IdP sessions are revoked, and the sign-ins it approved but no browser
     completed are denied."""
-    from idp import db as database  # ``db`` here is the command group
+    from idp import db as database
     from idp.mobile.services import revoke_device
-    from idp.qrlogin.models import Status
-    from idp.qrlogin.services import publish_status
 
     with _app().app_context():
-        try:
-            revocation = revoke_device(device_id)
-        except IdPError as error:
-            _fail(error.description)
-        database.session.commit()  # the phone and everything it gave, in one transaction
         # A command's broker has only just connected: let it subscribe (bounded), or what
         # it publishes waits in a backlog that dies with this process.
         broker = current_app.extensions["idp.broker"]
-        if revocation.refused_logins and hasattr(broker, "wait_ready"):
+        if hasattr(broker, "wait_ready"):
             broker.wait_ready(current_app.config["IDP_REDIS_TIMEOUT"])
-        for request_id in revocation.refused_logins:
-            publish_status(request_id, Status.DENIED)
+        try:
+            # The phone and everything it gave, in one transaction; the sign-ins it denied
+            # are published once that has committed.
+            with database.unit_of_work():
+                revocation = revoke_device(device_id)
+        except IdPError as error:
+            _fail(error.description)
         name = revocation.device.name
     if revocation.changed:
         _echo(f"revoked {device_id} ({name})")

@@ -3,17 +3,19 @@
 Each app gets its own engine and a scoped session (one per thread or greenlet),
 removed when the app context ends. Services use :data:`session`.
 
-The unit of work:
+The unit of work (``tests/unit/idp/test_unit_of_work.py`` reads the source for it):
 
 - A request's writes are one transaction, committed at the view edge once the answer is
-  known (or by :func:`unit_of_work`, for a CLI command or a WebSocket step), and rolled
-  back otherwise. A service never commits a transaction it did not begin. (Still to be
-  moved there: the services that commit their own step today — enrollment and
-  revocation, users, clients, short codes and the login-request transitions, which
-  commit each transition before they return.)
+  built (a ``views.py`` module: ``db.session.commit()`` before it returns), or by
+  :func:`unit_of_work` for a CLI command or a WebSocket step, and rolled back otherwise.
+  A service writes into its caller's transaction and never commits it. A failure that
+  is itself the answer is committed by its view too: a refused enrollment's audit
+  record, a wrong short code's failure (it holds the user's row locked until then, so
+  that guesses cannot race the count), a wrong number's denial.
 - What others may see only once it is committed (a login request's new state on the
-  broker; that a proof's ``jti`` is stored) is registered with :func:`on_commit`, run by
-  this app's own session events after COMMIT, and dropped by a rollback.
+  broker, a denied sign-in of a revoked phone, a rotated key in this process's cache;
+  that a proof's ``jti`` is stored) is registered with :func:`on_commit`, run by this
+  app's own session events after COMMIT, and dropped by a rollback.
 - Nothing holds a write transaction or a row lock across anything that can yield to
   other requests: Redis (the abuse limits, publishing), a socket, a sleep. Under gevent
   such a wait lets another request run, which may then wait for that lock; on SQLite a
@@ -21,12 +23,22 @@ The unit of work:
   proof is checked, the device's budget charged, and only then are its ``jti`` and
   ``last_used_at`` written), or commit first (publishing is an :func:`on_commit`).
 - The few writes that must stand whatever becomes of the request are committed alone,
-  never as part of someone else's work: a refused proof's ``jti``
-  (``idp.mobile.proof.settle_proof``: the request's work is rolled back first), the
-  first signing keys (an :func:`independent_transaction`; on SQLite, where one writer
-  locks the whole file and the request may hold it, a savepoint of the request's,
-  cached only once committed), key rotation and purge batches (commands of their own).
-  An expiry seen on read still commits the request's transaction so far (to be moved).
+  never as part of someone else's work, each named here and in the test above:
+
+  - with :func:`stand_alone` (the failing request's work is rolled back first, then the
+    write is committed by itself; a second transaction beside the request's would wait
+    for its locks, on SQLite for the one write lock): a refused proof's ``jti``
+    (``idp.mobile.proof.settle_proof``), an expiry seen on read by a request that then
+    fails (``idp.qrlogin.services._check_open``), and the family revocation of a
+    replayed code or reused refresh token (``idp.oauth.server.revoke_family``: the token
+    request that found the replay fails);
+  - with :func:`independent_transaction`: the first signing keys (on SQLite, where the
+    request may hold the write lock, a savepoint of the request's, cached only once
+    committed) and each ``idp purge`` batch;
+  - on SQLite, a proof's ``jti`` and ``last_used_at`` are committed at once by
+    ``record_proof``, before the request's own work begins;
+  - the phone API's ``after_request`` (its view edge) commits a successful request's
+    ``jti`` when the view had nothing of its own to commit (a read).
 - On PostgreSQL a wait for a lock or a slow statement ends after
   ``IDP_DATABASE_LOCK_TIMEOUT`` / ``IDP_DATABASE_STATEMENT_TIMEOUT`` seconds, and a
   server that stops answering after the statement timeout plus :data:`ANSWER_GRACE`:
@@ -240,13 +252,33 @@ def unit_of_work() -> Iterator[Session]:
 
 
 @contextlib.contextmanager
+def stand_alone() -> Iterator[Session]:
+    """For a write that must stand though the request that makes it fails (a refused
+    proof's ``jti``, an expiry seen on read, a replayed code's family revocation): the
+    request's work so far is rolled back first, then the block's writes are committed
+    alone, in a transaction of their own, and rolled back if it raises.
+
+    Rolling back first is what lets it stand alone on both backends: on SQLite the
+    request's transaction holds the one write lock, which a second transaction would
+    wait for; on PostgreSQL it may hold row locks the write would wait for. The request
+    is failing, so nothing it did is lost. :func:`on_commit` callbacks registered in the
+    block run after its commit, when nothing is locked.
+    """
+    current = _current_session()()
+    current.rollback()
+    with unit_of_work() as own:
+        yield own
+
+
+@contextlib.contextmanager
 def independent_transaction() -> Iterator[Session]:
     """A transaction of its own, on a connection of its own, whatever the caller's
     session holds: committed when the block ends, rolled back if it raises.
 
-    For the few writes that must stand whatever becomes of the request (see the module
-    docstring). On SQLite, where one writer locks the whole file, only while the
-    request's own session holds no transaction: it would otherwise wait for itself.
+    For a write that stands beside the caller's work, which goes on (the first signing
+    keys, a purge batch: see the module docstring). On SQLite, where one writer locks
+    the whole file, only while the request's own session holds no transaction: it would
+    otherwise wait for itself.
     """
     database: Database = current_app.extensions["idp.db"]
     with Session(database.engine, expire_on_commit=False) as own, own.begin():

@@ -91,7 +91,8 @@ def run_demo(*, port: int, rp_port: int) -> None:
 
 def _ensure_user() -> None:
     if db.session.scalar(select(User.id).where(User.username == DEMO_USER)) is None:
-        create_user(DEMO_USER, DEMO_PASSWORD, email="demo@example.com", name="Demo User")
+        with db.unit_of_work():
+            create_user(DEMO_USER, DEMO_PASSWORD, email="demo@example.com", name="Demo User")
 
 
 def _ensure_client(app: Flask, path: Path, rp_url: str) -> dict[str, str]:
@@ -102,7 +103,8 @@ def _ensure_client(app: Flask, path: Path, rp_url: str) -> dict[str, str]:
         client = db.session.scalar(select(Client).where(Client.client_id == saved["RP_CLIENT_ID"]))
         if client is not None and client.redirect_uris == [redirect_uri]:
             return saved
-    client, secret = create_client("Demo RP", [redirect_uri])
+    with db.unit_of_work():
+        client, secret = create_client("Demo RP", [redirect_uri])
     settings = {
         "RP_CLIENT_ID": client.client_id,
         "RP_CLIENT_SECRET": secret or "",

@@ -1,8 +1,9 @@
 """``idp purge``: delete what has expired, in short batches.
 
 Safe to run on a schedule, on any host, while the IdP serves, and twice at once:
-each batch is its own short transaction that deletes only rows no request can
-use any more, so a crash in the middle leaves nothing half-done.
+each batch is its own short transaction (``db.independent_transaction``) that
+deletes only rows no request can use any more, so a crash in the middle leaves
+nothing half-done.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeRepo
         )
     )
     report.deleted["tokens"] = _delete_in_batches(Token.id, token_dead, batch)
-    result = db.session.execute(delete(UsedProof).where(UsedProof.expires_at < now))
-    db.session.commit()
+    with db.independent_transaction() as session:
+        result = session.execute(delete(UsedProof).where(UsedProof.expires_at < now))
     report.deleted["used_proofs"] = result.rowcount  # type: ignore[attr-defined]
     # Wrong typed codes count only within their window.
     window = timedelta(seconds=current_app.config["IDP_SHORT_CODE_WINDOW"])
@@ -91,8 +92,8 @@ def _delete_in_batches(key: ColumnElement, condition: ColumnElement[bool], batch
     total = 0
     while True:
         ids = select(key).where(condition).limit(batch).scalar_subquery()
-        result = db.session.execute(delete(table).where(key.in_(ids)))
-        db.session.commit()
+        with db.independent_transaction() as session:
+            result = session.execute(delete(table).where(key.in_(ids)))
         count = result.rowcount  # type: ignore[attr-defined]
         total += count
         if count < batch:

@@ -33,7 +33,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from idp import create_app
+from idp import create_app, db
 from idp.accounts.services import create_user
 from idp.admin.services import create_client
 from idp.migrate import upgrade
@@ -170,7 +170,7 @@ REDIRECT_URI = "http://localhost:9999/callback"
 
 
 def add_user(app, username: str = "alice", **kwargs: Any):
-    with app.app_context():
+    with app.app_context(), db.unit_of_work():
         return create_user(
             username,
             PASSWORD,
@@ -182,7 +182,7 @@ def add_user(app, username: str = "alice", **kwargs: Any):
 def add_client(
     app, *, public: bool = False, name: str = "Test RP", redirect_uri: str = REDIRECT_URI
 ):
-    with app.app_context():
+    with app.app_context(), db.unit_of_work():
         client, secret = create_client(name, [redirect_uri], public=public)
         return client.client_id, secret
 

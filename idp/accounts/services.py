@@ -39,7 +39,8 @@ def check_username(username: object) -> str:
 
 
 def create_user(username: str, password: str, *, email: str | None, name: str | None) -> User:
-    """Create and commit a user; refuse bad or taken usernames and short passwords."""
+    """Create a user in the caller's transaction; refuse bad or taken usernames and
+    short passwords."""
     check_username(username)
     if email is not None and (not EMAIL_RE.match(email) or has_control_characters(email)):
         raise InvalidRequest(f"{email!r} is not an email address")
@@ -58,7 +59,6 @@ def create_user(username: str, password: str, *, email: str | None, name: str | 
     )
     db.session.add(user)
     audit.record("user.created", username=username)
-    db.session.commit()
     return user
 
 

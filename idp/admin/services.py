@@ -129,7 +129,8 @@ def create_client(
     web_origins: list[str] | None = None,
     id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name)
 ) -> tuple[Client, str | None]:
-    """Register a client; returns it and, for a confidential one, its secret (shown once).
+    """Register a client in the caller's transaction; returns it and, for a confidential
+    one, its secret (shown once).
 
     Its web origins (CORS) are ``web_origins`` and the origins of its http(s) redirect URIs.
     """
@@ -170,7 +171,6 @@ def create_client(
     )
     db.session.add(client)
     audit.record("client.created", client_id=client.client_id, name=name, public=public)
-    db.session.commit()
     return client, secret
 
 
@@ -180,9 +180,9 @@ def list_clients() -> list[Client]:
 
 
 def delete_client(client_id: str) -> bool:
-    """Delete a client and (by cascade) its codes, tokens and login requests."""
+    """Delete a client and (by cascade) its codes, tokens and login requests, in the
+    caller's transaction; False if there was none."""
     result = db.session.execute(delete(Client).where(Client.client_id == client_id))
     if result.rowcount == 1:  # type: ignore[attr-defined]
         audit.record("client.deleted", client_id=client_id)
-    db.session.commit()
     return result.rowcount == 1  # type: ignore[attr-defined]

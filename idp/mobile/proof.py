@@ -207,12 +207,11 @@ def settle_proof(succeeded: bool) -> None:
     row = db.session.info.pop(UNSETTLED, None)
     if row is None:
         return
-    db.session.rollback()
     try:
-        db.session.execute(USED_PROOF_INSERT, row)
-        db.session.commit()
+        with db.stand_alone() as session:  # the refused request's work is dropped first
+            session.execute(USED_PROOF_INSERT, row)
     except IntegrityError:  # a concurrent replay recorded it: used all the same
-        db.session.rollback()
+        pass
 
 
 def _forget_committed() -> None:

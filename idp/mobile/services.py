@@ -46,7 +46,7 @@ def enroll_device(username: str, password: str, device_name: str, key: ECKey) ->
         raise DeviceExists()
     device = Device(
         device_id="dev_" + secrets.token_urlsafe(16),
-        user_id=user.id,
+        user=user,
         name=device_name,
         public_jwk=json.dumps(key.as_dict(private=False)),
         key_thumbprint=thumbprint,
@@ -55,7 +55,6 @@ def enroll_device(username: str, password: str, device_name: str, key: ECKey) ->
     audit.record(
         "device.enrolled", username=user.username, device_id=device.device_id, name=device_name
     )
-    db.session.commit()
     return device
 
 
@@ -83,7 +82,7 @@ class DeviceRevocation:
     device: Device
     #: False: the phone was already revoked, and nothing changed.
     changed: bool
-    #: The sign-ins it had scanned or approved, now denied: publish each after commit.
+    #: The sign-ins it had scanned or approved, now denied (each published after commit).
     refused_logins: list[str] = field(default_factory=list)
 
 
@@ -95,7 +94,8 @@ def revoke_device(device_id: str, *, by: str | None = None) -> DeviceRevocation:
     from a phone); ``None``: an admin.
 
     All in the caller's transaction: the caller commits (one transaction: the phone is
-    never revoked with its tokens still live), then publishes ``refused_logins``.
+    never revoked with its tokens still live); each denied sign-in is published once it
+    has committed.
     """
     device = find_device(device_id)
     if device is None:

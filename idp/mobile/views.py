@@ -19,7 +19,9 @@ from idp.errors import (
     InvalidCredentials,
     InvalidRequest,
     NotALoginCode,
+    UnknownCode,
     UnknownRequest,
+    WrongNumber,
     database_unavailable,
     json_errors,
 )
@@ -35,7 +37,7 @@ from idp.mobile.services import (
 from idp.oauth.models import SCOPE_DESCRIPTIONS
 from idp.qrlogin import matching, shortcodes
 from idp.qrlogin import services as logins
-from idp.qrlogin.models import LoginRequest, Status
+from idp.qrlogin.models import LoginRequest
 from idp.qrlogin.useragent import summarize_user_agent
 
 bp = json_errors(Blueprint("mobile", __name__, url_prefix="/api/mobile/v1"))
@@ -64,13 +66,16 @@ def enroll() -> tuple[Response, int]:
     try:
         device = enroll_device(username, password, device_name, proof.key)
     except InvalidCredentials:
-        audit.record("device.enroll_refused", username=username, commit=True)
+        audit.record("device.enroll_refused", username=username)
+        db.session.commit()  # the refusal is what this request did: it is logged
         raise
     except DeviceExists:  # the password was right: this phone is enrolled already
         limits.forgive_password(username)
         raise
-    limits.forgive_password(username)
-    return jsonify(_device_view(device)), 201
+    response = jsonify(_device_view(device))
+    db.session.commit()
+    limits.forgive_password(username)  # Redis: after the commit, holding no lock
+    return response, 201
 
 
 @bp.get("/devices/me")
@@ -106,12 +111,10 @@ def revoke_my_device(device_id: str) -> Response:
     target = find_device(device_id)
     if target is None or target.user_id != device.user_id:
         raise DeviceNotFound()  # another user's device gets the same answer as none
-    revocation = revoke_device(device_id, by=device.device_id)
+    revoked = revoke_device(device_id, by=device.device_id).device
+    response = jsonify(device_id=revoked.device_id, revoked_at=_iso(revoked.revoked_at))
     db.session.commit()  # the phone and everything it gave, in one transaction
-    for request_id in revocation.refused_logins:
-        logins.publish_status(request_id, Status.DENIED)
-    revoked = revocation.device
-    return jsonify(device_id=revoked.device_id, revoked_at=_iso(revoked.revoked_at))
+    return response
 
 
 def _gone_is_gone(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -143,9 +146,22 @@ def scan() -> Response:
     if "qr" in body:
         request_id = _request_id_from_qr(_string(body, "qr"))
     else:
-        request_id = shortcodes.find_by_code(_string(body, "code"), device).id
+        request_id = _find_by_code(_string(body, "code"), device)
     login = logins.scan_login(request_id, device)
-    return jsonify(login_request=login_request_view(login))
+    response = jsonify(login_request=login_request_view(login))
+    db.session.commit()
+    return response
+
+
+def _find_by_code(text: str, device: Device) -> str:
+    """The request id of a typed short code. A wrong one is refused, and counted: the
+    failure is committed with the rest of this request (the user's row stays locked
+    until then, see ``shortcodes``)."""
+    try:
+        return shortcodes.find_by_code(text, device).id
+    except UnknownCode:
+        db.session.commit()
+        raise
 
 
 @bp.post("/login-requests/<request_id>/approve")
@@ -157,8 +173,14 @@ def approve(request_id: str) -> Response:
     number = body.get("number")
     if number is not None and not (isinstance(number, str) and NUMBER_RE.match(number)):
         raise InvalidRequest("'number' must be the two digits the page shows, as a string")
-    login = logins.approve_login(request_id, device, number)
-    return jsonify(login_request={"id": login.id, "status": login.status})
+    try:
+        login = logins.approve_login(request_id, device, number)
+    except WrongNumber:
+        db.session.commit()  # a wrong number denied the sign-in: that stands
+        raise
+    response = jsonify(login_request={"id": login.id, "status": login.status})
+    db.session.commit()
+    return response
 
 
 @bp.post("/login-requests/<request_id>/deny")
@@ -168,7 +190,9 @@ def deny(request_id: str) -> Response:
     device = _verified_device(action=True)
     _json_object()
     login = logins.deny_login(request_id, device)
-    return jsonify(login_request={"id": login.id, "status": login.status})
+    response = jsonify(login_request={"id": login.id, "status": login.status})
+    db.session.commit()
+    return response
 
 
 def login_request_view(login: LoginRequest) -> dict[str, Any]:

@@ -168,6 +168,8 @@ def _new_row(alg: str, created_at: datetime, session: Session | None = None) -> 
 
 def rotate_keys(algorithms: tuple[str, ...] = ALGORITHMS) -> list[tuple[str, str, datetime]]:
     """Add a new key per algorithm; the keys it replaces stop signing once it takes over.
+    In the caller's transaction (``idp keys rotate``'s); this process's key store reads
+    the keys again once that has committed.
 
     Returns (alg, new kid, when it starts signing) per algorithm.
     """
@@ -186,8 +188,7 @@ def rotate_keys(algorithms: tuple[str, ...] = ALGORITHMS) -> list[tuple[str, str
         row = _new_row(alg, now)
         rotated.append((alg, row.kid, takes_over))
         audit.record("keys.rotated", alg=alg, kid=row.kid, signs_from=takes_over.isoformat())
-    db.session.commit()
-    key_store().reload()
+    db.on_commit(key_store().reload)
     return rotated
 
 

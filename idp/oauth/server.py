@@ -223,7 +223,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             .values(used_at=utcnow())
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            db.session.rollback()
             # The winner's tokens are committed: withdraw them.
             revoke_family(
                 authorization_code.code_hash,
@@ -413,20 +412,22 @@ def query_client(client_id: str) -> Client | None:
 
 
 def revoke_family(family: str, *, client_id: str, reason: str) -> None:
-    """Revoke every token descended from one authorization code, at once and for good
-    (committed now: the token request that found the replay fails and rolls back)."""
-    result = db.session.execute(
-        update(Token)
-        .where(Token.family == family)
-        .values(access_revoked=True, refresh_revoked=True)
-    )
-    audit.record(
-        "token.family_revoked",
-        client_id=client_id,
-        reason=reason,
-        tokens=result.rowcount,  # type: ignore[attr-defined]
-    )
-    db.session.commit()
+    """Revoke every token descended from one authorization code, at once and for good.
+
+    The token request that found the replay fails, but this stands: it is committed
+    alone (``db.stand_alone``: that request's work so far is rolled back first)."""
+    with db.stand_alone() as session:
+        result = session.execute(
+            update(Token)
+            .where(Token.family == family)
+            .values(access_revoked=True, refresh_revoked=True)
+        )
+        audit.record(
+            "token.family_revoked",
+            client_id=client_id,
+            reason=reason,
+            tokens=result.rowcount,  # type: ignore[attr-defined]
+        )
 
 
 def revoke_device_grants(device: Device) -> tuple[int, int]:

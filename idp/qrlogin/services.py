@@ -12,15 +12,19 @@ from ``scanned`` or ``approved`` to ``denied`` (``refuse_device_logins``).
 
 Each transition is one compare-and-set ``UPDATE ... WHERE status IN (...)``:
 of two racing transitions exactly one changes the row, and the other sees the
-new state and fails with a clear error. A transition is committed to the
-database first and only then published, so a page that reconnects reads the
-truth even when it missed the message.
+new state and fails with a clear error. A transition is part of the caller's
+transaction (the view commits it with the rest of the request's work) and is
+published only once that has committed (``db.on_commit``), so a page that
+reconnects reads the truth even when it missed the message, and a rollback
+publishes nothing. An expiry seen on read stands alone: the request that saw it
+fails, its work is rolled back, and the expiry is committed by itself.
 
 The authorize page, the WebSocket and the phone API all call these functions.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 import secrets
@@ -77,7 +81,8 @@ def create_login_request(
     renewals: int = 0,
     client: Client | None = None,
 ) -> LoginRequest:
-    """Start a login request for a validated authorization request.
+    """Start a login request for a validated authorization request, in the caller's
+    transaction.
 
     ``client`` (the row of ``client_id``, when the caller has it) saves reading it again.
     """
@@ -97,8 +102,7 @@ def create_login_request(
     if client is not None:
         login.client = client
     db.session.add(login)
-    db.session.commit()
-    metrics.LOGIN_REQUESTS.labels("created").inc()
+    db.on_commit(metrics.LOGIN_REQUESTS.labels("created").inc)
     return login
 
 
@@ -270,7 +274,8 @@ def deny_login(request_id: str, device: Device) -> LoginRequest:
 
 
 def expire_login(request_id: str) -> bool:
-    """Mark an unfinished request past its lifetime ``expired``; True if this call did."""
+    """Mark an unfinished request past its lifetime ``expired``, in the caller's
+    transaction; True if this call did (it is published once that commits)."""
     result = db.session.execute(
         update(LoginRequest)
         .where(
@@ -283,7 +288,6 @@ def expire_login(request_id: str) -> bool:
     expired = result.rowcount == 1  # type: ignore[attr-defined]
     if expired:
         db.on_commit(lambda: publish_status(request_id, Status.EXPIRED))
-    db.session.commit()
     return expired
 
 
@@ -292,8 +296,8 @@ def refuse_device_logins(device: Device) -> list[str]:
     has completed yet are refused (``scanned | approved -> denied``, reason
     ``device_revoked``), so the browser's completion answers ``access_denied``.
 
-    In the caller's transaction, which revokes the device too; the caller publishes
-    each returned request id after its commit.
+    In the caller's transaction, which revokes the device too; each returned request
+    id is published once that has committed.
     """
     now = utcnow()
     grace = approval_grace()
@@ -321,6 +325,7 @@ def refuse_device_logins(device: Device) -> list[str]:
             browser_ip=browser_ip,
             reason="device_revoked",
         )
+        db.on_commit(functools.partial(publish_status, request_id, Status.DENIED))
     return [request_id for request_id, _, _ in refused]
 
 
@@ -387,7 +392,9 @@ def _find_scanned_by(request_id: str, device: Device) -> LoginRequest:
 
 def _check_open(login: LoginRequest) -> None:
     if login.is_expired():
-        expire_login(login.id)
+        request_id = login.id
+        with db.stand_alone():  # this request fails, but the expiry it saw stands
+            expire_login(request_id)
         raise Expired()
 
 
@@ -401,7 +408,8 @@ def _transition(
     extra_where: tuple[Any, ...] = (),
     **values: Any,
 ) -> None:
-    """Compare-and-set, audit, commit, publish; refuse if another transition won."""
+    """Compare-and-set and audit, in the caller's transaction, and publish once that
+    commits; refuse if another transition won."""
     result = db.session.execute(
         update(LoginRequest)
         .where(
@@ -428,7 +436,6 @@ def _transition(
         number = values.get("match_number")
         extra = {"number": number} if number else {}
         db.on_commit(lambda: publish_status(login.id, to, **extra))
-    db.session.commit()
     if not changed:
         current = find_login_request(login.id)
         _check_open(current)

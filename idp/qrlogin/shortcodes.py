@@ -49,7 +49,8 @@ def normalize(text: str) -> str | None:
 
 
 def issue_code(request_id: str, binding_secret: str | None) -> tuple[str, datetime]:
-    """A code for this browser's waiting request (replacing any earlier one)."""
+    """A code for this browser's waiting request (replacing any earlier one), in the
+    caller's transaction."""
     login = find_for_browser(request_id, binding_secret)
     if login.is_expired():
         raise Expired()
@@ -59,15 +60,14 @@ def issue_code(request_id: str, binding_secret: str | None) -> tuple[str, dateti
     expires_at = min(utcnow() + ttl, login.expires_at)
     for _ in range(3):  # a clash with a live code is astronomically rare; draw again
         code = new_code()
-        result = db.session.execute(
-            update(LoginRequest)
-            .where(LoginRequest.id == login.id, LoginRequest.status == Status.PENDING)
-            .values(short_code_hash=digest(code), short_code_expires_at=expires_at)
-        )
         try:
-            db.session.commit()
+            with db.session.begin_nested():  # a clash undoes this attempt only
+                result = db.session.execute(
+                    update(LoginRequest)
+                    .where(LoginRequest.id == login.id, LoginRequest.status == Status.PENDING)
+                    .values(short_code_hash=digest(code), short_code_expires_at=expires_at)
+                )
         except IntegrityError:
-            db.session.rollback()
             continue
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise AlreadyUsed("this sign-in request was scanned meanwhile")
@@ -77,7 +77,11 @@ def issue_code(request_id: str, binding_secret: str | None) -> tuple[str, dateti
 
 def find_by_code(text: str, device: Device) -> LoginRequest:
     """The waiting request whose live code this is, for this device's user; wrong codes
-    count against the user, and too many lock typing for a while."""
+    count against the user, and too many lock typing for a while.
+
+    A wrong code adds its failure to the caller's transaction and raises
+    ``UnknownCode``: the caller commits it all the same, and only then does the user's
+    row lock (see :func:`_check_attempts`) end."""
     code = normalize(text)
     if code is None:
         raise InvalidRequest(
@@ -93,7 +97,6 @@ def find_by_code(text: str, device: Device) -> LoginRequest:
     )
     if login is None:
         db.session.add(ShortCodeFailure(user_id=device.user_id, device_pk=device.id, at=now))
-        db.session.commit()
         raise UnknownCode()
     return login
 

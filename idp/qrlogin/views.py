@@ -98,6 +98,7 @@ def authorize() -> Response:
         browser_ip=request.remote_addr,
         browser_user_agent=request.user_agent.string,
     )
+    db.session.commit()
     if command := current_app.config["IDP_DEMO_PHONE_COMMAND"]:
         print(
             f"\n[demo] sign-in request from {printable(login.client.name)}; approve it with:\n"
@@ -205,6 +206,7 @@ def renew(request_id: str) -> Response:
         user_agent=request.user_agent.string,
     )
     response = jsonify(page_state(login) | {"qr_svg": str(qr_svg(qr_url(login), qr_label()))})
+    db.session.commit()
     _no_store(response)
     return response
 
@@ -217,6 +219,7 @@ def short_code(request_id: str) -> Response:
     code, expires_at = shortcodes.issue_code(request_id, binding_secret())
     expires_in = max(0, int((expires_at - utcnow()).total_seconds()))
     response = jsonify(code=code, expires_in=expires_in)
+    db.session.commit()
     _no_store(response)
     return response
 

@@ -190,7 +190,8 @@ def _current_state(request_id: str, login: LoginRequest | None = None) -> dict[s
     else:
         status, number, expired = login.status, login.match_number, login.is_expired()
     if expired and status != Status.EXPIRED:
-        logins.expire_login(request_id)
+        with db.unit_of_work():  # this step's own transaction: the expiry is published after
+            logins.expire_login(request_id)
         status, number, _ = logins.peek_status(request_id)
     state = {"status": str(status)}
     if status == Status.SCANNED and number:

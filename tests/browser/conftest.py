@@ -22,6 +22,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from cluster import IdPProcess
+from idp import db
 from support import IN_CI, add_user, dispose_app, free_port, make_app
 
 CHROMIUM = os.environ.get("IDP_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -92,7 +93,7 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
     setup = make_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database)
     try:
         add_user(setup, "alice", name="Alice Example")
-        with setup.app_context():
+        with setup.app_context(), db.unit_of_work():
             from idp.admin.services import create_client
 
             client, secret = create_client("Demo RP", [f"{rp_url}/callback"])

@@ -22,6 +22,7 @@ from test_sign_in import enroll, new_context, read_qr
 from werkzeug.serving import make_server
 
 from cluster import IdPProcess
+from idp import db
 from support import add_user, dispose_app, free_port, make_app
 
 HERE = Path(__file__).parent
@@ -65,7 +66,7 @@ def spa_site(tmp_path: Path) -> Iterator[SpaSite]:
     setup = make_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database)
     try:
         add_user(setup, "alice", name="Alice Example")
-        with setup.app_context():
+        with setup.app_context(), db.unit_of_work():
             from idp.admin.services import create_client
 
             # A public client; its web origin is derived from its redirect URI.

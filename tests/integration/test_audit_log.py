@@ -77,11 +77,10 @@ def test_denials_wrong_passwords_and_admin_changes_are_recorded(world, tmp_path)
     phone.deny(phone.scan(page.qr_url)["login_request"]["id"])
     with pytest.raises(PhoneApiError):
         PhoneClient(tmp_path / "thief").enroll(live.url, "alice", REFUSED_PASSWORD, "Thief")
-    with live.app.app_context():
+    with live.app.app_context(), db.unit_of_work():
         client, _ = create_client("Another RP", ["https://rp.example.com/cb"])
         delete_client(client.client_id)
         revoke_device(phone.profile.device_id)
-        db.session.commit()
         rotate_keys(("ES256",))
     lines = events(live.app)
     names = [line.event for line in lines]
@@ -133,7 +132,8 @@ def test_idp_audit_filters_by_user_and_time(world, tmp_path, monkeypatch):
     page = browser.open(rp.authorize_url())
     bob.approve(bob.scan(page.qr_url)["login_request"]["id"])
     with live.app.app_context():  # an old event, outside --since
-        audit.record("login.scanned", username="bob", commit=True)
+        audit.record("login.scanned", username="bob")
+        db.session.flush()
         db.session.query(audit.AuditEvent).filter_by(device_id=None, event="login.scanned").update(
             {"at": utcnow() - timedelta(days=2)}
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from idp import db
 from idp.admin.services import create_client
 from idp.errors import InvalidRequest
 from support import RelyingParty
@@ -14,7 +15,7 @@ LOGO = "https://rp.example.com/static/logo.png"
 
 
 def open_page(app, client, **client_options):
-    with app.app_context():
+    with app.app_context(), db.unit_of_work():
         c, secret = create_client(
             "Photo Club", ["http://localhost:9999/callback"], **client_options
         )

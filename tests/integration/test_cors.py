@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from idp import db
 from idp.admin.services import create_client
 from support import REDIRECT_URI, Browser, RelyingParty, add_user, enroll_phone, redirect_params
 
@@ -23,7 +24,7 @@ UNKNOWN = "https://evil.example"
 def spa(live_server, tmp_path):
     """(public SPA client, browser, enrolled phone), and another client on OTHERS."""
     add_user(live_server.app, "alice")
-    with live_server.app.app_context():
+    with live_server.app.app_context(), db.unit_of_work():
         client, _ = create_client("SPA", [REDIRECT_URI], public=True, web_origins=[REGISTERED])
         create_client("Other", [f"{OTHERS}/cb"], public=True)
     rp = RelyingParty(live_server.url, client.client_id, None)
@@ -216,7 +217,7 @@ def test_the_clients_origin_reads_its_errors(spa):
 
 def test_an_explicit_web_origin_alone_is_enough(live_server):
     """A client whose redirect URI is a native app's still serves a web origin."""
-    with live_server.app.app_context():
+    with live_server.app.app_context(), db.unit_of_work():
         client, _ = create_client(
             "App", ["com.example.app:/cb"], public=True, web_origins=["https://web.example:8443"]
         )
@@ -229,7 +230,7 @@ def test_an_explicit_web_origin_alone_is_enough(live_server):
 def test_a_deleted_client_takes_its_origins_along(live_server):
     from idp.admin.services import delete_client
 
-    with live_server.app.app_context():
+    with live_server.app.app_context(), db.unit_of_work():
         client, _ = create_client("Gone", ["https://gone.example/cb"], public=True)
         assert delete_client(client.client_id)
     assert_no_cors(preflight(live_server.url + "/token", "https://gone.example", "POST"))

@@ -180,7 +180,7 @@ def test_the_sessions_it_made_end_with_the_tokens_they_gave(world, tmp_path):
     scan: those tokens descend from the phone too, and die with it."""
     live, rp, browser, phone = world
     approve_and_exchange(rp, browser, phone)
-    with live.app.app_context():
+    with live.app.app_context(), db.unit_of_work():
         client, secret = create_client("Second RP", [REDIRECT_URI])
     second = RelyingParty(live.url, client.client_id, secret)
     silent = browser.session.get(

@@ -73,7 +73,7 @@ def idp(tmp_path, backend):
     app = make_app(tmp_path, issuer=ISSUER, **backend, **GENEROUS_LIMITS)
     add_user(app, "alice")
     client_id, secret = add_client(app)
-    with app.app_context():
+    with app.app_context(), db.unit_of_work():
         service, service_secret = create_client("Service", [REDIRECT_URI], service_account=True)
     http = app.test_client()
     key = ECKey.generate_key("P-256")

@@ -12,6 +12,7 @@ import pytest
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
+from idp import db
 from idp.i18n import match
 from support import add_client
 
@@ -105,7 +106,7 @@ def test_an_error_page_in_chinese(client):
 
 
 def test_the_client_name_is_escaped_inside_the_translated_heading(app, client):
-    with app.app_context():
+    with app.app_context(), db.unit_of_work():
         from idp.admin.services import create_client
 
         c, _ = create_client("<b>Evil</b> & Co", ["http://localhost:9999/callback"], public=True)

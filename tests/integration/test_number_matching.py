@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 
-from idp import audit
+from idp import audit, db
 from idp.admin.services import create_client
 from idp_phone.api import PhoneApiError
 from idp_phone.cli import main as phone_main
@@ -27,7 +27,7 @@ from support import (
 def matching_rp(world):
     """A relying party registered with --number-matching."""
     live = world[0]
-    with live.app.app_context():
+    with live.app.app_context(), db.unit_of_work():
         client, secret = create_client("Bank", [REDIRECT_URI], number_matching=True)
     return RelyingParty(live.url, client.client_id, secret)
 

@@ -37,7 +37,7 @@ def sign_in(rp: RelyingParty, browser, phone, **extra: str) -> dict:
 @pytest.fixture
 def second_rp(world):
     live, _, _, _ = world
-    with live.app.app_context():
+    with live.app.app_context(), db.unit_of_work():
         client, secret = create_client(
             "Second RP", [REDIRECT_URI], post_logout_redirect_uris=[LOGOUT_URI]
         )

@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+from idp import db
 from idp.admin.services import create_client
 from idp.errors import InvalidRequest
 from support import REDIRECT_URI, Browser, RelyingParty, approve_and_exchange, redirect_params
@@ -16,7 +17,7 @@ from support import REDIRECT_URI, Browser, RelyingParty, approve_and_exchange, r
 @pytest.fixture
 def service(live_server):
     """A confidential client registered as a service account."""
-    with live_server.app.app_context():
+    with live_server.app.app_context(), db.unit_of_work():
         client, secret = create_client("Billing job", [REDIRECT_URI], service_account=True)
     return RelyingParty(live_server.url, client.client_id, secret)
 

@@ -39,7 +39,8 @@ def test_a_database_dump_holds_no_private_key_material(app):
     # Before: private_jwk was the JWK's JSON, "d" and all; a dump could sign ID tokens.
     with app.app_context():
         key_store().jwks()  # the first keys are made...
-        rotate_keys()  # ...then rotated ones: every row is made sealed
+        with db.unit_of_work():
+            rotate_keys()  # ...then rotated ones: every row is made sealed
     secrets_by_kid = private_parts(app)
     rows = stored_rows(app)
     assert len(rows) == 2 * len(ALGORITHMS) == len(secrets_by_kid)
@@ -68,7 +69,8 @@ def test_workers_with_the_same_secret_share_the_keys(app, tmp_path, backend):
     try:
         with other.app_context():
             assert key_store().signing_key("ES256").kid == kid
-            [(_, new_kid, _)] = rotate_keys(("ES256",))
+            with db.unit_of_work():
+                [(_, new_kid, _)] = rotate_keys(("ES256",))
         with app.app_context():
             key_store().reload()
             assert new_kid in {k["kid"] for k in key_store().jwks()["keys"]}

@@ -4,6 +4,7 @@ Every transition is checked for its result, its row and its broker message; the 
 for real, with threads that each have their own app context, session and connection.
 """
 
+import functools
 import re
 import threading
 import time
@@ -34,15 +35,7 @@ from idp.mobile.models import Device
 from idp.oauth.models import digest
 from idp.qrlogin import services
 from idp.qrlogin.models import LoginRequest, Status
-from idp.qrlogin.services import (
-    approve_login,
-    channel,
-    claim_completion,
-    create_login_request,
-    deny_login,
-    find_login_request,
-    scan_login,
-)
+from idp.qrlogin.services import channel, claim_completion, find_login_request
 from support import PASSWORD, REDIRECT_URI
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
@@ -51,6 +44,25 @@ BINDING = "b" * 43
 OTHER_BINDING = "o" * 43
 THREADS = 8
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+
+
+def as_a_view(service: Callable[..., Any]) -> Callable[..., Any]:
+    """Call ``service`` as a view does: what it did is committed once it returns (and
+    published after that commit), rolled back if it raises."""
+
+    @functools.wraps(service)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with db.unit_of_work():
+            return service(*args, **kwargs)
+
+    return call
+
+
+create_login_request = as_a_view(services.create_login_request)
+scan_login = as_a_view(services.scan_login)
+approve_login = as_a_view(services.approve_login)
+deny_login = as_a_view(services.deny_login)
+expire_login = as_a_view(services.expire_login)
 
 
 @dataclass
@@ -66,8 +78,9 @@ class World:
 def world(app):
     """A user with phones, a client; the test body runs inside an app context."""
     with app.app_context():
-        user = create_user("alice", PASSWORD, email="alice@example.com", name="Alice")
-        client, _ = create_client("Test RP", [REDIRECT_URI])
+        with db.unit_of_work():
+            user = create_user("alice", PASSWORD, email="alice@example.com", name="Alice")
+            client, _ = create_client("Test RP", [REDIRECT_URI])
         devices = [
             Device(
                 device_id=f"dev_{i}",
@@ -701,7 +714,7 @@ def test_approve_racing_deny_exactly_one_wins(world, app, published):
         phone = device(world.device)
         db.session.commit()
         ready()
-        return (approve_login if i % 2 else services.deny_login)(login.id, phone).status
+        return (approve_login if i % 2 else deny_login)(login.id, phone).status
 
     results, errors = race(app, THREADS, decide)
     assert len(results) == 1
@@ -735,7 +748,7 @@ def test_approve_racing_expiry_exactly_one_wins(world, app, published, lifetime)
             return ("approve", approve_login(login.id, phone).status)
         deadline = time.monotonic() + 0.6
         while time.monotonic() < deadline:
-            if services.expire_login(login.id):
+            if expire_login(login.id):
                 return ("expire", True)
             time.sleep(0.005)
         return ("expire", False)

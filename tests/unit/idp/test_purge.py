@@ -30,8 +30,9 @@ HOUR = 3600
 def rows(app):
     """One row of each kind on each side of the line; returns the names expected to stay."""
     with app.app_context():
-        user = create_user("alice", PASSWORD, email="alice@example.com", name="Alice")
-        client, _ = create_client("Test RP", [REDIRECT_URI])
+        with db.unit_of_work():
+            user = create_user("alice", PASSWORD, email="alice@example.com", name="Alice")
+            client, _ = create_client("Test RP", [REDIRECT_URI])
         now, epoch = utcnow(), int(time.time())
 
         def login(name: str, expired_ago: float, status: Status = Status.EXPIRED) -> None:
