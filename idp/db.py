@@ -3,7 +3,7 @@
 Each app gets its own engine and a scoped session (one per thread or greenlet),
 removed when the app context ends. Services use :data:`session`.
 
-The unit of work (``tests/unit/idp/test_unit_of_work.py`` reads the source for it):
+The unit of work (``tests/unit/idp/test_commit_rule.py`` reads the source for it):
 
 - A request's writes are one transaction, committed at the view edge once the answer is
   built (a ``views.py`` module: ``db.session.commit()`` before it returns), or by
