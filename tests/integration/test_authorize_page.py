@@ -103,6 +103,7 @@ def test_a_stored_logo_uri_cannot_add_to_the_page_policy(app, client, logo):
 
     with app.app_context():
         c, secret = create_client("Photo Club", ["http://localhost:9999/callback"])
+        db.session.commit()  # create_client leaves the commit to its caller
         db.session.get(Client, c.id).logo_uri = logo
         db.session.commit()
     rp = RelyingParty("http://127.0.0.1:8000", c.client_id, secret)
