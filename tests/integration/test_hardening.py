@@ -40,9 +40,8 @@ def test_a_page_socket_that_sends_data_is_closed(world):
     page = browser.open(rp.authorize_url())
     ws = browser.socket(page)
     assert next_status(ws) == "pending"
+    ws.send("x" * 1000)  # the first inbound frame closes the socket at once
     with pytest.raises(ConnectionClosed):
-        for _ in range(50):  # the server may close before the last is sent
-            ws.send("x" * 1000)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             ws.receive(timeout=0.2)
