@@ -27,7 +27,7 @@ from typing import Any
 
 import uvloop
 
-from bench import actors, figures, peer, profiling, report
+from bench import actors, figures, goals, peer, profiling, report
 from bench import source as bench_source
 from bench.proc import rss_kb
 from bench.server import LOADGEN_CPU, REPO, IdP, backend, pinning_available
@@ -346,8 +346,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         data["ratios"] = peer.ratios(data)
         for line in peer.ratio_lines(data):
             say(line)
-    data["goals"] = report.goals(data)
-    for line in report.goal_lines(data):
+    data["goals"] = goals.goals(data)
+    for line in goals.goal_lines(data):
         say(line)
     data["seconds"] = round(time.monotonic() - began, 1)
     data["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
