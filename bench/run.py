@@ -20,80 +20,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import uvloop
 
 from bench import actors, figures, goals, peer, profiling, report
 from bench import source as bench_source
+from bench.modes import FULL, QUICK, Mode
 from bench.proc import rss_kb
 from bench.server import LOADGEN_CPU, REPO, IdP, backend, pinning_available
 
 RESULTS = REPO / "bench" / "results"
-
-
-@dataclass(frozen=True)
-class Mode:
-    """How long and how large each measurement is."""
-
-    name: str
-    login_concurrencies: tuple[int, ...]
-    login_seconds: float
-    warmup_seconds: float
-    endpoint_concurrencies: tuple[int, ...]
-    endpoint_seconds: float
-    endpoint_warmup: float
-    codes: int
-    harvest_seconds: float
-    waiting_pages: tuple[int, ...]
-    idle_window: float
-    latency_samples: int
-    polling_pages: int
-    polling_window: float
-    profile_seconds: float = 10.0
-    peer_seconds: int = 15
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-QUICK = Mode(
-    name="quick",
-    login_concurrencies=(16,),
-    login_seconds=3,
-    warmup_seconds=1,
-    endpoint_concurrencies=(16, 64),
-    endpoint_seconds=0.6,
-    endpoint_warmup=0.15,
-    codes=300,
-    harvest_seconds=5,
-    waiting_pages=(400,),
-    idle_window=2,
-    latency_samples=30,
-    polling_pages=100,
-    polling_window=3,
-    profile_seconds=6,
-    peer_seconds=5,
-)
-FULL = Mode(
-    name="full",
-    login_concurrencies=(16, 64),
-    login_seconds=15,
-    warmup_seconds=3,
-    endpoint_concurrencies=(16, 64),
-    endpoint_seconds=8,
-    endpoint_warmup=2,
-    codes=3000,
-    harvest_seconds=45,
-    waiting_pages=(1000, 5000, 10000),
-    idle_window=30,
-    latency_samples=200,
-    polling_pages=200,
-    polling_window=60,
-    profile_seconds=20,
-    peer_seconds=15,
-)
 
 
 def say(line: str) -> None:
@@ -121,112 +62,165 @@ def fmt_latency(row: dict[str, Any]) -> str:
 
 async def main_figures(idp: IdP, mode: Mode, results: dict[str, Any], args: Any) -> None:
     """Figures 1, 4 and 3 on one running server (figure 2 needs its own)."""
-    name = idp.backend.name
     async with actors.new_session() as http:
         phones = await figures.enroll_phones(http, idp, max(max(mode.login_concurrencies), 16))
-        tokens: list[dict[str, Any]] = []
-        spent: set[str] = set()
-        results["fig1_qr_logins"] = []
-        for concurrency in mode.login_concurrencies:
-            row, got = await figures.qr_logins(
-                http, idp, phones, concurrency, mode.login_seconds, mode.warmup_seconds
-            )
-            tokens += got
-            results["fig1_qr_logins"].append(row)
-            say(
-                f"fig1 qr_logins      {name:<8} c={concurrency:<3} {row['per_s']:>7} logins/s "
-                f"{fmt_latency(row)} errors={row['errors']} srv_cpu={row['server_cpu_percent']}% "
-                f"gen_cpu={row['loadgen_cpu_percent']}% approve->page "
-                f"p50={row['approve_to_page']['p50_ms']}ms p99={row['approve_to_page']['p99_ms']}ms"
-                + ("" if row["counts"] else "  (DOES NOT COUNT: errors)")
-            )
+        tokens = await _fig1(http, idp, phones, mode, results)
         if args.profile:
-            results["profile_login"] = await profiling.profile_while(
-                idp,
-                mode.profile_seconds,
-                figures.qr_logins(http, idp, phones, 16, mode.profile_seconds + 2, 0),
-                label=f"{name}-login",
-            )
-            say(profiling.one_line(f"prof login         {name:<8}", results["profile_login"]))
+            load = figures.qr_logins(http, idp, phones, 16, mode.profile_seconds + 2, 0)
+            await _profile(idp, mode, results, "profile_login", load, "login", "login")
         codes = await figures.harvest_codes(
             http, idp, phones[:16], mode.codes, mode.harvest_seconds
         )
         results["codes_harvested"] = len(codes)
+        spent: set[str] = set()
         if args.profile:
-            profile_codes = await figures.harvest_codes(
-                http, idp, phones[:16], mode.codes, mode.harvest_seconds
-            )
-            results["profile_token"] = await profiling.profile_while(
-                idp,
-                mode.profile_seconds,
-                figures.token_exchanges(http, idp, profile_codes, mode.profile_seconds + 2),
-                label=f"{name}-token",
-            )
-            say(profiling.one_line(f"prof token_ac      {name:<8}", results["profile_token"]))
-            # Rotating a refresh token revokes its access token: keep these out of UserInfo.
-            spent = {t["access_token"] for t in tokens[-16:]}
-            results["profile_refresh"] = await profiling.profile_while(
-                idp,
-                mode.profile_seconds,
-                figures.refreshes(http, idp, tokens[-16:], mode.profile_seconds + 2),
-                label=f"{name}-refresh",
-            )
-            say(profiling.one_line(f"prof token_rt      {name:<8}", results["profile_refresh"]))
-            if idp.service_id:
-                results["profile_client_credentials"] = await profiling.profile_while(
-                    idp,
-                    mode.profile_seconds,
-                    figures.client_credentials(http, idp, 16, mode.profile_seconds + 2),
-                    label=f"{name}-client-credentials",
-                )
-                say(
-                    profiling.one_line(
-                        f"prof token_cc      {name:<8}", results["profile_client_credentials"]
-                    )
-                )
-        # One refresh chain per worker of the widest window: on a loaded machine the short
-        # login window may not have made that many, so top them up from fresh codes.
-        short = max(mode.endpoint_concurrencies) - len(tokens)
-        if short > 0:
-            extra = await figures.harvest_codes(http, idp, phones[:16], short, 60)
-            tokens += [await actors.exchange(http, idp, code, v) for code, v in extra]
-            results["refresh_chains_topped_up"] = len(extra)
-        results["fig4_endpoints"] = endpoints = await figures.endpoints(
-            http,
-            idp,
-            concurrencies=mode.endpoint_concurrencies,
-            duration=mode.endpoint_seconds,
-            warmup=mode.endpoint_warmup,
-            codes=codes,
-            tokens=tokens,
-            access_tokens=[t["access_token"] for t in tokens if t["access_token"] not in spent],
+            spent = await _profile_tokens(http, idp, phones, tokens, mode, results)
+        await _top_up_refresh_chains(http, idp, phones, tokens, mode, results)
+        await _fig4(http, idp, mode, results, codes, tokens, spent)
+    await _fig3(idp, mode, results)
+    results["memory_after_load_mb"] = round(sum(rss_kb(p) for p in idp.server_pids) / 1024, 1)
+
+
+async def _fig1(
+    http: aiohttp.ClientSession,
+    idp: IdP,
+    phones: list[actors.Phone],
+    mode: Mode,
+    results: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Figure 1 at each login concurrency; the logins' tokens."""
+    name = idp.backend.name
+    tokens: list[dict[str, Any]] = []
+    results["fig1_qr_logins"] = []
+    for concurrency in mode.login_concurrencies:
+        row, got = await figures.qr_logins(
+            http, idp, phones, concurrency, mode.login_seconds, mode.warmup_seconds
         )
-        for endpoint, rows in endpoints.items():
-            if isinstance(rows.get("skipped"), str):
-                say(f"fig4 {endpoint:<24} {name:<8} skipped: {rows['skipped']}")
-                continue
-            for concurrency, row in rows.items():
-                if "skipped" in row:
-                    say(
-                        f"fig4 {endpoint:<24} {name:<8} c={concurrency:<3} "
-                        f"skipped: {row['skipped']}"
-                    )
-                    continue
-                say(
-                    f"fig4 {endpoint:<24} {name:<8} c={concurrency:<3} {row['per_s']:>7} req/s "
-                    f"p99={row['p99_ms']}ms n={row['ok']} errors={row['errors']} "
-                    f"srv_cpu={row['server_cpu_percent']}% gen_cpu={row['loadgen_cpu_percent']}%"
-                )
+        tokens += got
+        results["fig1_qr_logins"].append(row)
+        say(
+            f"fig1 qr_logins      {name:<8} c={concurrency:<3} {row['per_s']:>7} logins/s "
+            f"{fmt_latency(row)} errors={row['errors']} srv_cpu={row['server_cpu_percent']}% "
+            f"gen_cpu={row['loadgen_cpu_percent']}% approve->page "
+            f"p50={row['approve_to_page']['p50_ms']}ms p99={row['approve_to_page']['p99_ms']}ms"
+            + ("" if row["counts"] else "  (DOES NOT COUNT: errors)")
+        )
+    return tokens
+
+
+async def _profile(
+    idp: IdP,
+    mode: Mode,
+    results: dict[str, Any],
+    key: str,
+    load: Awaitable[Any],
+    label: str,
+    short: str,
+) -> None:
+    """py-spy the worker while ``load`` runs; the result goes to ``results[key]``."""
+    name = idp.backend.name
+    results[key] = await profiling.profile_while(
+        idp, mode.profile_seconds, load, label=f"{name}-{label}"
+    )
+    say(profiling.one_line(f"prof {short:<13} {name:<8}", results[key]))
+
+
+async def _profile_tokens(
+    http: aiohttp.ClientSession,
+    idp: IdP,
+    phones: list[actors.Phone],
+    tokens: list[dict[str, Any]],
+    mode: Mode,
+    results: dict[str, Any],
+) -> set[str]:
+    """Profiles of the three grants; the access tokens the refreshes revoked."""
+    seconds = mode.profile_seconds + 2
+    codes = await figures.harvest_codes(http, idp, phones[:16], mode.codes, mode.harvest_seconds)
+    load = figures.token_exchanges(http, idp, codes, seconds)
+    await _profile(idp, mode, results, "profile_token", load, "token", "token_ac")
+    # Rotating a refresh token revokes its access token: keep these out of UserInfo.
+    spent = {t["access_token"] for t in tokens[-16:]}
+    load = figures.refreshes(http, idp, tokens[-16:], seconds)
+    await _profile(idp, mode, results, "profile_refresh", load, "refresh", "token_rt")
+    if idp.service_id:
+        load = figures.client_credentials(http, idp, 16, seconds)
+        key, label = "profile_client_credentials", "client-credentials"
+        await _profile(idp, mode, results, key, load, label, "token_cc")
+    return spent
+
+
+async def _top_up_refresh_chains(
+    http: aiohttp.ClientSession,
+    idp: IdP,
+    phones: list[actors.Phone],
+    tokens: list[dict[str, Any]],
+    mode: Mode,
+    results: dict[str, Any],
+) -> None:
+    """One refresh chain per worker of the widest window: on a loaded machine the short
+    login window may not have made that many, so top them up from fresh codes."""
+    short = max(mode.endpoint_concurrencies) - len(tokens)
+    if short > 0:
+        extra = await figures.harvest_codes(http, idp, phones[:16], short, 60)
+        tokens += [await actors.exchange(http, idp, code, v) for code, v in extra]
+        results["refresh_chains_topped_up"] = len(extra)
+
+
+async def _fig4(
+    http: aiohttp.ClientSession,
+    idp: IdP,
+    mode: Mode,
+    results: dict[str, Any],
+    codes: list[tuple[str, str]],
+    tokens: list[dict[str, Any]],
+    spent: set[str],
+) -> None:
+    """Figure 4: every endpoint at each concurrency."""
+    results["fig4_endpoints"] = endpoints = await figures.endpoints(
+        http,
+        idp,
+        concurrencies=mode.endpoint_concurrencies,
+        duration=mode.endpoint_seconds,
+        warmup=mode.endpoint_warmup,
+        codes=codes,
+        tokens=tokens,
+        access_tokens=[t["access_token"] for t in tokens if t["access_token"] not in spent],
+    )
+    for endpoint, rows in endpoints.items():
+        for line in _fig4_lines(idp.backend.name, endpoint, rows):
+            say(line)
+
+
+def _fig4_lines(name: str, endpoint: str, rows: dict[str, Any]) -> list[str]:
+    """One endpoint's lines: one per concurrency, or one saying why it was skipped."""
+    if isinstance(rows.get("skipped"), str):
+        return [f"fig4 {endpoint:<24} {name:<8} skipped: {rows['skipped']}"]
+    lines = []
+    for concurrency, row in rows.items():
+        if "skipped" in row:
+            lines.append(
+                f"fig4 {endpoint:<24} {name:<8} c={concurrency:<3} skipped: {row['skipped']}"
+            )
+            continue
+        lines.append(
+            f"fig4 {endpoint:<24} {name:<8} c={concurrency:<3} {row['per_s']:>7} req/s "
+            f"p99={row['p99_ms']}ms n={row['ok']} errors={row['errors']} "
+            f"srv_cpu={row['server_cpu_percent']}% gen_cpu={row['loadgen_cpu_percent']}%"
+        )
+    return lines
+
+
+async def _fig3(idp: IdP, mode: Mode, results: dict[str, Any]) -> None:
+    """Figure 3: push versus polling, in server CPU."""
     row = await figures.push_vs_polling(idp, mode.polling_pages, mode.polling_window)
     results["fig3_push_vs_polling"] = row
     ratio = f"{row['ratio']}x" if row["ratio"] else f">= {row['ratio_at_least']}x"
     say(
-        f"fig3 push_vs_poll   {name:<8} K={row['pages']} {row['window_s']:g}s: push "
+        f"fig3 push_vs_poll   {idp.backend.name:<8} K={row['pages']} {row['window_s']:g}s: push "
         f"{row['push_cpu_seconds']} cpu-s ({row['push_cpu_percent']}%), polling "
         f"{row['poll_cpu_seconds']} cpu-s ({row['poll_cpu_percent']}%, "
         f"{row['polls_per_s']} polls/s) -> polling/push {ratio} errors={row['errors']}"
     )
-    results["memory_after_load_mb"] = round(sum(rss_kb(p) for p in idp.server_pids) / 1024, 1)
 
 
 async def waiting_figure(idp: IdP, count: int, mode: Mode) -> dict[str, Any]:
