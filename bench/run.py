@@ -15,7 +15,6 @@ import contextlib
 import datetime
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import uvloop
 from bench import actors, figures, goals, peer, profiling, report
 from bench import source as bench_source
 from bench.modes import FULL, QUICK, Mode
-from bench.proc import rss_kb
+from bench.proc import raise_file_limit, rss_kb
 from bench.server import LOADGEN_CPU, REPO, IdP, backend, pinning_available
 
 RESULTS = REPO / "bench" / "results"
@@ -47,13 +46,6 @@ def pin_load_generator() -> str:
         return "none (taskset or a second core missing)"
     os.sched_setaffinity(0, {LOADGEN_CPU})
     return f"server:cpu0 (taskset), loadgen:cpu{LOADGEN_CPU}"
-
-
-def raise_file_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard == resource.RLIM_INFINITY else min(hard, max(soft, needed))
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def fmt_latency(row: dict[str, Any]) -> str:
