@@ -128,6 +128,9 @@ class IdP:
             # One load generator on 127.0.0.1 is every user at once: the abuse limits stay
             # on (their cost is measured) with budgets it cannot use up.
             **{f"IDP_LIMIT_{name}": "100000000/minute" for name in LIMITS},
+            # Every waiting page comes from 127.0.0.1: the per-IP socket cap (default 100,
+            # idp/realtime/views.py) would refuse all but the first hundred with 429.
+            "IDP_WS_MAX_PER_IP": "1000000",
             "PYTHONUNBUFFERED": "1",
         }
         return env | overrides
