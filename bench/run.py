@@ -28,6 +28,7 @@ import aiohttp
 import uvloop
 
 from bench import actors, figures, goals, peer, profiling, report
+from bench import endpoints as endpoint_figures
 from bench import source as bench_source
 from bench.modes import FULL, QUICK, Mode
 from bench.proc import raise_file_limit, rss_kb
@@ -168,7 +169,7 @@ async def _fig4(
     spent: set[str],
 ) -> None:
     """Figure 4: every endpoint at each concurrency."""
-    results["fig4_endpoints"] = endpoints = await figures.endpoints(
+    results["fig4_endpoints"] = endpoints = await endpoint_figures.endpoints(
         http,
         idp,
         concurrencies=mode.endpoint_concurrencies,
