@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import goals, report
+from bench import goals, peer, report
 
 RESULTS = Path(__file__).resolve().parents[3] / "bench" / "results"
 RUNS = sorted(RESULTS.glob("*.json"))
@@ -28,3 +28,9 @@ def test_markdown_is_the_committed_one(run: Path) -> None:
 def test_goals_are_the_committed_ones(run: Path) -> None:
     data = json.loads(run.read_text())
     assert json.loads(json.dumps(goals.goals(data))) == data["goals"]
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[p.stem for p in RUNS])
+def test_ratios_to_the_reference_are_the_committed_ones(run: Path) -> None:
+    data = json.loads(run.read_text())
+    assert json.loads(json.dumps(peer.ratios(data))) == data.get("ratios", [])
