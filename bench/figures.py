@@ -232,16 +232,7 @@ async def waiting_pages(
         rss_after = rss_kb(worker)
         with CpuWindow(idp.server_pids) as idle:
             await asyncio.sleep(idle_window)
-        latencies, approve_http = [], []
-        for socket in sockets[:samples]:
-            try:
-                await phone.scan(http, socket.page)
-                sent = time.perf_counter()
-                await phone.approve(http, socket.page)
-                approve_http.append(time.perf_counter() - sent)
-                latencies.append(await socket.wait_for({"approved"}, timeout=10) - sent)
-            except (actors.FlowError, aiohttp.ClientError) as error:
-                errors[f"sample {type(error).__name__}: {str(error)[:60]}"] += 1
+        latencies, approve_http = await _approvals(http, phone, sockets[:samples], errors)
         still_open = sum(not s.ws.closed for s in sockets[samples:])
         await close_sockets([*sockets, *warm])
     opened = len(sockets)
@@ -265,6 +256,28 @@ async def waiting_pages(
     }
 
 
+async def _approvals(
+    http: aiohttp.ClientSession,
+    phone: actors.Phone,
+    sockets: Sequence[actors.PageSocket],
+    errors: collections.Counter[str],
+) -> tuple[list[float], list[float]]:
+    """Scan and approve each socket's page in turn; approve-to-page and approve-request
+    seconds (failures counted in ``errors``)."""
+    latencies: list[float] = []
+    approve_http: list[float] = []
+    for socket in sockets:
+        try:
+            await phone.scan(http, socket.page)
+            sent = time.perf_counter()
+            await phone.approve(http, socket.page)
+            approve_http.append(time.perf_counter() - sent)
+            latencies.append(await socket.wait_for({"approved"}, timeout=10) - sent)
+        except (actors.FlowError, aiohttp.ClientError) as error:
+            errors[f"sample {type(error).__name__}: {str(error)[:60]}"] += 1
+    return latencies, approve_http
+
+
 async def push_vs_polling(idp: IdP, count: int, window: float) -> dict[str, Any]:
     """Server CPU for ``count`` pages waiting ``window`` s: WebSocket push, then the same
     pages polling ``GET /authorize/complete/<id>`` (JSON) once a second.
@@ -283,26 +296,7 @@ async def push_vs_polling(idp: IdP, count: int, window: float) -> dict[str, Any]
             await asyncio.sleep(window)
         await close_sockets(sockets)
         await asyncio.sleep(1)
-        polls: list[float] = []
-        unexpected: collections.Counter[str] = collections.Counter()
-        deadline = time.monotonic() + window
-
-        async def poller(page: actors.Page, offset: float) -> None:
-            await asyncio.sleep(offset)
-            url = idp.issuer + page.state["complete_url"]
-            headers = {"Cookie": page.cookie, "Accept": "application/json"}
-            while time.monotonic() < deadline:
-                tick = time.monotonic()
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(url, headers=headers, allow_redirects=False) as response:
-                        await response.read()
-                        polls.append(time.monotonic() - tick)
-                        if response.status != 409:
-                            unexpected[f"HTTP {response.status}"] += 1
-                await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
-
-        with CpuWindow(idp.server_pids) as poll:
-            await asyncio.gather(*(poller(p, i / len(pages)) for i, p in enumerate(pages)))
+        polls, unexpected, poll = await _poll(http, idp, pages, window)
     push_cpu = max(push.server_cpu, 0.0)
     floor = 1 / 100  # one clock tick: the resolution of /proc CPU times
     return {
@@ -321,6 +315,34 @@ async def push_vs_polling(idp: IdP, count: int, window: float) -> dict[str, Any]
         "errors": sum(errors.values()) + sum(unexpected.values()),
         "polling_endpoint": "GET /authorize/complete/<id> (Accept: application/json) -> 409",
     }
+
+
+async def _poll(
+    http: aiohttp.ClientSession, idp: IdP, pages: Sequence[actors.Page], window: float
+) -> tuple[list[float], collections.Counter[str], CpuWindow]:
+    """Every page polls its completion URL once a second for ``window`` s (starts spread
+    over the first second); each poll's seconds, the answers other than 409, the CPU."""
+    polls: list[float] = []
+    unexpected: collections.Counter[str] = collections.Counter()
+    deadline = time.monotonic() + window
+
+    async def poller(page: actors.Page, offset: float) -> None:
+        await asyncio.sleep(offset)
+        url = idp.issuer + page.state["complete_url"]
+        headers = {"Cookie": page.cookie, "Accept": "application/json"}
+        while time.monotonic() < deadline:
+            tick = time.monotonic()
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(url, headers=headers, allow_redirects=False) as response:
+                    await response.read()
+                    polls.append(time.monotonic() - tick)
+                    if response.status != 409:
+                        unexpected[f"HTTP {response.status}"] += 1
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+
+    with CpuWindow(idp.server_pids) as poll:
+        await asyncio.gather(*(poller(p, i / len(pages)) for i, p in enumerate(pages)))
+    return polls, unexpected, poll
 
 
 async def token_exchanges(
