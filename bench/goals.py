@@ -170,6 +170,7 @@ def _push_goal(backends: dict[str, Any]) -> dict[str, Any]:
 
 
 def goal_lines(data: dict[str, Any]) -> list[str]:
+    """One stdout line per goal: verdict, goal, measured and (for a gap) its cause."""
     return [
         f"goal {g['verdict']:<12} {g['goal']}: {g['measured']}"
         + (f" -- {g['cause']}" if g["cause"] else "")

@@ -147,6 +147,7 @@ def _ratio(
 
 
 def ratio_lines(data: dict[str, Any]) -> list[str]:
+    """One stdout line per ratio, or the peer's error."""
     peer = data.get("peer", {})
     if "error" in peer:
         return [f"fig5 peer            error: {peer['error']}"]

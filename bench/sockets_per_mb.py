@@ -56,6 +56,7 @@ class GunicornIdP(IdP):
     threads: int = 1
 
     def serve_command(self, worker_connections: int) -> list[str]:
+        """``gunicorn -w 1 -k <worker_class>``, with ``--threads`` for gthread."""
         cmd = [sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", "1"]
         cmd += ["-k", self.worker_class, "--worker-connections", str(worker_connections)]
         if self.worker_class == "gthread":
