@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,46 +53,56 @@ def fmt_latency(row: dict[str, Any]) -> str:
     return f"p50={row['p50_ms']}ms p95={row['p95_ms']}ms p99={row['p99_ms']}ms"
 
 
+@dataclass
+class Server:
+    """What the steps of figures 1, 4 and 3 share: one running server, its phones, the
+    load generator's session, the mode, and the backend's results so far."""
+
+    http: aiohttp.ClientSession
+    idp: IdP
+    phones: list[actors.Phone]
+    mode: Mode
+    results: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.idp.backend.name
+
+
 async def main_figures(idp: IdP, mode: Mode, results: dict[str, Any], args: Any) -> None:
     """Figures 1, 4 and 3 on one running server (figure 2 needs its own)."""
     async with actors.new_session() as http:
         phones = await figures.enroll_phones(http, idp, max(max(mode.login_concurrencies), 16))
-        tokens = await _fig1(http, idp, phones, mode, results)
+        server = Server(http, idp, phones, mode, results)
+        tokens = await _fig1(server)
         if args.profile:
             load = figures.qr_logins(http, idp, phones, 16, mode.profile_seconds + 2, 0)
-            await _profile(idp, mode, results, "profile_login", load, "login", "login")
+            await _profile(server, "profile_login", load, "login", "login")
         codes = await figures.harvest_codes(
             http, idp, phones[:16], mode.codes, mode.harvest_seconds
         )
         results["codes_harvested"] = len(codes)
         spent: set[str] = set()
         if args.profile:
-            spent = await _profile_tokens(http, idp, phones, tokens, mode, results)
-        await _top_up_refresh_chains(http, idp, phones, tokens, mode, results)
-        await _fig4(http, idp, mode, results, codes, tokens, spent)
+            spent = await _profile_tokens(server, tokens)
+        await _top_up_refresh_chains(server, tokens)
+        await _fig4(server, codes, tokens, spent)
     await _fig3(idp, mode, results)
     results["memory_after_load_mb"] = round(sum(rss_kb(p) for p in idp.server_pids) / 1024, 1)
 
 
-async def _fig1(
-    http: aiohttp.ClientSession,
-    idp: IdP,
-    phones: list[actors.Phone],
-    mode: Mode,
-    results: dict[str, Any],
-) -> list[dict[str, Any]]:
+async def _fig1(s: Server) -> list[dict[str, Any]]:
     """Figure 1 at each login concurrency; the logins' tokens."""
-    name = idp.backend.name
     tokens: list[dict[str, Any]] = []
-    results["fig1_qr_logins"] = []
-    for concurrency in mode.login_concurrencies:
+    s.results["fig1_qr_logins"] = []
+    for concurrency in s.mode.login_concurrencies:
         row, got = await figures.qr_logins(
-            http, idp, phones, concurrency, mode.login_seconds, mode.warmup_seconds
+            s.http, s.idp, s.phones, concurrency, s.mode.login_seconds, s.mode.warmup_seconds
         )
         tokens += got
-        results["fig1_qr_logins"].append(row)
+        s.results["fig1_qr_logins"].append(row)
         say(
-            f"fig1 qr_logins      {name:<8} c={concurrency:<3} {row['per_s']:>7} logins/s "
+            f"fig1 qr_logins      {s.name:<8} c={concurrency:<3} {row['per_s']:>7} logins/s "
             f"{fmt_latency(row)} errors={row['errors']} srv_cpu={row['server_cpu_percent']}% "
             f"gen_cpu={row['loadgen_cpu_percent']}% approve->page "
             f"p50={row['approve_to_page']['p50_ms']}ms p99={row['approve_to_page']['p99_ms']}ms"
@@ -101,86 +111,58 @@ async def _fig1(
     return tokens
 
 
-async def _profile(
-    idp: IdP,
-    mode: Mode,
-    results: dict[str, Any],
-    key: str,
-    load: Awaitable[Any],
-    label: str,
-    short: str,
-) -> None:
+async def _profile(s: Server, key: str, load: Awaitable[Any], label: str, short: str) -> None:
     """py-spy the worker while ``load`` runs; the result goes to ``results[key]``."""
-    name = idp.backend.name
-    results[key] = await profiling.profile_while(
-        idp, mode.profile_seconds, load, label=f"{name}-{label}"
+    s.results[key] = await profiling.profile_while(
+        s.idp, s.mode.profile_seconds, load, label=f"{s.name}-{label}"
     )
-    say(profiling.one_line(f"prof {short:<13} {name:<8}", results[key]))
+    say(profiling.one_line(f"prof {short:<13} {s.name:<8}", s.results[key]))
 
 
-async def _profile_tokens(
-    http: aiohttp.ClientSession,
-    idp: IdP,
-    phones: list[actors.Phone],
-    tokens: list[dict[str, Any]],
-    mode: Mode,
-    results: dict[str, Any],
-) -> set[str]:
+async def _profile_tokens(s: Server, tokens: list[dict[str, Any]]) -> set[str]:
     """Profiles of the three grants; the access tokens the refreshes revoked."""
-    seconds = mode.profile_seconds + 2
-    codes = await figures.harvest_codes(http, idp, phones[:16], mode.codes, mode.harvest_seconds)
-    load = figures.token_exchanges(http, idp, codes, seconds)
-    await _profile(idp, mode, results, "profile_token", load, "token", "token_ac")
+    seconds = s.mode.profile_seconds + 2
+    codes = await figures.harvest_codes(
+        s.http, s.idp, s.phones[:16], s.mode.codes, s.mode.harvest_seconds
+    )
+    load = figures.token_exchanges(s.http, s.idp, codes, seconds)
+    await _profile(s, "profile_token", load, "token", "token_ac")
     # Rotating a refresh token revokes its access token: keep these out of UserInfo.
     spent = {t["access_token"] for t in tokens[-16:]}
-    load = figures.refreshes(http, idp, tokens[-16:], seconds)
-    await _profile(idp, mode, results, "profile_refresh", load, "refresh", "token_rt")
-    if idp.service_id:
-        load = figures.client_credentials(http, idp, 16, seconds)
-        key, label = "profile_client_credentials", "client-credentials"
-        await _profile(idp, mode, results, key, load, label, "token_cc")
+    load = figures.refreshes(s.http, s.idp, tokens[-16:], seconds)
+    await _profile(s, "profile_refresh", load, "refresh", "token_rt")
+    if s.idp.service_id:
+        load = figures.client_credentials(s.http, s.idp, 16, seconds)
+        await _profile(s, "profile_client_credentials", load, "client-credentials", "token_cc")
     return spent
 
 
-async def _top_up_refresh_chains(
-    http: aiohttp.ClientSession,
-    idp: IdP,
-    phones: list[actors.Phone],
-    tokens: list[dict[str, Any]],
-    mode: Mode,
-    results: dict[str, Any],
-) -> None:
+async def _top_up_refresh_chains(s: Server, tokens: list[dict[str, Any]]) -> None:
     """One refresh chain per worker of the widest window: on a loaded machine the short
     login window may not have made that many, so top them up from fresh codes."""
-    short = max(mode.endpoint_concurrencies) - len(tokens)
+    short = max(s.mode.endpoint_concurrencies) - len(tokens)
     if short > 0:
-        extra = await figures.harvest_codes(http, idp, phones[:16], short, 60)
-        tokens += [await actors.exchange(http, idp, code, v) for code, v in extra]
-        results["refresh_chains_topped_up"] = len(extra)
+        extra = await figures.harvest_codes(s.http, s.idp, s.phones[:16], short, 60)
+        tokens += [await actors.exchange(s.http, s.idp, code, v) for code, v in extra]
+        s.results["refresh_chains_topped_up"] = len(extra)
 
 
 async def _fig4(
-    http: aiohttp.ClientSession,
-    idp: IdP,
-    mode: Mode,
-    results: dict[str, Any],
-    codes: list[tuple[str, str]],
-    tokens: list[dict[str, Any]],
-    spent: set[str],
+    s: Server, codes: list[tuple[str, str]], tokens: list[dict[str, Any]], spent: set[str]
 ) -> None:
     """Figure 4: every endpoint at each concurrency."""
-    results["fig4_endpoints"] = endpoints = await endpoint_figures.endpoints(
-        http,
-        idp,
-        concurrencies=mode.endpoint_concurrencies,
-        duration=mode.endpoint_seconds,
-        warmup=mode.endpoint_warmup,
+    s.results["fig4_endpoints"] = endpoints = await endpoint_figures.endpoints(
+        s.http,
+        s.idp,
+        concurrencies=s.mode.endpoint_concurrencies,
+        duration=s.mode.endpoint_seconds,
+        warmup=s.mode.endpoint_warmup,
         codes=codes,
         tokens=tokens,
         access_tokens=[t["access_token"] for t in tokens if t["access_token"] not in spent],
     )
     for endpoint, rows in endpoints.items():
-        for line in _fig4_lines(idp.backend.name, endpoint, rows):
+        for line in _fig4_lines(s.name, endpoint, rows):
             say(line)
 
 
