@@ -1,4 +1,5 @@
-"""The measurements: end-to-end QR logins, waiting pages, push versus polling, endpoints.
+"""The measurements: end-to-end QR logins, waiting pages, push versus polling (the
+endpoints of figure 4 are in ``bench.endpoints``).
 
 Each function drives a running :class:`~bench.server.IdP` and returns a JSON-able dict.
 Server CPU is read from ``/proc`` for the master and its worker (100 % = one core).
@@ -9,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -132,7 +131,7 @@ async def qr_logins(
     return figure, [t.tokens for t in loop.values]
 
 
-# --- figure 4: endpoints ------------------------------------------------------------------
+# --- codes for figure 4 (bench.endpoints) and the token loads the profiles sample --------
 
 
 async def harvest_codes(
@@ -150,110 +149,6 @@ async def harvest_codes(
 
     await closed_loop(idp, len(phones), max_seconds, one, stop_when=lambda: len(codes) >= count)
     return codes
-
-
-async def endpoints(
-    http: aiohttp.ClientSession,
-    idp: IdP,
-    *,
-    concurrencies: Sequence[int],
-    duration: float,
-    warmup: float,
-    codes: list[tuple[str, str]],
-    tokens: list[dict[str, Any]],
-    access_tokens: list[str],
-) -> dict[str, Any]:
-    """req/s and latency per endpoint and concurrency (``access_tokens``: unrevoked ones)."""
-    issuer = idp.issuer
-    access_tokens = list(access_tokens)
-    chains = [t["refresh_token"] for t in tokens]  # each chain is used by one worker at a time
-    random.shuffle(access_tokens)
-
-    async def get(url: str, headers: dict[str, str] | None = None) -> None:
-        async with http.get(url, headers=headers) as response:
-            await response.read()
-            if response.status != 200:
-                raise actors.FlowError(f"GET {url.rsplit('/', 1)[-1]} HTTP {response.status}")
-
-    async def jwks(_: int) -> None:
-        await get(f"{issuer}/jwks")
-
-    async def discovery(_: int) -> None:
-        await get(f"{issuer}/.well-known/openid-configuration")
-
-    counter = itertools.count()
-
-    async def userinfo(_: int) -> None:
-        token = access_tokens[next(counter) % len(access_tokens)]
-        await get(f"{issuer}/userinfo", {"Authorization": f"Bearer {token}"})
-
-    async def refresh(worker: int) -> None:
-        answer = await actors.token_request(
-            http, idp, {"grant_type": "refresh_token", "refresh_token": chains[worker]}
-        )
-        chains[worker] = answer["refresh_token"]
-
-    # The codes are shared out evenly between the concurrencies; a window ends early when
-    # its share runs out (IndexError ends a worker).
-    supply: list[tuple[str, str]] = []
-
-    async def authorization_code(_: int) -> None:
-        code, verifier = supply.pop()
-        await actors.exchange(http, idp, code, verifier)
-
-    # The service account's client_credentials tokens; introspection asks about them.
-    service_tokens: list[str] = []
-
-    async def client_credentials(_: int) -> str:
-        return await actors.service_token(http, idp)
-
-    async def introspection(_: int) -> dict[str, Any]:
-        token = service_tokens[next(counter) % len(service_tokens)]
-        return await actors.introspect(http, idp, token)
-
-    cases: dict[str, Callable[[int], Awaitable[Any]]] = {
-        "discovery": discovery,
-        "jwks": jwks,
-        "userinfo": userinfo,
-        "token_refresh_token": refresh,
-        "token_authorization_code": authorization_code,
-        "token_client_credentials": client_credentials,
-        "introspection": introspection,
-    }
-    figures: dict[str, Any] = {}
-    for name, one in cases.items():
-        if name == "token_refresh_token" and len(chains) < max(concurrencies):
-            figures[name] = {"skipped": f"only {len(chains)} refresh tokens"}
-            continue
-        if name in ("token_client_credentials", "introspection") and not idp.service_id:
-            figures[name] = {"skipped": f"no service account: {idp.service_error}"}
-            continue
-        if name == "introspection" and not service_tokens:
-            figures[name] = {"skipped": "no client_credentials token to introspect"}
-            continue
-        rows = {}
-        for concurrency in concurrencies:
-            if name != "token_authorization_code":
-                await closed_loop(idp, concurrency, warmup, one)
-            else:
-                share = len(codes) // len(concurrencies)
-                supply[:] = codes[:share]
-                del codes[:share]
-                if not supply:
-                    rows[str(concurrency)] = {"skipped": "no authorization codes"}
-                    continue
-            loop = await closed_loop(idp, concurrency, duration, one)
-            rows[str(concurrency)] = {"concurrency": concurrency, **loop.summary()}
-            rows[str(concurrency)]["counts"] = loop.ok > 0 and not loop.errors
-            if name == "token_client_credentials":
-                service_tokens[:] = loop.values[-256:]
-            elif name == "introspection" and loop.values:
-                sample = loop.values[-1]  # every answer was checked for active=true
-                rows[str(concurrency)]["sample"] = {
-                    k: sample.get(k) for k in ("active", "client_id", "token_type", "exp")
-                }
-        figures[name] = rows
-    return figures
 
 
 async def client_credentials(
@@ -337,16 +232,7 @@ async def waiting_pages(
         rss_after = rss_kb(worker)
         with CpuWindow(idp.server_pids) as idle:
             await asyncio.sleep(idle_window)
-        latencies, approve_http = [], []
-        for socket in sockets[:samples]:
-            try:
-                await phone.scan(http, socket.page)
-                sent = time.perf_counter()
-                await phone.approve(http, socket.page)
-                approve_http.append(time.perf_counter() - sent)
-                latencies.append(await socket.wait_for({"approved"}, timeout=10) - sent)
-            except (actors.FlowError, aiohttp.ClientError) as error:
-                errors[f"sample {type(error).__name__}: {str(error)[:60]}"] += 1
+        latencies, approve_http = await _approvals(http, phone, sockets[:samples], errors)
         still_open = sum(not s.ws.closed for s in sockets[samples:])
         await close_sockets([*sockets, *warm])
     opened = len(sockets)
@@ -370,6 +256,28 @@ async def waiting_pages(
     }
 
 
+async def _approvals(
+    http: aiohttp.ClientSession,
+    phone: actors.Phone,
+    sockets: Sequence[actors.PageSocket],
+    errors: collections.Counter[str],
+) -> tuple[list[float], list[float]]:
+    """Scan and approve each socket's page in turn; approve-to-page and approve-request
+    seconds (failures counted in ``errors``)."""
+    latencies: list[float] = []
+    approve_http: list[float] = []
+    for socket in sockets:
+        try:
+            await phone.scan(http, socket.page)
+            sent = time.perf_counter()
+            await phone.approve(http, socket.page)
+            approve_http.append(time.perf_counter() - sent)
+            latencies.append(await socket.wait_for({"approved"}, timeout=10) - sent)
+        except (actors.FlowError, aiohttp.ClientError) as error:
+            errors[f"sample {type(error).__name__}: {str(error)[:60]}"] += 1
+    return latencies, approve_http
+
+
 async def push_vs_polling(idp: IdP, count: int, window: float) -> dict[str, Any]:
     """Server CPU for ``count`` pages waiting ``window`` s: WebSocket push, then the same
     pages polling ``GET /authorize/complete/<id>`` (JSON) once a second.
@@ -388,26 +296,7 @@ async def push_vs_polling(idp: IdP, count: int, window: float) -> dict[str, Any]
             await asyncio.sleep(window)
         await close_sockets(sockets)
         await asyncio.sleep(1)
-        polls: list[float] = []
-        unexpected: collections.Counter[str] = collections.Counter()
-        deadline = time.monotonic() + window
-
-        async def poller(page: actors.Page, offset: float) -> None:
-            await asyncio.sleep(offset)
-            url = idp.issuer + page.state["complete_url"]
-            headers = {"Cookie": page.cookie, "Accept": "application/json"}
-            while time.monotonic() < deadline:
-                tick = time.monotonic()
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(url, headers=headers, allow_redirects=False) as response:
-                        await response.read()
-                        polls.append(time.monotonic() - tick)
-                        if response.status != 409:
-                            unexpected[f"HTTP {response.status}"] += 1
-                await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
-
-        with CpuWindow(idp.server_pids) as poll:
-            await asyncio.gather(*(poller(p, i / len(pages)) for i, p in enumerate(pages)))
+        polls, unexpected, poll = await _poll(http, idp, pages, window)
     push_cpu = max(push.server_cpu, 0.0)
     floor = 1 / 100  # one clock tick: the resolution of /proc CPU times
     return {
@@ -426,6 +315,34 @@ async def push_vs_polling(idp: IdP, count: int, window: float) -> dict[str, Any]
         "errors": sum(errors.values()) + sum(unexpected.values()),
         "polling_endpoint": "GET /authorize/complete/<id> (Accept: application/json) -> 409",
     }
+
+
+async def _poll(
+    http: aiohttp.ClientSession, idp: IdP, pages: Sequence[actors.Page], window: float
+) -> tuple[list[float], collections.Counter[str], CpuWindow]:
+    """Every page polls its completion URL once a second for ``window`` s (starts spread
+    over the first second); each poll's seconds, the answers other than 409, the CPU."""
+    polls: list[float] = []
+    unexpected: collections.Counter[str] = collections.Counter()
+    deadline = time.monotonic() + window
+
+    async def poller(page: actors.Page, offset: float) -> None:
+        await asyncio.sleep(offset)
+        url = idp.issuer + page.state["complete_url"]
+        headers = {"Cookie": page.cookie, "Accept": "application/json"}
+        while time.monotonic() < deadline:
+            tick = time.monotonic()
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(url, headers=headers, allow_redirects=False) as response:
+                    await response.read()
+                    polls.append(time.monotonic() - tick)
+                    if response.status != 409:
+                        unexpected[f"HTTP {response.status}"] += 1
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+
+    with CpuWindow(idp.server_pids) as poll:
+        await asyncio.gather(*(poller(p, i / len(pages)) for i, p in enumerate(pages)))
+    return polls, unexpected, poll
 
 
 async def token_exchanges(

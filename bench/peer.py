@@ -62,8 +62,15 @@ def parse(text: str) -> dict[str, Any]:
     return {"figures": figures, "meta": meta}
 
 
-def _ours(data: dict[str, Any], backend: str) -> dict[str, Any]:
-    return data["backends"].get(backend, {})
+#: (our figure 4 endpoint, the reference's figure, the row's label)
+ENDPOINT_PAIRS = (
+    ("token_client_credentials", "token_cc", "token req/s (client_credentials, both)"),
+    ("introspection", "introspect", "introspection req/s (a cc access token, both)"),
+    ("token_authorization_code", "token_cc", "token req/s (our auth code vs their cc)"),
+    ("token_refresh_token", "token_cc", "token req/s (our refresh vs their cc)"),
+    ("jwks", "jwks", "JWKS req/s"),
+    ("discovery", "discovery", "discovery req/s"),
+)
 
 
 def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -71,74 +78,76 @@ def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
     peer = data.get("peer", {})
     if "figures" not in peer:
         return []
-    theirs = peer["figures"]
-    rows: list[dict[str, Any]] = []
-
-    def add(
-        what: str,
-        backend: str,
-        c: str,
-        ours: float | None,
-        ref: float | None,
-        cpu: tuple[float | None, float | None] = (None, None),
-    ) -> None:
-        """One row; ``cpu`` (our, their server CPU %) adds the rate per server CPU second,
-        which other load on the machine moves less than the rate itself."""
-        if ours is None or not ref:
-            return
-        row = {
-            "figure": what, "backend": backend, "concurrency": c,
-            "ours": ours, "reference": ref, "ratio": round(ours / ref, 3),
-        }  # fmt: skip
-        if cpu[0] and cpu[1]:
-            ours_cpu, ref_cpu = 100 * ours / cpu[0], 100 * ref / cpu[1]
-            row |= {
-                "ours_per_cpu_s": round(ours_cpu, 1),
-                "reference_per_cpu_s": round(ref_cpu, 1),
-                "ratio_per_cpu_s": round(ours_cpu / ref_cpu, 3),
-            }
-        rows.append(row)
-
-    for backend in data["backends"]:
-        ours = _ours(data, backend)
-        for row in ours.get("fig1_qr_logins", []):
-            c = str(row["concurrency"])
-            ref = theirs.get("login_flow", {}).get(c, {})
-            add(
-                "logins/s (QR login vs password+consent login)",
-                backend,
-                c,
-                row["per_s"],
-                ref.get("logins_per_s"),
-                (row.get("server_cpu_percent"), ref.get("srv_cpu")),
-            )
-        endpoints = ours.get("fig4_endpoints", {})
-        pairs = [
-            ("token_client_credentials", "token_cc", "token req/s (client_credentials, both)"),
-            ("introspection", "introspect", "introspection req/s (a cc access token, both)"),
-            ("token_authorization_code", "token_cc", "token req/s (our auth code vs their cc)"),
-            ("token_refresh_token", "token_cc", "token req/s (our refresh vs their cc)"),
-            ("jwks", "jwks", "JWKS req/s"),
-            ("discovery", "discovery", "discovery req/s"),
-        ]
-        for mine, their, what in pairs:
-            for c, row in endpoints.get(mine, {}).items():
-                if isinstance(row, dict) and "per_s" in row:
-                    ref = theirs.get(their, {}).get(c, {})
-                    cpu = (row.get("server_cpu_percent"), ref.get("srv_cpu"))
-                    add(what, backend, c, row["per_s"], ref.get("rps"), cpu)
+    rows: list[dict[str, Any] | None] = []
+    for backend, ours in data["backends"].items():
+        rows += _login_ratios(backend, ours, peer["figures"])
+        rows += _endpoint_ratios(backend, ours, peer["figures"])
         rss = peer.get("meta", {}).get("server_rss_mb")
-        add(
-            "server RSS MB after load (lower is better)",
-            backend,
-            "-",
-            ours.get("memory_after_load_mb"),
-            float(rss) if rss else None,
-        )
+        rows.append(_ratio(
+            "server RSS MB after load (lower is better)", backend, "-",
+            ours.get("memory_after_load_mb"), float(rss) if rss else None,
+        ))  # fmt: skip
+    return [row for row in rows if row is not None]
+
+
+def _login_ratios(
+    backend: str, ours: dict[str, Any], theirs: dict[str, Any]
+) -> list[dict[str, Any] | None]:
+    """Our QR logins/s against the reference's password + consent logins/s."""
+    rows = []
+    for row in ours.get("fig1_qr_logins", []):
+        c = str(row["concurrency"])
+        ref = theirs.get("login_flow", {}).get(c, {})
+        rows.append(_ratio(
+            "logins/s (QR login vs password+consent login)", backend, c, row["per_s"],
+            ref.get("logins_per_s"), (row.get("server_cpu_percent"), ref.get("srv_cpu")),
+        ))  # fmt: skip
     return rows
 
 
+def _endpoint_ratios(
+    backend: str, ours: dict[str, Any], theirs: dict[str, Any]
+) -> list[dict[str, Any] | None]:
+    """Our endpoints' req/s against the reference's (``ENDPOINT_PAIRS``)."""
+    endpoints = ours.get("fig4_endpoints", {})
+    rows = []
+    for mine, their, what in ENDPOINT_PAIRS:
+        for c, row in endpoints.get(mine, {}).items():
+            if isinstance(row, dict) and "per_s" in row:
+                ref = theirs.get(their, {}).get(c, {})
+                cpu = (row.get("server_cpu_percent"), ref.get("srv_cpu"))
+                rows.append(_ratio(what, backend, c, row["per_s"], ref.get("rps"), cpu))
+    return rows
+
+
+def _ratio(
+    what: str,
+    backend: str,
+    c: str,
+    ours: float | None,
+    ref: float | None,
+    cpu: tuple[float | None, float | None] = (None, None),
+) -> dict[str, Any] | None:
+    """One row, or None without both figures; ``cpu`` (our, their server CPU %) adds the
+    rate per server CPU second, which other load on the machine moves less than the rate."""
+    if ours is None or not ref:
+        return None
+    row = {
+        "figure": what, "backend": backend, "concurrency": c,
+        "ours": ours, "reference": ref, "ratio": round(ours / ref, 3),
+    }  # fmt: skip
+    if cpu[0] and cpu[1]:
+        ours_cpu, ref_cpu = 100 * ours / cpu[0], 100 * ref / cpu[1]
+        row |= {
+            "ours_per_cpu_s": round(ours_cpu, 1),
+            "reference_per_cpu_s": round(ref_cpu, 1),
+            "ratio_per_cpu_s": round(ours_cpu / ref_cpu, 3),
+        }
+    return row
+
+
 def ratio_lines(data: dict[str, Any]) -> list[str]:
+    """One stdout line per ratio, or the peer's error."""
     peer = data.get("peer", {})
     if "error" in peer:
         return [f"fig5 peer            error: {peer['error']}"]

@@ -27,6 +27,30 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def thread_count(pid: int) -> int:
+    """How many threads ``pid`` has."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a gunicorn master's workers)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def raise_file_limit(needed: int) -> int:
+    """Raise this process's open-file limit towards ``needed`` (up to the hard limit);
+    the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard == resource.RLIM_INFINITY else min(hard, max(soft, needed))
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def own_cpu_seconds() -> float:
     """CPU seconds used by this (load generator) process so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)

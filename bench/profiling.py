@@ -9,13 +9,18 @@ share of samples with a matching frame anywhere on the stack, so categories over
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
+import html
+import json
 import re
+import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +164,9 @@ def one_line(prefix: str, result: dict[str, Any]) -> str:
 
 # --- database round trips per request, counted in-process ---------------------------------
 
+ISSUER = "http://127.0.0.1:8000"
+PHONE_PASSWORD = "round-trips-password"
+
 
 def count_round_trips(database_url: str, tmp: Path) -> dict[str, dict[str, int]]:
     """Run one QR login (without the socket) and the token calls through Flask's test
@@ -166,26 +174,44 @@ def count_round_trips(database_url: str, tmp: Path) -> dict[str, dict[str, int]]
 
     A checkout also pings when the pool has ``pool_pre_ping`` (one more round trip).
     """
-    import json
-    import secrets
+    app = _round_trips_app(database_url, tmp)
+    engine = app.extensions["idp.db"].engine
+    # A checkout costs a round trip only when the pool pings the connection first.
+    pings = bool(getattr(engine.pool, "_pre_ping", False)) and engine.dialect.name != "sqlite"
+    recorder = _Recorder(app.test_client(), _count_database_calls(engine), pings)
+    clients = _round_trips_clients(app)
+    phone = _Phone.enroll(recorder.http)
+    # Warm up the signing keys (made and loaded once per process) with a first login.
+    for round_ in ("warm", "measured"):
+        # Signed out: the first round's completion signed this browser in (single sign-on),
+        # and a signed-in browser gets its code without a QR page.
+        recorder.http.delete_cookie("idp_sso")
+        code, verifier = _login_requests(recorder, phone, clients)
+        _token_requests(recorder, clients, code, verifier)
+        if round_ == "warm":
+            recorder.table.clear()
+    app.extensions["idp.broker"].close()
+    engine.dispose()
+    return recorder.table
 
-    from sqlalchemy import event
 
-    from bench.actors import STATE_RE, s256
-    from idp import create_app, db
-    from idp.accounts.services import create_user
-    from idp.admin.services import create_client
+def _round_trips_app(database_url: str, tmp: Path) -> Any:
+    """A migrated database and an app on it, in this process."""
+    from idp import create_app
     from idp.migrate import upgrade
-    from idp_phone.profile import generate_key
-    from idp_phone.proof import make_proof, public_jwk
 
-    issuer = "http://127.0.0.1:8000"
     upgrade(database_url)
-    app = create_app(
-        {"IDP_DATABASE_URL": database_url, "IDP_ISSUER": issuer, "IDP_SECRET_KEY": "bench"},
+    return create_app(
+        {"IDP_DATABASE_URL": database_url, "IDP_ISSUER": ISSUER, "IDP_SECRET_KEY": "bench"},
         instance_path=str(tmp / "instance"),
     )
-    engine = app.extensions["idp.db"].engine
+
+
+def _count_database_calls(engine: Any) -> collections.Counter[str]:
+    """A counter the engine's events update: checkouts, begins, statements, commits and
+    rollbacks."""
+    from sqlalchemy import event
+
     counts: collections.Counter[str] = collections.Counter()
     event.listen(engine.pool, "checkout", lambda *_: counts.update(["checkouts"]))
 
@@ -201,8 +227,26 @@ def count_round_trips(database_url: str, tmp: Path) -> dict[str, dict[str, int]]
     event.listen(engine, "before_cursor_execute", lambda *_: counts.update(["statements"]))
     event.listen(engine, "commit", sent("commits"))
     event.listen(engine, "rollback", sent("rollbacks"))
+    return counts
+
+
+@dataclass(frozen=True)
+class _Clients:
+    """The user's RP and (on revisions that have them) a service account."""
+
+    basic: dict[str, str]
+    client_id: str
+    service_basic: dict[str, str] | None
+
+
+def _round_trips_clients(app: Any) -> _Clients:
+    """The user ``rt``, a confidential client and a service account, committed."""
+    from idp import db
+    from idp.accounts.services import create_user
+    from idp.admin.services import create_client
+
     with app.app_context():
-        create_user("rt", "round-trips-password", email=None, name=None)
+        create_user("rt", PHONE_PASSWORD, email=None, name=None)
         client, secret = create_client("RT", [REDIRECT_URI], public=False)
         try:
             service, service_secret = create_client(
@@ -211,106 +255,121 @@ def count_round_trips(database_url: str, tmp: Path) -> dict[str, dict[str, int]]
         except TypeError:  # a revision before service accounts
             service, service_secret = None, None
         db.session.commit()  # (revisions whose services committed: nothing left to commit)
-    key = generate_key()
-    table: dict[str, dict[str, int]] = {}
+        service_basic = None
+        if service is not None:
+            service_basic = _basic(service.client_id, service_secret)
+        return _Clients(_basic(client.client_id, secret), client.client_id, service_basic)
 
-    # A checkout costs a round trip only when the pool pings the connection first.
-    pings = bool(getattr(engine.pool, "_pre_ping", False)) and engine.dialect.name != "sqlite"
 
-    def measured(name: str, call: Any) -> Any:
-        counts.clear()
+@dataclass
+class _Recorder:
+    """Flask's test client, and what each named request sent to the database."""
+
+    http: Any
+    counts: collections.Counter[str]
+    pings: bool
+    table: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def measured(self, name: str, call: Callable[[], Any]) -> Any:
+        """Make the request ``call`` and record its counts and status under ``name``."""
+        self.counts.clear()
         response = call()
-        table[name] = dict(counts) | {"status": response.status_code}
-        table[name]["pings"] = table[name].get("checkouts", 0) if pings else 0
+        self.table[name] = dict(self.counts) | {"status": response.status_code}
+        self.table[name]["pings"] = self.table[name].get("checkouts", 0) if self.pings else 0
         return response
 
-    def phone(path: str, payload: dict[str, Any], **proof: Any) -> Any:
-        url = f"{issuer}/api/mobile/v1{path}"
+
+@dataclass
+class _Phone:
+    """An enrolled device talking to the phone API through the test client."""
+
+    http: Any
+    key: Any
+    device_id: str = ""
+
+    @classmethod
+    def enroll(cls, http: Any) -> _Phone:
+        from idp_phone.profile import generate_key
+        from idp_phone.proof import public_jwk
+
+        phone = cls(http, generate_key())
+        payload = {"username": "rt", "password": PHONE_PASSWORD, "device_name": "p"}
+        enrolled = phone.post("/devices", payload, jwk=public_jwk(phone.key))
+        phone.device_id = enrolled.get_json()["device_id"]
+        return phone
+
+    def post(self, path: str, payload: dict[str, Any], **proof: Any) -> Any:
+        """POST ``payload`` to the phone API with a fresh device proof."""
+        from idp_phone.proof import make_proof
+
+        url = f"{ISSUER}/api/mobile/v1{path}"
         body = json.dumps(payload).encode()
-        headers = {"Device-Proof": make_proof(key, "POST", url, body, **proof)}
-        return http.post(url, data=body, headers=headers, content_type="application/json")
+        headers = {"Device-Proof": make_proof(self.key, "POST", url, body, **proof)}
+        return self.http.post(url, data=body, headers=headers, content_type="application/json")
 
-    http = app.test_client()
-    enrolled = phone(
-        "/devices",
-        {"username": "rt", "password": "round-trips-password", "device_name": "p"},
-        jwk=public_jwk(key),
+
+def _login_requests(recorder: _Recorder, phone: _Phone, clients: _Clients) -> tuple[str, str]:
+    """The QR login's requests (page, scan, approve, completion); its code and verifier."""
+    from bench.actors import STATE_RE, s256
+
+    http, measured = recorder.http, recorder.measured
+    verifier = secrets.token_urlsafe(48)
+    params = {
+        "response_type": "code", "client_id": clients.client_id, "redirect_uri": REDIRECT_URI,
+        "scope": "openid profile email", "state": "s", "nonce": secrets.token_urlsafe(8),
+        "code_challenge": s256(verifier), "code_challenge_method": "S256",
+    }  # fmt: skip
+    page = measured("GET /authorize", lambda: http.get("/authorize", query_string=params))
+    state = json.loads(html.unescape(STATE_RE.search(page.get_data(as_text=True)).group(1)))
+    kid = phone.device_id
+    measured(
+        "POST scan", lambda: phone.post("/login-requests/scan", {"qr": state["qr_url"]}, kid=kid)
     )
-    device_id = enrolled.get_json()["device_id"]
-    # Warm up the signing keys (made and loaded once per process) with a first login.
-    for round_ in ("warm", "measured"):
-        # Signed out: the first round's completion signed this browser in (single sign-on),
-        # and a signed-in browser gets its code without a QR page.
-        http.delete_cookie("idp_sso")
-        verifier = secrets.token_urlsafe(48)
-        params = {
-            "response_type": "code", "client_id": client.client_id, "redirect_uri": REDIRECT_URI,
-            "scope": "openid profile email", "state": "s", "nonce": secrets.token_urlsafe(8),
-            "code_challenge": s256(verifier), "code_challenge_method": "S256",
-        }  # fmt: skip
-        page = measured("GET /authorize", lambda p=params: http.get("/authorize", query_string=p))
-        import html
-
-        state = json.loads(html.unescape(STATE_RE.search(page.get_data(as_text=True)).group(1)))
-        measured(
-            "POST scan",
-            lambda s=state: phone("/login-requests/scan", {"qr": s["qr_url"]}, kid=device_id),
-        )
-        measured(
-            "POST approve",
-            lambda s=state: phone(f"/login-requests/{s['id']}/approve", {}, kid=device_id),
-        )
-        done = measured("GET /authorize/complete", lambda s=state: http.get(s["complete_url"]))
-        code = done.headers["Location"].split("code=")[1].split("&")[0]
-        basic = {"Authorization": "Basic " + _b64(f"{client.client_id}:{secret}")}
-        form = {
-            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-            "code_verifier": verifier,
-        }  # fmt: skip
-        tokens = measured(
-            "POST /token (authorization_code)",
-            lambda f=form, b=basic: http.post("/token", data=f, headers=b),
-        ).get_json()
-        measured(
-            "GET /userinfo",
-            lambda t=tokens: http.get(
-                "/userinfo", headers={"Authorization": f"Bearer {t['access_token']}"}
-            ),
-        )
-        measured(
-            "POST /token (refresh_token)",
-            lambda t=tokens, b=basic: http.post(
-                "/token",
-                data={"grant_type": "refresh_token", "refresh_token": t["refresh_token"]},
-                headers=b,
-            ),
-        )
-        if service is not None:
-            service_basic = {
-                "Authorization": "Basic " + _b64(f"{service.client_id}:{service_secret}")
-            }
-            cc = measured(
-                "POST /token (client_credentials)",
-                lambda b=service_basic: http.post(
-                    "/token", data={"grant_type": "client_credentials"}, headers=b
-                ),
-            ).get_json()
-            measured(
-                "POST /introspect",
-                lambda t=cc, b=service_basic: http.post(
-                    "/introspect", data={"token": t["access_token"]}, headers=b
-                ),
-            )
-        measured("GET /jwks", lambda: http.get("/jwks"))
-        measured("GET discovery", lambda: http.get("/.well-known/openid-configuration"))
-        if round_ == "warm":
-            table.clear()
-    app.extensions["idp.broker"].close()
-    engine.dispose()
-    return table
+    measured(
+        "POST approve", lambda: phone.post(f"/login-requests/{state['id']}/approve", {}, kid=kid)
+    )
+    done = measured("GET /authorize/complete", lambda: http.get(state["complete_url"]))
+    return done.headers["Location"].split("code=")[1].split("&")[0], verifier
 
 
-def _b64(text: str) -> str:
-    import base64
+def _token_requests(recorder: _Recorder, clients: _Clients, code: str, verifier: str) -> None:
+    """The RP's token calls, the service account's, and the two public documents."""
+    http, measured, basic = recorder.http, recorder.measured, clients.basic
+    form = {
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier,
+    }  # fmt: skip
+    tokens = measured(
+        "POST /token (authorization_code)", lambda: http.post("/token", data=form, headers=basic)
+    ).get_json()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    measured("GET /userinfo", lambda: http.get("/userinfo", headers=bearer))
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    measured(
+        "POST /token (refresh_token)", lambda: http.post("/token", data=refresh, headers=basic)
+    )
+    if clients.service_basic is not None:
+        _service_requests(recorder, clients.service_basic)
+    measured("GET /jwks", lambda: http.get("/jwks"))
+    measured("GET discovery", lambda: http.get("/.well-known/openid-configuration"))
 
-    return base64.b64encode(text.encode()).decode()
+
+def _service_requests(recorder: _Recorder, service_basic: dict[str, str]) -> None:
+    """The service account's ``client_credentials`` token and its introspection."""
+    http, measured = recorder.http, recorder.measured
+    cc = measured(
+        "POST /token (client_credentials)",
+        lambda: http.post(
+            "/token", data={"grant_type": "client_credentials"}, headers=service_basic
+        ),
+    ).get_json()
+    measured(
+        "POST /introspect",
+        lambda: http.post("/introspect", data={"token": cc["access_token"]}, headers=service_basic),
+    )
+
+
+def _basic(client_id: str, secret: str) -> dict[str, str]:
+    """The ``Authorization`` header of ``client_secret_basic``."""
+    raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"Authorization": "Basic " + raw}

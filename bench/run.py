@@ -15,85 +15,26 @@ import contextlib
 import datetime
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import uvloop
 
-from bench import actors, figures, peer, profiling, report
+from bench import actors, figures, goals, peer, profiling, report
+from bench import endpoints as endpoint_figures
 from bench import source as bench_source
-from bench.proc import rss_kb
+from bench.modes import FULL, QUICK, Mode
+from bench.proc import raise_file_limit, rss_kb
 from bench.server import LOADGEN_CPU, REPO, IdP, backend, pinning_available
 
 RESULTS = REPO / "bench" / "results"
-
-
-@dataclass(frozen=True)
-class Mode:
-    """How long and how large each measurement is."""
-
-    name: str
-    login_concurrencies: tuple[int, ...]
-    login_seconds: float
-    warmup_seconds: float
-    endpoint_concurrencies: tuple[int, ...]
-    endpoint_seconds: float
-    endpoint_warmup: float
-    codes: int
-    harvest_seconds: float
-    waiting_pages: tuple[int, ...]
-    idle_window: float
-    latency_samples: int
-    polling_pages: int
-    polling_window: float
-    profile_seconds: float = 10.0
-    peer_seconds: int = 15
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-QUICK = Mode(
-    name="quick",
-    login_concurrencies=(16,),
-    login_seconds=3,
-    warmup_seconds=1,
-    endpoint_concurrencies=(16, 64),
-    endpoint_seconds=0.6,
-    endpoint_warmup=0.15,
-    codes=300,
-    harvest_seconds=5,
-    waiting_pages=(400,),
-    idle_window=2,
-    latency_samples=30,
-    polling_pages=100,
-    polling_window=3,
-    profile_seconds=6,
-    peer_seconds=5,
-)
-FULL = Mode(
-    name="full",
-    login_concurrencies=(16, 64),
-    login_seconds=15,
-    warmup_seconds=3,
-    endpoint_concurrencies=(16, 64),
-    endpoint_seconds=8,
-    endpoint_warmup=2,
-    codes=3000,
-    harvest_seconds=45,
-    waiting_pages=(1000, 5000, 10000),
-    idle_window=30,
-    latency_samples=200,
-    polling_pages=200,
-    polling_window=60,
-    profile_seconds=20,
-    peer_seconds=15,
-)
 
 
 def say(line: str) -> None:
@@ -108,125 +49,153 @@ def pin_load_generator() -> str:
     return f"server:cpu0 (taskset), loadgen:cpu{LOADGEN_CPU}"
 
 
-def raise_file_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard == resource.RLIM_INFINITY else min(hard, max(soft, needed))
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
 def fmt_latency(row: dict[str, Any]) -> str:
     return f"p50={row['p50_ms']}ms p95={row['p95_ms']}ms p99={row['p99_ms']}ms"
 
 
+@dataclass
+class Server:
+    """What the steps of figures 1, 4 and 3 share: one running server, its phones, the
+    load generator's session, the mode, and the backend's results so far."""
+
+    http: aiohttp.ClientSession
+    idp: IdP
+    phones: list[actors.Phone]
+    mode: Mode
+    results: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.idp.backend.name
+
+
 async def main_figures(idp: IdP, mode: Mode, results: dict[str, Any], args: Any) -> None:
     """Figures 1, 4 and 3 on one running server (figure 2 needs its own)."""
-    name = idp.backend.name
     async with actors.new_session() as http:
         phones = await figures.enroll_phones(http, idp, max(max(mode.login_concurrencies), 16))
-        tokens: list[dict[str, Any]] = []
-        spent: set[str] = set()
-        results["fig1_qr_logins"] = []
-        for concurrency in mode.login_concurrencies:
-            row, got = await figures.qr_logins(
-                http, idp, phones, concurrency, mode.login_seconds, mode.warmup_seconds
-            )
-            tokens += got
-            results["fig1_qr_logins"].append(row)
-            say(
-                f"fig1 qr_logins      {name:<8} c={concurrency:<3} {row['per_s']:>7} logins/s "
-                f"{fmt_latency(row)} errors={row['errors']} srv_cpu={row['server_cpu_percent']}% "
-                f"gen_cpu={row['loadgen_cpu_percent']}% approve->page "
-                f"p50={row['approve_to_page']['p50_ms']}ms p99={row['approve_to_page']['p99_ms']}ms"
-                + ("" if row["counts"] else "  (DOES NOT COUNT: errors)")
-            )
+        server = Server(http, idp, phones, mode, results)
+        tokens = await _fig1(server)
         if args.profile:
-            results["profile_login"] = await profiling.profile_while(
-                idp,
-                mode.profile_seconds,
-                figures.qr_logins(http, idp, phones, 16, mode.profile_seconds + 2, 0),
-                label=f"{name}-login",
-            )
-            say(profiling.one_line(f"prof login         {name:<8}", results["profile_login"]))
+            load = figures.qr_logins(http, idp, phones, 16, mode.profile_seconds + 2, 0)
+            await _profile(server, "profile_login", load, "login", "login")
         codes = await figures.harvest_codes(
             http, idp, phones[:16], mode.codes, mode.harvest_seconds
         )
         results["codes_harvested"] = len(codes)
+        spent: set[str] = set()
         if args.profile:
-            profile_codes = await figures.harvest_codes(
-                http, idp, phones[:16], mode.codes, mode.harvest_seconds
-            )
-            results["profile_token"] = await profiling.profile_while(
-                idp,
-                mode.profile_seconds,
-                figures.token_exchanges(http, idp, profile_codes, mode.profile_seconds + 2),
-                label=f"{name}-token",
-            )
-            say(profiling.one_line(f"prof token_ac      {name:<8}", results["profile_token"]))
-            # Rotating a refresh token revokes its access token: keep these out of UserInfo.
-            spent = {t["access_token"] for t in tokens[-16:]}
-            results["profile_refresh"] = await profiling.profile_while(
-                idp,
-                mode.profile_seconds,
-                figures.refreshes(http, idp, tokens[-16:], mode.profile_seconds + 2),
-                label=f"{name}-refresh",
-            )
-            say(profiling.one_line(f"prof token_rt      {name:<8}", results["profile_refresh"]))
-            if idp.service_id:
-                results["profile_client_credentials"] = await profiling.profile_while(
-                    idp,
-                    mode.profile_seconds,
-                    figures.client_credentials(http, idp, 16, mode.profile_seconds + 2),
-                    label=f"{name}-client-credentials",
-                )
-                say(
-                    profiling.one_line(
-                        f"prof token_cc      {name:<8}", results["profile_client_credentials"]
-                    )
-                )
-        # One refresh chain per worker of the widest window: on a loaded machine the short
-        # login window may not have made that many, so top them up from fresh codes.
-        short = max(mode.endpoint_concurrencies) - len(tokens)
-        if short > 0:
-            extra = await figures.harvest_codes(http, idp, phones[:16], short, 60)
-            tokens += [await actors.exchange(http, idp, code, v) for code, v in extra]
-            results["refresh_chains_topped_up"] = len(extra)
-        results["fig4_endpoints"] = endpoints = await figures.endpoints(
-            http,
-            idp,
-            concurrencies=mode.endpoint_concurrencies,
-            duration=mode.endpoint_seconds,
-            warmup=mode.endpoint_warmup,
-            codes=codes,
-            tokens=tokens,
-            access_tokens=[t["access_token"] for t in tokens if t["access_token"] not in spent],
+            spent = await _profile_tokens(server, tokens)
+        await _top_up_refresh_chains(server, tokens)
+        await _fig4(server, codes, tokens, spent)
+    await _fig3(idp, mode, results)
+    results["memory_after_load_mb"] = round(sum(rss_kb(p) for p in idp.server_pids) / 1024, 1)
+
+
+async def _fig1(s: Server) -> list[dict[str, Any]]:
+    """Figure 1 at each login concurrency; the logins' tokens."""
+    tokens: list[dict[str, Any]] = []
+    s.results["fig1_qr_logins"] = []
+    for concurrency in s.mode.login_concurrencies:
+        row, got = await figures.qr_logins(
+            s.http, s.idp, s.phones, concurrency, s.mode.login_seconds, s.mode.warmup_seconds
         )
-        for endpoint, rows in endpoints.items():
-            if isinstance(rows.get("skipped"), str):
-                say(f"fig4 {endpoint:<24} {name:<8} skipped: {rows['skipped']}")
-                continue
-            for concurrency, row in rows.items():
-                if "skipped" in row:
-                    say(
-                        f"fig4 {endpoint:<24} {name:<8} c={concurrency:<3} "
-                        f"skipped: {row['skipped']}"
-                    )
-                    continue
-                say(
-                    f"fig4 {endpoint:<24} {name:<8} c={concurrency:<3} {row['per_s']:>7} req/s "
-                    f"p99={row['p99_ms']}ms n={row['ok']} errors={row['errors']} "
-                    f"srv_cpu={row['server_cpu_percent']}% gen_cpu={row['loadgen_cpu_percent']}%"
-                )
+        tokens += got
+        s.results["fig1_qr_logins"].append(row)
+        say(
+            f"fig1 qr_logins      {s.name:<8} c={concurrency:<3} {row['per_s']:>7} logins/s "
+            f"{fmt_latency(row)} errors={row['errors']} srv_cpu={row['server_cpu_percent']}% "
+            f"gen_cpu={row['loadgen_cpu_percent']}% approve->page "
+            f"p50={row['approve_to_page']['p50_ms']}ms p99={row['approve_to_page']['p99_ms']}ms"
+            + ("" if row["counts"] else "  (DOES NOT COUNT: errors)")
+        )
+    return tokens
+
+
+async def _profile(s: Server, key: str, load: Awaitable[Any], label: str, short: str) -> None:
+    """py-spy the worker while ``load`` runs; the result goes to ``results[key]``."""
+    s.results[key] = await profiling.profile_while(
+        s.idp, s.mode.profile_seconds, load, label=f"{s.name}-{label}"
+    )
+    say(profiling.one_line(f"prof {short:<13} {s.name:<8}", s.results[key]))
+
+
+async def _profile_tokens(s: Server, tokens: list[dict[str, Any]]) -> set[str]:
+    """Profiles of the three grants; the access tokens the refreshes revoked."""
+    seconds = s.mode.profile_seconds + 2
+    codes = await figures.harvest_codes(
+        s.http, s.idp, s.phones[:16], s.mode.codes, s.mode.harvest_seconds
+    )
+    load = figures.token_exchanges(s.http, s.idp, codes, seconds)
+    await _profile(s, "profile_token", load, "token", "token_ac")
+    # Rotating a refresh token revokes its access token: keep these out of UserInfo.
+    spent = {t["access_token"] for t in tokens[-16:]}
+    load = figures.refreshes(s.http, s.idp, tokens[-16:], seconds)
+    await _profile(s, "profile_refresh", load, "refresh", "token_rt")
+    if s.idp.service_id:
+        load = figures.client_credentials(s.http, s.idp, 16, seconds)
+        await _profile(s, "profile_client_credentials", load, "client-credentials", "token_cc")
+    return spent
+
+
+async def _top_up_refresh_chains(s: Server, tokens: list[dict[str, Any]]) -> None:
+    """One refresh chain per worker of the widest window: on a loaded machine the short
+    login window may not have made that many, so top them up from fresh codes."""
+    short = max(s.mode.endpoint_concurrencies) - len(tokens)
+    if short > 0:
+        extra = await figures.harvest_codes(s.http, s.idp, s.phones[:16], short, 60)
+        tokens += [await actors.exchange(s.http, s.idp, code, v) for code, v in extra]
+        s.results["refresh_chains_topped_up"] = len(extra)
+
+
+async def _fig4(
+    s: Server, codes: list[tuple[str, str]], tokens: list[dict[str, Any]], spent: set[str]
+) -> None:
+    """Figure 4: every endpoint at each concurrency."""
+    s.results["fig4_endpoints"] = endpoints = await endpoint_figures.endpoints(
+        s.http,
+        s.idp,
+        concurrencies=s.mode.endpoint_concurrencies,
+        duration=s.mode.endpoint_seconds,
+        warmup=s.mode.endpoint_warmup,
+        codes=codes,
+        tokens=tokens,
+        access_tokens=[t["access_token"] for t in tokens if t["access_token"] not in spent],
+    )
+    for endpoint, rows in endpoints.items():
+        for line in _fig4_lines(s.name, endpoint, rows):
+            say(line)
+
+
+def _fig4_lines(name: str, endpoint: str, rows: dict[str, Any]) -> list[str]:
+    """One endpoint's lines: one per concurrency, or one saying why it was skipped."""
+    if isinstance(rows.get("skipped"), str):
+        return [f"fig4 {endpoint:<24} {name:<8} skipped: {rows['skipped']}"]
+    lines = []
+    for concurrency, row in rows.items():
+        if "skipped" in row:
+            lines.append(
+                f"fig4 {endpoint:<24} {name:<8} c={concurrency:<3} skipped: {row['skipped']}"
+            )
+            continue
+        lines.append(
+            f"fig4 {endpoint:<24} {name:<8} c={concurrency:<3} {row['per_s']:>7} req/s "
+            f"p99={row['p99_ms']}ms n={row['ok']} errors={row['errors']} "
+            f"srv_cpu={row['server_cpu_percent']}% gen_cpu={row['loadgen_cpu_percent']}%"
+        )
+    return lines
+
+
+async def _fig3(idp: IdP, mode: Mode, results: dict[str, Any]) -> None:
+    """Figure 3: push versus polling, in server CPU."""
     row = await figures.push_vs_polling(idp, mode.polling_pages, mode.polling_window)
     results["fig3_push_vs_polling"] = row
     ratio = f"{row['ratio']}x" if row["ratio"] else f">= {row['ratio_at_least']}x"
     say(
-        f"fig3 push_vs_poll   {name:<8} K={row['pages']} {row['window_s']:g}s: push "
+        f"fig3 push_vs_poll   {idp.backend.name:<8} K={row['pages']} {row['window_s']:g}s: push "
         f"{row['push_cpu_seconds']} cpu-s ({row['push_cpu_percent']}%), polling "
         f"{row['poll_cpu_seconds']} cpu-s ({row['poll_cpu_percent']}%, "
         f"{row['polls_per_s']} polls/s) -> polling/push {ratio} errors={row['errors']}"
     )
-    results["memory_after_load_mb"] = round(sum(rss_kb(p) for p in idp.server_pids) / 1024, 1)
 
 
 async def waiting_figure(idp: IdP, count: int, mode: Mode) -> dict[str, Any]:
@@ -346,8 +315,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         data["ratios"] = peer.ratios(data)
         for line in peer.ratio_lines(data):
             say(line)
-    data["goals"] = report.goals(data)
-    for line in report.goal_lines(data):
+    data["goals"] = goals.goals(data)
+    for line in goals.goal_lines(data):
         say(line)
     data["seconds"] = round(time.monotonic() - began, 1)
     data["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)

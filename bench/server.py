@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.proc import children
+
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 #: Every abuse limit (idp/limits.py), raised out of the load generator's reach in env().
@@ -126,6 +128,9 @@ class IdP:
             # One load generator on 127.0.0.1 is every user at once: the abuse limits stay
             # on (their cost is measured) with budgets it cannot use up.
             **{f"IDP_LIMIT_{name}": "100000000/minute" for name in LIMITS},
+            # Every waiting page comes from 127.0.0.1: the per-IP socket cap (default 100,
+            # idp/realtime/views.py) would refuse all but the first hundred with 429.
+            "IDP_WS_MAX_PER_IP": "1000000",
             "PYTHONUNBUFFERED": "1",
         }
         return env | overrides
@@ -167,12 +172,17 @@ class IdP:
             return
         self.service_id, self.service_secret = service["client_id"], service["client_secret"]
 
-    def start(self, *, heartbeat: int = 25, worker_connections: int = 12000) -> None:
+    def serve_command(self, worker_connections: int) -> list[str]:
         """``idp serve`` with one worker, pinned to the server core."""
         command = [*idp_command(), "serve", "--host", HOST, "--port", str(self.port)]
         command += ["--workers", str(self.workers), "--worker-connections", str(worker_connections)]
         if pinning_available():
             command = ["taskset", "-c", str(SERVER_CPU), *command]
+        return command
+
+    def start(self, *, heartbeat: int = 25, worker_connections: int = 12000) -> None:
+        """Start the server (``serve_command``) and wait until its workers are ready."""
+        command = self.serve_command(worker_connections)
         self.log_path = self.root / f"serve-{self.port}.log"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -203,8 +213,7 @@ class IdP:
         """The gunicorn workers (children of the master)."""
         if self.process is None:
             return []
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(c) for c in path.read_text().split()] if path.exists() else []
+        return children(self.process.pid)
 
     @property
     def server_pids(self) -> tuple[int, ...]:
