@@ -21,7 +21,8 @@ $(STAMP): $(BIN)/python pyproject.toml setup.py $(CONSTRAINTS)
 install: $(STAMP)
 
 # Re-resolve constraints.txt from pyproject.toml's ranges: the newest versions they allow,
-# installed into a throw-away venv (every extra, bench's too) and frozen.
+# installed into a throw-away venv (every extra, bench's too) and frozen, pip included.
+# Not setuptools: the venv brings its own, and the build needs a newer one (>=68).
 lock:
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
@@ -29,7 +30,7 @@ lock:
 	"$$tmp/venv/bin/python" -m pip install --quiet -e '.[$(EXTRAS),bench]'; \
 	{ echo "# Every package that \`make install\` and the bench install, pinned: made by \`make lock\`"; \
 	  echo "# from pyproject.toml's ranges with $$("$$tmp/venv/bin/python" -V). Do not edit by hand."; \
-	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable; \
+	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v '^setuptools=='; \
 	} > $(CONSTRAINTS)
 	@echo "$(CONSTRAINTS) refreshed; \`make install\` installs it"
 
