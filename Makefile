@@ -3,18 +3,36 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What `make` installs: every pinned version is in constraints.txt (`make lock` refreshes it).
+EXTRAS := test,phone,postgres,redis,geoip
+CONSTRAINTS := constraints.txt
 
-.PHONY: demo test test-fast lint format install clean translations screenshots vendor-oidc-client-ts
+.PHONY: demo test test-fast lint format install lock clean translations screenshots \
+	vendor-oidc-client-ts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml setup.py
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(CONSTRAINTS)
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) pip
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve constraints.txt from pyproject.toml's ranges: the newest versions they allow,
+# installed into a throw-away venv (every extra, bench's too) and frozen, pip included.
+# Not setuptools: the venv brings its own, and the build needs a newer one (>=68).
+lock:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e '.[$(EXTRAS),bench]'; \
+	{ echo "# Every package that \`make install\` and the bench install, pinned: made by \`make lock\`"; \
+	  echo "# from pyproject.toml's ranges with $$("$$tmp/venv/bin/python" -V). Do not edit by hand."; \
+	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v '^setuptools=='; \
+	} > $(CONSTRAINTS)
+	@echo "$(CONSTRAINTS) refreshed; \`make install\` installs it"
 
 demo: $(STAMP)
 	$(BIN)/idp demo
@@ -22,6 +40,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -47,7 +66,7 @@ screenshots: $(STAMP)
 	IDP_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/browser
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache
 
 # The browser tests' single-page app uses oidc-client-ts's browser build, vendored in
 # tests/browser/vendor so that the tests (and CI) never need npm. This refreshes it from
@@ -79,8 +98,8 @@ BENCH_PEER_MODE ?= --quick
 
 .PHONY: bench bench-quick bench-peer
 
-$(BENCH_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+$(BENCH_STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

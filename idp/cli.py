@@ -414,6 +414,9 @@ def serve(host: str, port: int, workers: int, worker_connections: int) -> None:
 @click.option("--rp-port", default=8001, show_default=True, type=int, help="The demo RP's port.")
 def demo(port: int, rp_port: int) -> None:
     """Set up and run the embedded demo: IdP, demo relying party and a phone profile."""
+    from idp_phone.extra import require_phone_extra
+
+    require_phone_extra("idp demo")  # it runs the phone app and the demo RP
     from idp.demo import run_demo
 
     run_demo(port=port, rp_port=rp_port)

@@ -52,7 +52,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import Flask, current_app
 from sqlalchemy import MetaData, create_engine, event
@@ -61,6 +61,9 @@ from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmake
 from werkzeug.local import LocalProxy
 
 from idp.instance import create_sqlite_file
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -75,6 +78,8 @@ class Base(DeclarativeBase):
     """Base of every model; constraint names are fixed for Alembic."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    if TYPE_CHECKING:  # every model here maps one table (SQLAlchemy types it FromClause)
+        __table__: ClassVar[Table]
 
 
 def utcnow() -> datetime:
@@ -151,11 +156,11 @@ ANSWER_GRACE = 5
 
 
 @functools.cache
-def _bounded_connection_class() -> type:
+def _bounded_connection_class() -> Any:  # a psycopg.Connection subclass, made on first use
     import psycopg
     from psycopg import errors
 
-    class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
+    class BoundedConnection(psycopg.Connection):
         """A psycopg connection whose every round trip has a deadline.
 
         ``statement_timeout`` is enforced by the server, so it cannot help when the
@@ -195,7 +200,8 @@ def cooperate_with_gevent() -> None:
     from psycopg import waiting
 
     waiting.wait = waiting.wait_poll
-    waiting.DefaultSelector = selectors.DefaultSelector  # used by wait_conn (connecting)
+    # used by wait_conn (connecting); mypy takes the patched name for a class definition
+    waiting.DefaultSelector = selectors.DefaultSelector  # type: ignore[misc]
 
 
 #: ``Session.info`` key of the callbacks waiting for the current transaction's commit.

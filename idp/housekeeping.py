@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from idp import db
 from idp.audit import AuditEvent
@@ -87,8 +89,10 @@ def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeRepo
     return report
 
 
-def _delete_in_batches(key: ColumnElement, condition: ColumnElement[bool], batch: int) -> int:
-    table = key.table  # type: ignore[attr-defined]
+def _delete_in_batches(
+    key: InstrumentedAttribute[Any], condition: ColumnElement[bool], batch: int
+) -> int:
+    table = key.table
     total = 0
     while True:
         ids = select(key).where(condition).limit(batch).scalar_subquery()

@@ -84,7 +84,9 @@ def init_app(app: Flask) -> None:
     app.extensions["idp.limiter"] = limiter
     views = app.view_functions
     for endpoint, (setting, scope) in PER_IP.items():
-        views[endpoint] = limiter.shared_limit(config[setting], scope=scope)(views[endpoint])
+        limit = limiter.shared_limit(config[setting], scope=scope)
+        # Typed as sync or async; a sync view stays sync.
+        views[endpoint] = limit(views[endpoint])  # type: ignore[assignment]
     # The password budget is counted by hand (charge_password), before the check.
     app.extensions["idp.password_fallback"] = MovingWindowRateLimiter(MemoryStorage())
 

@@ -98,7 +98,11 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
         if log_format == "json"
         else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
     )
-    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+    handler: dict[str, Any] = {
+        "class": "logging.StreamHandler",
+        "formatter": "main",
+        "stream": "ext://sys.stderr",
+    }
     handler["filters"] = ["redact"]  # no token, code or login request id, at any level
     return {
         "version": 1,

@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 from urllib.parse import urlsplit
 
 from idp_phone.api import (
@@ -43,6 +43,7 @@ EXIT_OK = 0
 EXIT_API = 1
 EXIT_USAGE = 2
 
+_Json = TypeVar("_Json", dict[str, Any], list[Any])
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -109,14 +110,20 @@ def _when(value: object, now: datetime, *, expiry: bool = False) -> str:
     return f"{moment.astimezone():%Y-%m-%d %H:%M:%S %Z} ({relative})"
 
 
+def _member(data: dict[str, Any], name: str, kind: type[_Json]) -> _Json:
+    """``data[name]`` if it is a ``kind``, else an empty one (the server's JSON is not trusted)."""
+    value = data.get(name)
+    return value if isinstance(value, kind) else kind()
+
+
 def describe_login_request(
     view: dict[str, Any], *, account: str, now: datetime | None = None
 ) -> str:
     """The text the user must read before deciding: who asks, for what, from where, when."""
     now = now if now is not None else datetime.now(UTC)
-    client = view.get("client") if isinstance(view.get("client"), dict) else {}
-    browser = view.get("browser") if isinstance(view.get("browser"), dict) else {}
-    scopes = view.get("scopes") if isinstance(view.get("scopes"), list) else []
+    client = _member(view, "client", dict)
+    browser = _member(view, "browser", dict)
+    scopes = _member(view, "scopes", list)
     lines = [
         f"Sign-in request to {clean(client.get('name'))}",
         f"  Account:       {account}",
@@ -215,7 +222,7 @@ def _cmd_enroll(args: argparse.Namespace, client: PhoneClient) -> int:
         )
     password = _read_password(sys.stdin)
     data = client.enroll(server, args.username, password, device_name)
-    user = data.get("user") if isinstance(data.get("user"), dict) else {}
+    user = _member(data, "user", dict)
     profile = client.profile
     print(f"Enrolled {clean(profile.device_name)} ({clean(profile.device_id)}) with {server}")
     print(f"  User:    {clean(user.get('name'))} <{clean(user.get('email'))}>")
@@ -226,7 +233,7 @@ def _cmd_enroll(args: argparse.Namespace, client: PhoneClient) -> int:
 def _cmd_whoami(args: argparse.Namespace, client: PhoneClient) -> int:
     profile = client.profile
     data = client.me()
-    user = data.get("user") if isinstance(data.get("user"), dict) else {}
+    user = _member(data, "user", dict)
     print(f"Server:   {clean(profile.server)}")
     print(f"Device:   {clean(data.get('device_name'))} ({clean(data.get('device_id'))})")
     print(f"User:     {clean(user.get('username'))}")

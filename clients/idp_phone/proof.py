@@ -29,7 +29,7 @@ _PUBLIC_MEMBERS = ("kty", "crv", "x", "y")
 def public_jwk(key: ECKey) -> dict[str, str]:
     """Return the public half of ``key`` as ``{"kty", "crv", "x", "y"}`` (nothing else)."""
     public = key.as_dict(private=False)
-    return {name: public[name] for name in _PUBLIC_MEMBERS}
+    return {name: str(public[name]) for name in _PUBLIC_MEMBERS}
 
 
 def body_hash(body: bytes) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
-from joserfc.jwk import ECKey, KeySet, RSAKey
+from joserfc.jwk import ECKey, Key, KeyParameters, KeySet, KeySetSerialization, RSAKey
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -35,7 +35,7 @@ _LOCK_KEY = 0x5152494450_4B4559
 
 def generate_key(alg: str) -> SigningJWK:
     """A new private key for ``alg`` whose ``kid`` is its RFC 7638 thumbprint."""
-    params = {"alg": alg, "use": "sig"}
+    params: KeyParameters = {"alg": alg, "use": "sig"}
     if alg == "RS256":
         key: SigningJWK = RSAKey.generate_key(2048, parameters=params, private=True)
     elif alg == "ES256":
@@ -62,7 +62,7 @@ class KeyStore:
         self.sealer = sealer
         self._lock = threading.Lock()
         self._rows: list[tuple[SigningKey, SigningJWK]] = []
-        self._jwks: dict[str, Any] = {"keys": []}
+        self._jwks: KeySetSerialization = {"keys": []}
         self._loaded_at = -math.inf
 
     def signing_key(self, alg: str) -> SigningJWK:
@@ -76,15 +76,17 @@ class KeyStore:
         chosen = ready[-1] if ready else active[0]
         return chosen[1]
 
-    def jwks(self) -> dict[str, Any]:
+    def jwks(self) -> KeySetSerialization:
         """Every published public key (RFC 7517 JWK Set), as of the last reload."""
         self._current()
         return self._jwks
 
-    def _published(self) -> dict[str, Any]:
+    def _published(self) -> KeySetSerialization:
         now = utcnow()
         grace = timedelta(seconds=current_app.config["IDP_ID_TOKEN_TTL"]) + CLOCK_SKEW
-        keys = [k for r, k in self._rows if r.retired_at is None or r.retired_at + grace > now]
+        keys: list[Key] = [
+            k for r, k in self._rows if r.retired_at is None or r.retired_at + grace > now
+        ]
         return KeySet(keys).as_dict(private=False)
 
     def reload(self) -> None:
@@ -156,10 +158,12 @@ def _read_or_make(session: Session) -> tuple[list[SigningKey], bool]:
 
 def _new_row(alg: str, created_at: datetime, session: Session | None = None) -> SigningKey:
     key = generate_key(alg)
+    kid = key.kid
+    assert kid is not None  # generate_key set it
     row = SigningKey(
-        kid=key.kid,
+        kid=kid,
         alg=alg,
-        private_jwk=key_store().sealer.seal(json.dumps(key.as_dict(private=True)), key.kid),
+        private_jwk=key_store().sealer.seal(json.dumps(key.as_dict(private=True)), kid),
         created_at=created_at,
     )
     (session or db.session).add(row)

@@ -117,7 +117,7 @@ def find_login_request(request_id: str, *, with_user: bool = False) -> LoginRequ
     return login
 
 
-def peek_status(request_id: str) -> tuple[Status, str | None, bool]:
+def peek_status(request_id: str) -> tuple[str, str | None, bool]:
     """The request's status, its number to match, and whether it is past its lifetime
     while unfinished: three columns by primary key, cheap enough for every heartbeat of
     every waiting page. ``UnknownRequest`` if it is gone."""

@@ -244,6 +244,7 @@ def complete(request_id: str) -> Response:
     )
     if approved and response.status_code == 302 and "code=" in response.location:
         # The browser is now signed in at the IdP too (single sign-on).
+        assert login.user is not None  # the phone that approved it named its user
         sso.start_session(response, login.user, login.device_pk, login.decided_at or utcnow())
         audit.record(
             "login.completed",

@@ -8,8 +8,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import Response, current_app, request
+from flask import current_app, request
 from sqlalchemy import select, update
+from werkzeug.wrappers import Response
 
 from idp import db
 from idp.accounts.models import User

@@ -12,8 +12,9 @@ import hmac
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, make_response, redirect, render_template, request
+from flask import Blueprint, make_response, redirect, render_template, request
 from sqlalchemy import select
+from werkzeug.wrappers import Response
 
 from idp import db
 from idp.errors import InvalidRequest

@@ -3,9 +3,10 @@ checkout, installed into a fresh virtual environment, run from a folder that is 
 checkout. ``idp db upgrade`` must find the migrations, ``idp serve`` its templates, static
 files and translations, all from the installed package.
 
-The wheel's dependencies are pinned to the versions of the environment running the tests
-(its ``pip freeze``), so pip takes them from its cache or the machine's wheels: the same
-versions the rest of the suite tested, and no minutes spent resolving.
+It is the server install, ``qr-idp[postgres]`` without the ``phone`` extra, so it also
+proves that the server needs none of the phone app's libraries. The dependencies are pinned
+by the checkout's constraints.txt, as ``make install`` pins them, so pip takes them from its
+cache: the same versions the rest of the suite tested, and no minutes spent resolving.
 """
 
 from __future__ import annotations
@@ -100,20 +101,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     (wheel,) = dist.glob("qr_idp-*.whl")
     venv = tmp / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp)
-    frozen = subprocess.run(
-        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    constraints = tmp / "constraints.txt"
-    # Only name==version pins: pip refuses links in constraints, and qr-idp is the wheel.
-    pins = [
-        line
-        for line in frozen.splitlines()
-        if "==" in line and "@" not in line and not line.lower().startswith("qr-idp")
-    ]
-    constraints.write_text("".join(pin + "\n" for pin in pins))
+    constraints = CHECKOUT / "constraints.txt"
     run(venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", constraints,
         f"{wheel}[postgres]", cwd=tmp)  # fmt: skip
     workdir = tmp / "elsewhere"
@@ -140,6 +128,29 @@ def test_the_installed_package_is_the_one_that_runs(installed):
     )
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).is_relative_to(installed.venv)
+
+
+def test_the_server_install_has_none_of_the_phone_libraries(installed):
+    script = "import importlib.util as u; print([m for m in MODULES if u.find_spec(m)])"
+    result = installed.run(
+        str(installed.venv / "bin" / "python"),
+        "-c",
+        script.replace("MODULES", repr(["requests", "zxingcpp", "PIL"])),
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "[]\n", "")
+
+
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [(["idp-phone", "whoami"], "idp-phone"), (["idp", "demo", "--port", "1"], "idp demo")],
+)
+def test_phone_commands_of_a_server_install_say_what_to_install(installed, command, name):
+    result = installed.run(str(installed.venv / "bin" / command[0]), *command[1:])
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"{name} needs the phone extra (requests, zxingcpp, PIL missing): "
+        "install qr-idp[phone], e.g. pip install 'qr-idp[phone]'\n"
+    )
 
 
 def test_db_upgrade_from_the_wheel_on_sqlite(installed):
