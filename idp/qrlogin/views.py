@@ -55,7 +55,7 @@ def authorize() -> Response:
     check_quotable(request.values)
     server = authorization_server()
     browser_session = usable_session()
-    try:  # Authlib's validation, with ours (oauth.server.AuthorizationChecks)
+    try:  # Authlib's validation, with ours (idp.oauth.checks)
         grant = server.get_consent_grant(end_user=browser_session.user if browser_session else None)
     except OAuth2Error as error:
         return authorization_error(server, error)
