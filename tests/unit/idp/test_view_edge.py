@@ -1,7 +1,8 @@
-"""Services do not read the request, read from the source: a view makes an
-``idp.web.Caller`` (the sender's IP address and user agent) and reads the cookies, and
-hands the services what those hold. So a service is the same called from a view, a
-WebSocket step or the command line, and what it records is what it was given."""
+"""The view edge, read from the source. Services do not read the request: a view makes
+an ``idp.web.Caller`` (the sender's IP address and user agent) and reads the cookies,
+and hands the services what those hold, so a service is the same called from a view, a
+WebSocket step or the command line. And views share browser plumbing through
+``idp.web``, not through each other."""
 
 from __future__ import annotations
 
@@ -54,3 +55,16 @@ def test_the_rule_sees_a_request_import():
     ]
     assert reads_the_request(ast.parse("import flask")) == ["import flask"]
     assert reads_the_request(ast.parse("from flask import current_app")) == []
+
+
+def test_no_view_module_imports_another():
+    for path in sorted(PACKAGE.rglob("views.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(m.endswith(".views") for m in modules), (relative, modules)
