@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
 from flask import Flask
 from sqlalchemy import select
 
@@ -145,6 +144,10 @@ def _check_port_free(port: int) -> None:
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    # Imported here: the demo's IdP process (serve_idp) must not import ssl before its
+    # worker's gevent patching, and requests does.
+    import requests
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
