@@ -10,12 +10,10 @@ from flask import Flask, Response, render_template, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.errors import InvalidRequest
+from idp.web import content_security_policy
 
-#: Pages only load our own scripts and styles; nothing may frame them.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
+#: Every page's policy, unless its view sets its own (see ``idp.web.PAGE_POLICY``).
+CONTENT_SECURITY_POLICY = content_security_policy()
 
 
 def instance_folder(instance_path: str | None = None) -> Path:
@@ -63,6 +61,9 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
         timeout=app.config["IDP_REDIS_TIMEOUT"],
         ping_interval=app.config["IDP_REDIS_PING_INTERVAL"],
     )
+    # Called with (login request, its QR URL) once a page has started a sign-in; only
+    # `idp demo` adds one (it prints the phone command that approves it).
+    app.extensions["idp.login_started"] = []
     _register_blueprints(app)
     limits.init_app(app)
     _add_security_headers(app)

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import has_request_context, request
 from sqlalchemy import JSON, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp import db
 from idp.db import Base, utcnow
+from idp.web import Caller
 
 #: Every event name, and what it means (``idp audit --help`` lists them).
 EVENTS = {
@@ -65,15 +65,19 @@ class AuditEvent(Base):
 def record(
     event: str,
     *,
+    caller: Caller | None = None,
     username: str | None = None,
     device_id: str | None = None,
     client_id: str | None = None,
     **detail: Any,
 ) -> None:
-    """Add an event to the current transaction: it is stored when that commits."""
+    """Add an event to the current transaction: it is stored when that commits.
+
+    ``caller``: who sent the request that did it (its IP address is recorded); ``None``
+    for a command.
+    """
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
-    ip = request.remote_addr if has_request_context() else None
     db.session.add(
         AuditEvent(
             at=utcnow(),
@@ -81,7 +85,7 @@ def record(
             username=username,
             device_id=device_id,
             client_id=client_id,
-            ip=ip,
+            ip=caller.ip if caller else None,
             detail={k: v for k, v in detail.items() if v is not None},
         )
     )

@@ -251,8 +251,6 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     "IDP_SHORT_CODE_WINDOW": (Seconds(), 600),
     # How many times a page renews its QR code by itself before it asks.
     "IDP_QR_MAX_RENEWALS": (int, 5),
-    # Demo only: print "<this command> <QR URL> --approve" for each new code.
-    "IDP_DEMO_PHONE_COMMAND": (str, ""),
     # How many reverse proxies in front set X-Forwarded-* (0: trust none).
     "IDP_TRUSTED_PROXIES": (int, 0),
     # When set, /metrics answers only to "Authorization: Bearer <this token>"; when empty,

@@ -1,13 +1,16 @@
 """``idp demo``: the embedded demo, set up and running in one command.
 
 It migrates the SQLite database in the instance folder, creates a demo user and
-the demo RP's client, starts ``idp serve``, enrolls a demo phone profile, starts
-the demo relying party, and prints what to open and the phone command to run.
+the demo RP's client, starts the IdP (``idp serve`` with a hook that prints the phone
+command for each new code: ``python -m idp.demo``), enrolls a demo phone profile,
+starts the demo relying party, and prints what to open and the phone command to run.
 Running it again reuses what the last run made.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import os
 import secrets
@@ -20,16 +23,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
 from flask import Flask
 from sqlalchemy import select
 
-from idp import create_app, db
+from idp import create_app, db, instance_folder
 from idp.accounts.models import User
 from idp.accounts.services import create_user
 from idp.admin.services import create_client
+from idp.config import load
 from idp.migrate import upgrade
 from idp.oauth.models import Client
+from idp.qrlogin.models import LoginRequest
+from idp.terminal import printable
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"  # noqa: S105 (printed for the person trying the demo)
@@ -54,7 +59,6 @@ def run_demo(*, port: int, rp_port: int) -> None:
     env = os.environ | {
         "IDP_ISSUER": issuer,
         "IDP_DATABASE_URL": app.config["IDP_DATABASE_URL"],
-        "IDP_DEMO_PHONE_COMMAND": f"{phone} scan",
         # A person reads this terminal: plain lines, and only warnings besides the
         # phone commands.
         "IDP_LOG_FORMAT": os.environ.get("IDP_LOG_FORMAT") or "text",
@@ -62,9 +66,8 @@ def run_demo(*, port: int, rp_port: int) -> None:
     }
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        processes.append(
-            subprocess.Popen([str(bin_dir / "idp"), "serve", "--port", str(port)], env=env)
-        )
+        serve = [sys.executable, "-m", "idp.demo", "--port", str(port)]
+        processes.append(subprocess.Popen([*serve, "--phone-command", f"{phone} scan"], env=env))
         _wait_until_up(f"{issuer}/.well-known/openid-configuration", processes[-1])
         _ensure_phone(profile, issuer)
         rp_env = os.environ | rp_settings | {"RP_ISSUER": issuer, "RP_BASE_URL": rp_url}
@@ -141,6 +144,10 @@ def _check_port_free(port: int) -> None:
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    # Imported here: the demo's IdP process (serve_idp) must not import ssl before its
+    # worker's gevent patching, and requests does.
+    import requests
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -186,3 +193,44 @@ def _print_banner(rp_url: str, issuer: str, phone: str) -> None:
 """,
         flush=True,
     )
+
+
+def serve_idp(argv: list[str] | None = None) -> None:
+    """The demo's IdP process: ``idp serve`` (one worker), whose app prints the phone
+    command that approves each new code."""
+    parser = argparse.ArgumentParser(prog="python -m idp.demo")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--phone-command", required=True, help="printed before each QR URL")
+    args = parser.parse_args(argv)
+    from idp.server import run
+
+    config = load(instance_folder())
+    run(
+        host="127.0.0.1",
+        port=args.port,
+        workers=1,
+        worker_connections=10000,
+        log_format=config["IDP_LOG_FORMAT"],
+        log_level=config["IDP_LOG_LEVEL"],
+        app_factory=functools.partial(demo_app, args.phone_command),
+    )
+
+
+def demo_app(phone_command: str) -> Flask:
+    """The IdP, with the demo's "login started" hook."""
+    app = create_app()
+    app.extensions["idp.login_started"].append(functools.partial(print_approval, phone_command))
+    return app
+
+
+def print_approval(phone_command: str, login: LoginRequest, qr_url: str) -> None:
+    """Print the command that approves this sign-in with the demo phone."""
+    print(
+        f"\n[demo] sign-in request from {printable(login.client.name)}; approve it with:\n"
+        f"    {phone_command} {qr_url} --approve\n",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    serve_idp()

@@ -221,8 +221,9 @@ def error_response(status: int, code: str, description: str) -> Response:
         )
         response = Response(html, mimetype="text/html")
     response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    from idp.web import no_store  # here: idp.web imports this module
+
+    return no_store(response)
 
 
 def render_error(error: IdPError) -> Response:

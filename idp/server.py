@@ -10,7 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -45,8 +45,9 @@ class Worker(GeventWorker):
 
 
 class _Gunicorn(BaseApplication):
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], app_factory: Callable[[], Any] | None) -> None:
         self.options = options
+        self.app_factory = app_factory
         super().__init__()
 
     def load_config(self) -> None:
@@ -55,6 +56,8 @@ class _Gunicorn(BaseApplication):
 
     def load(self) -> Any:
         # Built inside each worker, after gevent has patched the standard library.
+        if self.app_factory is not None:
+            return self.app_factory()
         from idp import create_app
 
         return create_app()
@@ -126,8 +129,13 @@ def run(
     worker_connections: int,
     log_format: str = "json",
     log_level: str = "INFO",
+    app_factory: Callable[[], Any] | None = None,
 ) -> None:
-    """Serve until stopped (SIGTERM: open pages are sent elsewhere, requests finish)."""
+    """Serve until stopped (SIGTERM: open pages are sent elsewhere, requests finish).
+
+    ``app_factory`` builds the app in each worker (``idp demo``'s adds its hook); the
+    default is :func:`idp.create_app`.
+    """
     _Gunicorn(
         {
             "bind": f"{host}:{port}",
@@ -142,5 +150,6 @@ def run(
             "logconfig_dict": logging_config(log_format, log_level),
             "child_exit": _child_exit,
             "control_socket_disable": True,
-        }
+        },
+        app_factory,
     ).run()

@@ -19,6 +19,7 @@ from idp.oauth.server import revoke_device_grants
 from idp.qrlogin.services import refuse_device_logins
 from idp.sso.services import end_device_sessions
 from idp.terminal import has_control_characters
+from idp.web import Caller
 
 MAX_DEVICE_NAME = 100
 
@@ -36,9 +37,11 @@ def check_enrollment(username: str, device_name: str) -> str:
     return device_name
 
 
-def enroll_device(username: str, password: str, device_name: str, key: ECKey) -> Device:
+def enroll_device(
+    username: str, password: str, device_name: str, key: ECKey, *, caller: Caller | None
+) -> Device:
     """Register a phone's public key for the user whose password this is (the names are
-    checked first, see :func:`check_enrollment`)."""
+    checked first, see :func:`check_enrollment`); ``caller``: the phone's request."""
     device_name = check_enrollment(username, device_name)
     user = authenticate(username, password)
     thumbprint = key.thumbprint()
@@ -53,7 +56,11 @@ def enroll_device(username: str, password: str, device_name: str, key: ECKey) ->
     )
     db.session.add(device)
     audit.record(
-        "device.enrolled", username=user.username, device_id=device.device_id, name=device_name
+        "device.enrolled",
+        caller=caller,
+        username=user.username,
+        device_id=device.device_id,
+        name=device_name,
     )
     return device
 
@@ -86,12 +93,15 @@ class DeviceRevocation:
     refused_logins: list[str] = field(default_factory=list)
 
 
-def revoke_device(device_id: str, *, by: str | None = None) -> DeviceRevocation:
+def revoke_device(
+    device_id: str, *, by: str | None = None, caller: Caller | None = None
+) -> DeviceRevocation:
     """Revoke a phone, and withdraw what its approvals gave: its next request fails
     (``device_revoked``), for good; its tokens are revoked, its unredeemed codes end,
     the IdP sessions it made end, and the sign-ins it scanned or approved that no
     browser has completed are denied. ``by`` is the device that asked (a user revoking
-    from a phone); ``None``: an admin.
+    from a phone); ``None``: an admin. ``caller``: the phone's request (``None`` from the
+    command line).
 
     All in the caller's transaction: the caller commits (one transaction: the phone is
     never revoked with its tokens still live); each denied sign-in is published once it
@@ -110,11 +120,12 @@ def revoke_device(device_id: str, *, by: str | None = None) -> DeviceRevocation:
     db.session.refresh(device)
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return DeviceRevocation(device, changed=False)  # a concurrent revocation won
-    tokens, codes = revoke_device_grants(device)
+    tokens, codes = revoke_device_grants(device, caller=caller)
     sessions = end_device_sessions(device.id)
-    refused = refuse_device_logins(device)
+    refused = refuse_device_logins(device, caller=caller)
     audit.record(
         "device.revoked",
+        caller=caller,
         username=device.user.username,
         device_id=device_id,
         by=by or "admin",

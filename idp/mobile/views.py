@@ -39,6 +39,7 @@ from idp.qrlogin import matching, shortcodes
 from idp.qrlogin import services as logins
 from idp.qrlogin.models import LoginRequest
 from idp.qrlogin.useragent import summarize_user_agent
+from idp.web import Caller
 
 bp = json_errors(Blueprint("mobile", __name__, url_prefix="/api/mobile/v1"))
 NUMBER_RE = re.compile(r"^[0-9]{2}\Z")
@@ -64,9 +65,11 @@ def enroll() -> tuple[Response, int]:
     check_enrollment(username, device_name)  # a malformed name is never counted or audited
     limits.charge_password(username)  # before the check: concurrent guesses cannot race it
     try:
-        device = enroll_device(username, password, device_name, proof.key)
+        device = enroll_device(
+            username, password, device_name, proof.key, caller=Caller.from_request()
+        )
     except InvalidCredentials:
-        audit.record("device.enroll_refused", username=username)
+        audit.record("device.enroll_refused", caller=Caller.from_request(), username=username)
         db.session.commit()  # the refusal is what this request did: it is logged
         raise
     except DeviceExists:  # the password was right: this phone is enrolled already
@@ -111,7 +114,7 @@ def revoke_my_device(device_id: str) -> Response:
     target = find_device(device_id)
     if target is None or target.user_id != device.user_id:
         raise DeviceNotFound()  # another user's device gets the same answer as none
-    revoked = revoke_device(device_id, by=device.device_id).device
+    revoked = revoke_device(device_id, by=device.device_id, caller=Caller.from_request()).device
     response = jsonify(device_id=revoked.device_id, revoked_at=_iso(revoked.revoked_at))
     db.session.commit()  # the phone and everything it gave, in one transaction
     return response
@@ -147,7 +150,7 @@ def scan() -> Response:
         request_id = _request_id_from_qr(_string(body, "qr"))
     else:
         request_id = _find_by_code(_string(body, "code"), device)
-    login = logins.scan_login(request_id, device)
+    login = logins.scan_login(request_id, device, caller=Caller.from_request())
     response = jsonify(login_request=login_request_view(login))
     db.session.commit()
     return response
@@ -174,7 +177,7 @@ def approve(request_id: str) -> Response:
     if number is not None and not (isinstance(number, str) and NUMBER_RE.match(number)):
         raise InvalidRequest("'number' must be the two digits the page shows, as a string")
     try:
-        login = logins.approve_login(request_id, device, number)
+        login = logins.approve_login(request_id, device, number, caller=Caller.from_request())
     except WrongNumber:
         db.session.commit()  # a wrong number denied the sign-in: that stands
         raise
@@ -189,7 +192,7 @@ def deny(request_id: str) -> Response:
     """The user tapped Deny."""
     device = _verified_device(action=True)
     _json_object()
-    login = logins.deny_login(request_id, device)
+    login = logins.deny_login(request_id, device, caller=Caller.from_request())
     response = jsonify(login_request={"id": login.id, "status": login.status})
     db.session.commit()
     return response

@@ -91,6 +91,7 @@ class Revocation(RevocationEndpoint):
         )
         audit.record(
             "token.revoked",
+            caller=request.caller,
             username=token.row.user.username if token.row.user else None,
             client_id=token.row.client_id,
             kind=token.kind,

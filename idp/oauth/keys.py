@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
+from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeyParameters, KeySet, KeySetSerialization, RSAKey
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Engine
@@ -268,3 +270,17 @@ def seal_stored_keys(engine: Engine, sealer: KeySealer) -> None:
 def key_store() -> KeyStore:
     """The current app's key store."""
     return current_app.extensions["idp.keys"]
+
+
+def hinted_claims(id_token: str) -> dict[str, Any]:
+    """The claims of an ID token we signed (expired ones too), or ``{}``: what an
+    ``id_token_hint`` says (OIDC Core §3.1.2.1, RP-Initiated Logout §2)."""
+    if len(id_token) > 8192:
+        return {}
+    try:
+        token = jwt.decode(id_token, KeySet.import_key_set(key_store().jwks()), list(ALGORITHMS))
+    except (JoseError, ValueError):
+        return {}
+    if token.claims.get("iss") != current_app.config["IDP_ISSUER"]:
+        return {}
+    return dict(token.claims)

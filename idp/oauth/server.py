@@ -25,7 +25,6 @@ from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
-from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from flask import Flask, current_app, g, has_request_context
 from flask import request as flask_request
 from sqlalchemy import bindparam, insert, or_, select, update
@@ -36,9 +35,11 @@ from idp.accounts.services import user_claims
 from idp.db import utcnow
 from idp.mobile.models import Device
 from idp.oauth import cors
+from idp.oauth.checks import AuthorizationChecks
 from idp.oauth.endpoints import Introspection, Revocation
 from idp.oauth.keys import key_store
 from idp.oauth.models import SUPPORTED_SCOPES, AuthorizationCode, Client, Token, digest
+from idp.web import Caller
 
 #: How the user was authenticated (RFC 8176): a proof with a software key held
 #: by the enrolled phone app, confirmed by the user on that phone.
@@ -68,11 +69,13 @@ def _issuer() -> str:
 class StoredAuthorizationRequest(OAuth2Request):
     """An authorization request replayed from stored, already-validated parameters."""
 
-    def __init__(self, params: dict[str, str]) -> None:
+    def __init__(self, params: dict[str, str], caller: Caller) -> None:
         super().__init__("GET", _issuer() + "/authorize", headers={})
         self.payload = BasicOAuth2Payload(dict(params))
         #: The login request whose approval this authorization completes.
         self.login_request: Any = None
+        #: Who sent the HTTP request (for the audit log).
+        self.caller = caller
 
     @property
     def args(self) -> dict[str, str]:
@@ -87,9 +90,13 @@ class Server(AuthorizationServer):
     """Flask's Authlib server that also accepts a :class:`StoredAuthorizationRequest`."""
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        """Authlib's request object, which also says who sent it (``caller``): the grants'
+        and endpoints' hooks hand that to the audit log."""
         if isinstance(request, OAuth2Request):
             return request
-        return super().create_oauth2_request(request)
+        oauth_request = super().create_oauth2_request(request)
+        oauth_request.caller = Caller.from_request()
+        return oauth_request
 
     def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
         """Authlib's client authentication, where a failed ``Authorization: Basic`` attempt
@@ -132,29 +139,6 @@ class RequiredS256(CodeChallenge):
         super().validate_code_challenge(grant, redirect_uri)
 
 
-class BoundedParameters:
-    """Refuse authorization parameters longer than we store (an error, not a 500)."""
-
-    LIMITS = {"nonce": 255, "state": 2000, "login_hint": 255, "max_age": 10}
-
-    def __call__(self, grant: Any) -> None:
-        grant.register_hook("after_validate_authorization_request_payload", self.check)
-
-    def check(self, grant: Any, redirect_uri: str) -> None:
-        data = grant.request.payload.data
-        for name, limit in self.LIMITS.items():
-            if len(data.get(name) or "") > limit:
-                raise InvalidRequestError(f"'{name}' is longer than {limit} characters")
-        max_age = data.get("max_age")
-        if max_age is not None and not (max_age.isascii() and max_age.isdigit()):
-            raise InvalidRequestError("'max_age' must be a whole number of seconds")
-        # Request objects are not supported, and say so (OIDC Core §6).
-        if "request" in data:
-            raise RequestNotSupportedError(redirect_uri=redirect_uri)
-        if "request_uri" in data:
-            raise RequestURINotSupportedError(redirect_uri=redirect_uri)
-
-
 def new_secret_token(*_args: Any, **_kwargs: Any) -> str:
     """A code, access or refresh token: 256 random bits, base64url (43 characters).
 
@@ -168,11 +152,14 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     """Codes are stored as digests, live under a minute, and are used once."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+    #: Set once this grant has saved a code: the authorization succeeded.
+    code_issued = False
 
     def generate_authorization_code(self) -> str:
         return new_secret_token()
 
     def save_authorization_code(self, code: str, request: Any) -> None:
+        self.code_issued = True
         login = request.login_request
         data = request.payload.data
         db.session.execute(
@@ -205,7 +192,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None  # revoking the phone revoked its family already: no replay alarm
         if found.used_at is not None:
             # A replayed code: someone else may hold it. Withdraw what it gave (oidcc-codereuse).
-            revoke_family(found.code_hash, client_id=client.client_id, reason="code replayed")
+            revoke_family(
+                found.code_hash,
+                client_id=client.client_id,
+                reason="code replayed",
+                caller=self.request.caller,
+            )
             return None
         if found.is_expired():
             return None
@@ -228,6 +220,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 authorization_code.code_hash,
                 client_id=authorization_code.client_id,
                 reason="code redeemed twice at once",
+                caller=self.request.caller,
             )
             raise InvalidGrantError("the authorization code was already used")
 
@@ -248,7 +241,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if token.refresh_revoked and token.family:
             # A refresh token used again after it rotated (or was revoked): whoever holds
             # the family's newest token may be the thief or the victim. Revoke them all.
-            revoke_family(token.family, client_id=token.client_id, reason="refresh token reused")
+            revoke_family(
+                token.family,
+                client_id=token.client_id,
+                reason="refresh token reused",
+                caller=self.request.caller,
+            )
             return None
         if not token.is_refresh_usable():
             return None
@@ -272,6 +270,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                     refresh_token.family,
                     client_id=refresh_token.client_id,
                     reason="refresh token used twice at once",
+                    caller=self.request.caller,
                 )
             raise InvalidGrantError("the refresh token was already used")
 
@@ -411,7 +410,7 @@ def query_client(client_id: str) -> Client | None:
     return read[client_id]
 
 
-def revoke_family(family: str, *, client_id: str, reason: str) -> None:
+def revoke_family(family: str, *, client_id: str, reason: str, caller: Caller | None) -> None:
     """Revoke every token descended from one authorization code, at once and for good.
 
     The token request that found the replay fails, but this stands: it is committed
@@ -424,13 +423,14 @@ def revoke_family(family: str, *, client_id: str, reason: str) -> None:
         )
         audit.record(
             "token.family_revoked",
+            caller=caller,
             client_id=client_id,
             reason=reason,
             tokens=result.rowcount,  # type: ignore[attr-defined]
         )
 
 
-def revoke_device_grants(device: Device) -> tuple[int, int]:
+def revoke_device_grants(device: Device, *, caller: Caller | None) -> tuple[int, int]:
     """Withdraw what a phone's approvals gave: revoke its live tokens (one
     ``token.family_revoked`` event per family, reason ``device_revoked``) and end its
     unredeemed codes. In the caller's transaction, which revokes the device too.
@@ -451,6 +451,7 @@ def revoke_device_grants(device: Device) -> tuple[int, int]:
     for (_family, client_id), count in sorted(Counter(map(tuple, revoked)).items(), key=str):
         audit.record(
             "token.family_revoked",
+            caller=caller,
             username=device.user.username,
             device_id=device.device_id,
             client_id=client_id,
@@ -498,6 +499,7 @@ def save_token(token: dict[str, Any], request: Any) -> None:
     )
     audit.record(
         "token.issued",
+        caller=request.caller,
         username=request.user.username if request.user else None,
         client_id=request.client.client_id,
         grant_type=request.payload.grant_type if request.payload else None,
@@ -521,7 +523,7 @@ def init_app(app: Flask) -> None:
     server = Server(app, query_client=query_client, save_token=save_token)
     server.register_client_auth_method("client_secret_basic", authenticate_client_secret_basic)
     server.register_grant(
-        AuthorizationCodeGrant, [RequiredS256(required=True), BoundedParameters(), IdTokens()]
+        AuthorizationCodeGrant, [RequiredS256(required=True), AuthorizationChecks(), IdTokens()]
     )
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ServiceAccountGrant)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from idp import db
+from idp import db, web
 from idp.errors import json_errors
 from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS, REVOCATION_AUTH_METHODS
 from idp.oauth.keys import ALGORITHMS, key_store
@@ -41,8 +41,7 @@ def revoke() -> Response:
         db.session.commit()
     else:
         db.session.rollback()
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return web.no_store(response)
 
 
 @bp.post("/introspect")
@@ -50,8 +49,7 @@ def introspect() -> Response:
     """Token introspection (RFC 7662), for the client the token was issued to."""
     db.reads_only()
     response = authorization_server().create_endpoint_response("introspection")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return web.no_store(response)
 
 
 @bp.route("/userinfo", methods=["GET", "POST"])
@@ -59,8 +57,7 @@ def userinfo() -> Response:
     """UserInfo endpoint (OIDC Core §5.3), GET and POST."""
     db.reads_only()
     response = authorization_server().create_endpoint_response("userinfo")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return web.no_store(response)
 
 
 @bp.get("/.well-known/openid-configuration")

@@ -9,7 +9,7 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 
-from idp import db
+from idp import db, web
 from idp.config import is_loopback
 from idp.errors import error_response, json_errors
 from idp.ops import metrics
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness: the process is up and answering (checks nothing else)."""
-    return _no_store(jsonify(status="ok"))
+    return web.no_store(jsonify(status="ok"))
 
 
 @bp.get("/readyz")
@@ -50,7 +50,7 @@ def readyz() -> Response:
         status, code = ("ready", 200) if checks["broker"] == "ok" else ("degraded", 200)
     response = jsonify(status=status, checks=checks)
     response.status_code = code
-    return _no_store(response)
+    return web.no_store(response)
 
 
 @bp.get("/metrics")
@@ -63,14 +63,9 @@ def prometheus() -> Response:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             response = error_response(401, "unauthorized", "metrics need the metrics token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return _no_store(response)
+            return web.no_store(response)
     elif not is_loopback(request.remote_addr or ""):
         description = "metrics answer only on loopback unless IDP_METRICS_TOKEN is set"
-        return _no_store(error_response(403, "forbidden", description))
+        return web.no_store(error_response(403, "forbidden", description))
     body, content_type = metrics.exposition()
-    return _no_store(Response(body, content_type=content_type))
-
-
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return web.no_store(Response(body, content_type=content_type))

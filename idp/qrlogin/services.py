@@ -55,6 +55,7 @@ from idp.oauth.models import Client, digest
 from idp.ops import metrics
 from idp.qrlogin import matching
 from idp.qrlogin.models import LoginRequest, Status
+from idp.web import Caller
 
 #: 32 random bytes, base64url: 256 bits, far past guessing.
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -76,13 +77,13 @@ def create_login_request(
     client_id: str,
     params: dict[str, str],
     binding_secret: str,
-    browser_ip: str | None,
-    browser_user_agent: str | None,
+    browser: Caller,
     renewals: int = 0,
     client: Client | None = None,
 ) -> LoginRequest:
     """Start a login request for a validated authorization request, in the caller's
-    transaction.
+    transaction. ``browser``: the browser whose page asked (its address and user agent
+    are shown on the phone).
 
     ``client`` (the row of ``client_id``, when the caller has it) saves reading it again.
     """
@@ -94,8 +95,8 @@ def create_login_request(
         params=params,
         status=Status.PENDING,
         renewals=renewals,
-        browser_ip=browser_ip,
-        browser_user_agent=(browser_user_agent or "").replace("\x00", "")[:1000] or None,
+        browser_ip=browser.ip,
+        browser_user_agent=(browser.user_agent or "").replace("\x00", "")[:1000] or None,
         created_at=now,
         expires_at=now + timedelta(seconds=current_app.config["IDP_LOGIN_REQUEST_TTL"]),
     )
@@ -161,7 +162,7 @@ def check_binding(login: LoginRequest, binding_secret: str | None) -> None:
 
 
 def renew_login_request(
-    request_id: str, binding_secret: str | None, *, browser_ip: str | None, user_agent: str | None
+    request_id: str, binding_secret: str | None, *, browser: Caller
 ) -> LoginRequest:
     """Replace an expired request with a fresh one for the same page (bounded)."""
     old = find_for_browser(request_id, binding_secret)
@@ -190,14 +191,14 @@ def renew_login_request(
         client=old.client,
         params=old.params,
         binding_secret=binding_secret or "",
-        browser_ip=browser_ip,
-        browser_user_agent=user_agent,
+        browser=browser,
         renewals=old.renewals + 1,
     )
 
 
-def scan_login(request_id: str, device: Device) -> LoginRequest:
-    """The phone scanned the QR: ``pending -> scanned``, by this device only."""
+def scan_login(request_id: str, device: Device, *, caller: Caller | None = None) -> LoginRequest:
+    """The phone scanned the QR: ``pending -> scanned``, by this device only (``caller``:
+    the phone's request, for the audit log)."""
     login = find_login_request(request_id)
     if login.status == Status.SCANNED and login.device_pk == device.id and not login.is_expired():
         return login  # the same phone scanning again (a retry) sees the same request
@@ -210,6 +211,7 @@ def scan_login(request_id: str, device: Device) -> LoginRequest:
             from_states=(Status.PENDING,),
             to=Status.SCANNED,
             by=device,
+            caller=caller,
             device_pk=device.id,
             scanned_at=utcnow(),
             short_code_hash=None,  # a typed code is used up by the scan
@@ -224,7 +226,9 @@ def scan_login(request_id: str, device: Device) -> LoginRequest:
     return login
 
 
-def approve_login(request_id: str, device: Device, number: str | None = None) -> LoginRequest:
+def approve_login(
+    request_id: str, device: Device, number: str | None = None, *, caller: Caller | None = None
+) -> LoginRequest:
     """The user approved on the phone that scanned: ``scanned -> approved``.
 
     With number matching, ``number`` must be the one the page shows; a wrong one
@@ -242,6 +246,7 @@ def approve_login(request_id: str, device: Device, number: str | None = None) ->
                 from_states=(Status.SCANNED,),
                 to=Status.DENIED,
                 by=device,
+                caller=caller,
                 reason="wrong number",
                 extra_where=(LoginRequest.device_pk == device.id,),
                 decided_at=utcnow(),
@@ -252,6 +257,7 @@ def approve_login(request_id: str, device: Device, number: str | None = None) ->
         from_states=(Status.SCANNED,),
         to=Status.APPROVED,
         by=device,
+        caller=caller,
         extra_where=(LoginRequest.device_pk == device.id,),
         user_id=device.user_id,
         decided_at=utcnow(),
@@ -259,7 +265,7 @@ def approve_login(request_id: str, device: Device, number: str | None = None) ->
     return login
 
 
-def deny_login(request_id: str, device: Device) -> LoginRequest:
+def deny_login(request_id: str, device: Device, *, caller: Caller | None = None) -> LoginRequest:
     """The user refused on the phone that scanned: ``scanned -> denied``."""
     login = _find_scanned_by(request_id, device)
     _transition(
@@ -267,6 +273,7 @@ def deny_login(request_id: str, device: Device) -> LoginRequest:
         from_states=(Status.SCANNED,),
         to=Status.DENIED,
         by=device,
+        caller=caller,
         extra_where=(LoginRequest.device_pk == device.id,),
         decided_at=utcnow(),
     )
@@ -291,7 +298,7 @@ def expire_login(request_id: str) -> bool:
     return expired
 
 
-def refuse_device_logins(device: Device) -> list[str]:
+def refuse_device_logins(device: Device, *, caller: Caller | None) -> list[str]:
     """The phone is being revoked: the sign-ins it scanned or approved that no browser
     has completed yet are refused (``scanned | approved -> denied``, reason
     ``device_revoked``), so the browser's completion answers ``access_denied``.
@@ -318,6 +325,7 @@ def refuse_device_logins(device: Device) -> list[str]:
     for request_id, client_id, browser_ip in refused:
         audit.record(
             "login.denied",
+            caller=caller,
             username=device.user.username,
             device_id=device.device_id,
             client_id=client_id,
@@ -404,6 +412,7 @@ def _transition(
     from_states: tuple[Status, ...],
     to: Status,
     by: Device,
+    caller: Caller | None,
     reason: str | None = None,
     extra_where: tuple[Any, ...] = (),
     **values: Any,
@@ -424,6 +433,7 @@ def _transition(
     if changed:
         audit.record(
             f"login.{to}",
+            caller=caller,
             username=by.user.username,
             device_id=by.device_id,
             client_id=login.client_id,

@@ -8,9 +8,8 @@ waits on a WebSocket; once the phone approves, it opens
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.base import invalid_error_characters
@@ -26,10 +25,11 @@ from flask import (
 )
 from flask_babel import gettext
 
-from idp import CONTENT_SECURITY_POLICY, audit, db
+from idp import audit, db, web
 from idp.admin.services import logo_origin
 from idp.db import utcnow
-from idp.errors import ForeignOrigin, InvalidRequest, error_response, json_errors
+from idp.errors import InvalidRequest, error_response, json_errors
+from idp.oauth.keys import hinted_claims
 from idp.oauth.server import Issuer, Server, StoredAuthorizationRequest, authorization_server
 from idp.qrlogin import services as logins
 from idp.qrlogin import shortcodes
@@ -37,7 +37,6 @@ from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.qr import qr_svg
 from idp.sso import services as sso
 from idp.sso.models import BrowserSession
-from idp.terminal import printable
 
 bp = Blueprint("qrlogin", __name__)
 
@@ -47,64 +46,64 @@ KEPT_PARAMS = (
     "code_challenge", "code_challenge_method", "prompt", "max_age", "login_hint",
     "ui_locales", "claims_locales", "acr_values", "display", "response_mode",
 )  # fmt: skip
-BINDING_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-
-
-def binding_cookie_name() -> str:
-    """``__Host-`` cookies are Secure-only and cannot be set by a sibling domain."""
-    secure = current_app.config["IDP_ISSUER"].startswith("https://")
-    return "__Host-idp_binding" if secure else "idp_binding"
-
-
-def binding_secret() -> str | None:
-    """This browser's binding secret, if it sent a well-formed one."""
-    value = request.cookies.get(binding_cookie_name())
-    return value if value and BINDING_RE.match(value) else None
-
-
-def check_same_origin() -> None:
-    """Refuse state-changing browser requests and sockets from other origins."""
-    issuer = urlsplit(current_app.config["IDP_ISSUER"])
-    if request.headers.get("Origin") != f"{issuer.scheme}://{issuer.netloc}":
-        raise ForeignOrigin()
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
 def authorize() -> Response:
     """Authorization endpoint (RFC 6749 §3.1; GET or form POST, OIDC Core §3.1.2.1):
-    validate, then answer from the IdP session or show the QR code."""
+    validate, then answer from the IdP session or start a login and show its QR code."""
+    check_quotable(request.values)
     server = authorization_server()
-    for name in ("response_type", "redirect_uri"):
-        # Authlib quotes these in its error descriptions, which must be plain ASCII
-        # (RFC 6749 §4.1.2.1); no valid value has other characters.
-        if invalid_error_characters(request.values.get(name, "")):
-            raise InvalidRequest(f"{name} has characters no valid value has")
-    browser_session = sso.current_session()
-    if browser_session is not None and not session_satisfies(browser_session):
-        browser_session = None
-    try:
+    browser_session = usable_session()
+    try:  # Authlib's validation, with ours (idp.oauth.checks)
         grant = server.get_consent_grant(end_user=browser_session.user if browser_session else None)
     except OAuth2Error as error:
         return authorization_error(server, error)
     if browser_session is not None:
         return answer_from_session(server, grant, browser_session)
+    secret = web.binding_secret() or logins.new_binding_secret()
+    return login_page(start_login(grant, secret), secret)
+
+
+def check_quotable(values: Mapping[str, str]) -> None:
+    """Authlib quotes ``response_type`` and ``redirect_uri`` in its error descriptions,
+    which must be plain ASCII (RFC 6749 §4.1.2.1); no valid value has other characters."""
+    for name in ("response_type", "redirect_uri"):
+        if invalid_error_characters(values.get(name, "")):
+            raise InvalidRequest(f"{name} has characters no valid value has")
+
+
+def usable_session() -> BrowserSession | None:
+    """This browser's IdP session, if this request may be answered from it."""
+    browser_session = sso.current_session(web.read_cookie(web.SESSION_COOKIE))
+    if browser_session is None:
+        return None
+    hint = request.values.get("id_token_hint")
+    hinted = hinted_claims(hint) if hint else None
+    if not sso.session_satisfies(browser_session, request.values, hinted=hinted, now=utcnow()):
+        return None
+    return browser_session
+
+
+def start_login(grant: Any, binding_secret: str) -> LoginRequest:
+    """A login request for this validated authorization request, committed, for the
+    browser holding ``binding_secret``; the app's ``idp.login_started`` hooks hear of it."""
     params = {k: request.values[k] for k in KEPT_PARAMS if k in request.values}
-    secret = binding_secret() or logins.new_binding_secret()
     login = logins.create_login_request(
         client_id=grant.client.client_id,
         client=grant.client,
         params=params,
-        binding_secret=secret,
-        browser_ip=request.remote_addr,
-        browser_user_agent=request.user_agent.string,
+        binding_secret=binding_secret,
+        browser=web.Caller.from_request(),
     )
     db.session.commit()
-    if command := current_app.config["IDP_DEMO_PHONE_COMMAND"]:
-        print(
-            f"\n[demo] sign-in request from {printable(login.client.name)}; approve it with:\n"
-            f"    {command} {qr_url(login)} --approve\n",
-            flush=True,
-        )
+    for hook in current_app.extensions["idp.login_started"]:
+        hook(login, qr_url(login))
+    return login
+
+
+def login_page(login: LoginRequest, binding_secret: str) -> Response:
+    """The page with the QR code, and the cookie that binds the login to this browser."""
     page = render_template(
         "qrlogin/authorize.html",
         login=login,
@@ -114,60 +113,10 @@ def authorize() -> Response:
     response = make_response(page)
     if login.client.logo_uri and (origin := logo_origin(login.client.logo_uri)):
         # The registered logo's origin, and nothing else, joins the page's image sources.
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
-            "img-src 'self' data:", f"img-src 'self' data: {origin}"
-        )
-    response.set_cookie(
-        binding_cookie_name(),
-        secret,
-        httponly=True,
-        secure=binding_cookie_name().startswith("__Host-"),
-        samesite="Lax",
-        path="/",
-    )
-    _no_store(response)
-    return response
-
-
-def session_satisfies(browser_session: BrowserSession) -> bool:
-    """May this request be answered from the browser's IdP session, without a scan?
-
-    Not with ``prompt=login``, not when the sign-in is older than ``max_age`` seconds,
-    and not when ``id_token_hint`` names someone else (OIDC Core §3.1.2.1).
-    """
-    if "login" in request.values.get("prompt", "").split():
-        return False
-    max_age = request.values.get("max_age", "")
-    if max_age:
-        if not (max_age.isascii() and max_age.isdigit()):
-            return False  # refused as invalid_request by the grant's validation
-        elapsed = (utcnow() - browser_session.auth_time).total_seconds()
-        if elapsed > int(max_age):
-            return False
-    if hint := request.values.get("id_token_hint"):
-        subject = hinted_claims(hint).get("sub")
-        if subject != browser_session.user.subject:
-            return False
-    return True
-
-
-def hinted_claims(id_token: str) -> dict[str, Any]:
-    """The claims of an ID token we signed (expired ones too), or ``{}``."""
-    from joserfc import jwt
-    from joserfc.errors import JoseError
-    from joserfc.jwk import KeySet
-
-    from idp.oauth.keys import ALGORITHMS, key_store
-
-    if len(id_token) > 8192:
-        return {}
-    try:
-        token = jwt.decode(id_token, KeySet.import_key_set(key_store().jwks()), list(ALGORITHMS))
-    except (JoseError, ValueError):
-        return {}
-    if token.claims.get("iss") != current_app.config["IDP_ISSUER"]:
-        return {}
-    return dict(token.claims)
+        policy = web.content_security_policy(img_src=[origin])
+        response.headers["Content-Security-Policy"] = policy
+    web.set_cookie(response, web.BINDING_COOKIE, binding_secret)
+    return web.no_store(response)
 
 
 def answer_from_session(server: Server, grant: Any, browser_session: BrowserSession) -> Response:
@@ -180,9 +129,10 @@ def answer_from_session(server: Server, grant: Any, browser_session: BrowserSess
     response = server.create_authorization_response(
         request=grant.request, grant_user=browser_session.user, grant=grant
     )
-    if response.status_code == 302 and "code=" in (response.location or ""):
+    if grant.code_issued:
         audit.record(
             "login.sso",
+            caller=web.Caller.from_request(),
             username=browser_session.user.username,
             device_id=browser_session.device.device_id if browser_session.device else None,
             client_id=grant.client.client_id,
@@ -190,46 +140,41 @@ def answer_from_session(server: Server, grant: Any, browser_session: BrowserSess
         db.session.commit()
     else:
         db.session.rollback()
-    _no_store(response)
-    return response
+    return web.no_store(response)
 
 
 @bp.post("/authorize/renew/<request_id>")
 @json_errors  # called by the page's script
 def renew(request_id: str) -> Response:
     """The page's code expired: a fresh one for the same authorization request."""
-    check_same_origin()
+    web.check_same_origin()
     login = logins.renew_login_request(
-        request_id,
-        binding_secret(),
-        browser_ip=request.remote_addr,
-        user_agent=request.user_agent.string,
+        request_id, web.binding_secret(), browser=web.Caller.from_request()
     )
     response = jsonify(page_state(login) | {"qr_svg": str(qr_svg(qr_url(login), qr_label()))})
     db.session.commit()
-    _no_store(response)
-    return response
+    return web.no_store(response)
 
 
 @bp.post("/authorize/short-code/<request_id>")
 @json_errors  # called by the page's script
 def short_code(request_id: str) -> Response:
     """ "Can't scan?" was opened: a short code to type into the phone app instead."""
-    check_same_origin()
-    code, expires_at = shortcodes.issue_code(request_id, binding_secret())
+    web.check_same_origin()
+    code, expires_at = shortcodes.issue_code(request_id, web.binding_secret())
     expires_in = max(0, int((expires_at - utcnow()).total_seconds()))
     response = jsonify(code=code, expires_in=expires_in)
     db.session.commit()
-    _no_store(response)
-    return response
+    return web.no_store(response)
 
 
 @bp.get("/authorize/complete/<request_id>")
 def complete(request_id: str) -> Response:
     """The phone decided: issue the code (or ``access_denied``) and go back to the RP."""
-    login = logins.claim_completion(request_id, binding_secret())
+    login = logins.claim_completion(request_id, web.binding_secret())
     server = authorization_server()
-    oauth_request = StoredAuthorizationRequest(login.params)
+    caller = web.Caller.from_request()
+    oauth_request = StoredAuthorizationRequest(login.params, caller)
     oauth_request.login_request = login
     approved = login.status == Status.COMPLETED
     try:
@@ -242,12 +187,11 @@ def complete(request_id: str) -> Response:
     response = server.create_authorization_response(
         request=oauth_request, grant_user=login.user if approved else None, grant=grant
     )
-    if approved and response.status_code == 302 and "code=" in response.location:
-        # The browser is now signed in at the IdP too (single sign-on).
-        assert login.user is not None  # the phone that approved it named its user
-        sso.start_session(response, login.user, login.device_pk, login.decided_at or utcnow())
+    if grant.code_issued:
+        sign_in(response, login)
         audit.record(
             "login.completed",
+            caller=caller,
             username=login.user.username if login.user else None,
             device_id=login.device.device_id if login.device else None,
             client_id=login.client_id,
@@ -257,8 +201,21 @@ def complete(request_id: str) -> Response:
         db.session.commit()
     else:
         db.session.rollback()
-    _no_store(response)
-    return response
+    return web.no_store(response)
+
+
+def sign_in(response: Response, login: LoginRequest) -> None:
+    """The browser is now signed in at the IdP too (single sign-on): a new session, in
+    place of the one it had, and its cookie."""
+    assert login.user is not None  # the phone that approved it named its user
+    secret = sso.start_session(
+        login.user,
+        login.device_pk,
+        login.decided_at or utcnow(),
+        replacing=web.read_cookie(web.SESSION_COOKIE),
+    )
+    ttl = current_app.config["IDP_SESSION_TTL"]
+    web.set_cookie(response, web.SESSION_COOKIE, secret, max_age=ttl)
 
 
 @bp.get("/q/<request_id>")
@@ -272,11 +229,8 @@ def authorization_error(server: Server, error: OAuth2Error) -> Response:
     if error.redirect_uri:
         response = server.handle_error_response(None, error)
         Issuer().add_issuer_parameter(server, response)
-        _no_store(response)
-        return response
-    response = error_response(400, error.error, error.get_error_description())
-    _no_store(response)
-    return response
+        return web.no_store(response)
+    return web.no_store(error_response(400, error.error, error.get_error_description()))
 
 
 def qr_url(login: LoginRequest) -> str:
@@ -324,8 +278,3 @@ def page_messages() -> dict[str, str]:
         "countdown": gettext("The code changes in {time}"),
         "short_code_valid": gettext("Valid for {seconds} seconds."),
     }
-
-
-def _no_store(response: Response) -> None:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"

@@ -32,13 +32,12 @@ from simple_websocket import Server
 from sqlalchemy.exc import InterfaceError, OperationalError
 from wsproto.frame_protocol import CloseReason
 
-from idp import db
+from idp import db, web
 from idp.db import utcnow
 from idp.errors import RateLimited
 from idp.ops import metrics
 from idp.qrlogin import services as logins
 from idp.qrlogin.models import LoginRequest, Status
-from idp.qrlogin.views import binding_secret, check_same_origin
 from idp.realtime.broker import RECHECK, RESTART
 from idp.realtime.slots import SocketSlots
 
@@ -56,13 +55,13 @@ SOCKET_NEWS: dict[str, Any] = {"socket": True}
 def _authorize_socket() -> None:
     if request.endpoint != "realtime.login_socket":
         return
-    check_same_origin()
+    web.check_same_origin()
     request_id = (request.view_args or {}).get("request_id", "")
     # Subscribe first, then read the state (one read, which also checks the cookie): no
     # change can fall in between. teardown closes the subscription if the socket never opens.
     g.subscription = current_app.extensions["idp.broker"].subscribe(logins.channel(request_id))
     db.reads_only()  # one read (an expiry is one UPDATE of its own)
-    g.login = logins.find_for_browser(request_id, binding_secret())
+    g.login = logins.find_for_browser(request_id, web.binding_secret())
     _take_slot(request_id)
     g.state = _current_state(request_id, g.login)
     # The page's messages are a few bytes: per-message compression would only keep a

@@ -1,34 +1,35 @@
 """Browser sessions: made by a completed QR sign-in, used for single sign-on, ended by
-logout, by revoking the phone that made them, or by their lifetime."""
+logout, by revoking the phone that made them, or by their lifetime.
+
+The views read and write the session cookie (``idp.web.SESSION_COOKIE``); these take
+and return the secret it holds."""
 
 from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from flask import current_app, request
+from flask import current_app
 from sqlalchemy import select, update
-from werkzeug.wrappers import Response
 
 from idp import db
 from idp.accounts.models import User
 from idp.db import utcnow
+from idp.oauth.checks import max_age_seconds
 from idp.oauth.models import digest
 from idp.sso.models import BrowserSession
 
-
-def cookie_name() -> str:
-    """``__Host-`` on https: Secure, and bound to this host."""
-    secure = current_app.config["IDP_ISSUER"].startswith("https://")
-    return "__Host-idp_sso" if secure else "idp_sso"
+#: Longer than any secret we set: not looked up.
+MAX_SECRET = 100
 
 
-def current_session() -> BrowserSession | None:
-    """This browser's live session, if it has one."""
-    secret = request.cookies.get(cookie_name())
-    if not secret or len(secret) > 100:
+def current_session(secret: str | None) -> BrowserSession | None:
+    """The live session whose cookie holds ``secret``, if there is one."""
+    if not secret or len(secret) > MAX_SECRET:
         return None
     found = db.session.scalar(
         select(BrowserSession).where(BrowserSession.secret_hash == digest(secret))
@@ -40,11 +41,36 @@ def current_session() -> BrowserSession | None:
     return found
 
 
+def session_satisfies(
+    browser_session: BrowserSession,
+    params: Mapping[str, str],
+    *,
+    hinted: Mapping[str, Any] | None,
+    now: datetime,
+) -> bool:
+    """May this authorization request (``params``) be answered from the browser's IdP
+    session, without a scan?
+
+    Not with ``prompt=login``, not when the sign-in is older than ``max_age`` seconds
+    (or ``max_age`` is not a number: the grant refuses it), and not when the
+    ``id_token_hint`` names someone else (OIDC Core §3.1.2.1). ``hinted``: the hint's
+    verified claims (``{}`` for a hint we did not sign), ``None`` without a hint.
+    """
+    if "login" in params.get("prompt", "").split():
+        return False
+    if max_age := params.get("max_age", ""):
+        seconds = max_age_seconds(max_age)
+        if seconds is None or (now - browser_session.auth_time).total_seconds() > seconds:
+            return False
+    return hinted is None or hinted.get("sub") == browser_session.user.subject
+
+
 def start_session(
-    response: Response, user: User, device_pk: int | None, auth_time: datetime
-) -> None:
-    """Sign this browser in (ending the session it had, if any) and set the cookie."""
-    end_current()
+    user: User, device_pk: int | None, auth_time: datetime, *, replacing: str | None
+) -> str:
+    """Sign a browser in, ending the session whose secret is ``replacing`` (the one it
+    had, if any); the new session's secret, for the browser's cookie."""
+    end_session(replacing)
     secret = secrets.token_urlsafe(32)
     now = utcnow()
     db.session.add(
@@ -57,38 +83,25 @@ def start_session(
             expires_at=now + timedelta(seconds=current_app.config["IDP_SESSION_TTL"]),
         )
     )
-    response.set_cookie(
-        cookie_name(),
-        secret,
-        max_age=current_app.config["IDP_SESSION_TTL"],
-        httponly=True,
-        secure=cookie_name().startswith("__Host-"),
-        samesite="Lax",
-        path="/",
+    return secret
+
+
+def end_session(secret: str | None) -> bool:
+    """End the session whose cookie holds ``secret``; True if there was one."""
+    if not secret or len(secret) > MAX_SECRET:
+        return False
+    result = db.session.execute(
+        update(BrowserSession)
+        .where(BrowserSession.secret_hash == digest(secret), BrowserSession.ended_at.is_(None))
+        .values(ended_at=utcnow())
     )
+    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def end_current(response: Response | None = None) -> bool:
-    """End this browser's session; True if there was one."""
-    secret = request.cookies.get(cookie_name())
-    ended = False
-    if secret and len(secret) <= 100:
-        result = db.session.execute(
-            update(BrowserSession)
-            .where(BrowserSession.secret_hash == digest(secret), BrowserSession.ended_at.is_(None))
-            .values(ended_at=utcnow())
-        )
-        ended = result.rowcount == 1  # type: ignore[attr-defined]
-    if response is not None:
-        response.delete_cookie(cookie_name(), path="/", secure=cookie_name().startswith("__Host-"))
-    return ended
-
-
-def logout_token() -> str:
-    """A CSRF token for the sign-out form, bound to this browser's session cookie."""
-    secret = request.cookies.get(cookie_name(), "")
-    key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, b"logout:" + secret.encode(), "sha256").hexdigest()
+def logout_token(secret: str | None) -> str:
+    """A CSRF token for the sign-out form, bound to the browser's session cookie."""
+    key = current_app.config["IDP_SECRET_KEY"].encode()
+    return hmac.new(key, b"logout:" + (secret or "").encode(), "sha256").hexdigest()
 
 
 def end_device_sessions(device_pk: int) -> int:

@@ -16,8 +16,9 @@ from flask import Blueprint, make_response, redirect, render_template, request
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from idp import db
+from idp import db, web
 from idp.errors import InvalidRequest
+from idp.oauth.keys import hinted_claims
 from idp.oauth.models import Client
 from idp.sso import services as sso
 
@@ -28,22 +29,24 @@ bp = Blueprint("sso", __name__)
 def logout() -> Response:
     """End this browser's session at the IdP."""
     params = request.values
-    claims = _hint_claims(params.get("id_token_hint", ""))
+    hint = params.get("id_token_hint", "")
+    claims = hinted_claims(hint) if hint else {}
     client = _client(claims, params.get("client_id"))
     back = params.get("post_logout_redirect_uri")
     if back is not None and (client is None or back not in client.post_logout_redirect_uris):
         raise InvalidRequest("post_logout_redirect_uri is not registered for this client")
-    current = sso.current_session()
+    secret = web.read_cookie(web.SESSION_COOKIE)
+    current = sso.current_session(secret)
     confirmed = request.method == "POST" and hmac.compare_digest(
-        params.get("logout_token", "").encode(), sso.logout_token().encode()
+        params.get("logout_token", "").encode(), sso.logout_token(secret).encode()
     )
     if request.method == "POST" and not confirmed:
         raise InvalidRequest("the sign-out form expired: open the sign-out page again")
     hinted_user = current is not None and claims.get("sub") == current.user.subject
     if current is not None and not (confirmed or hinted_user):
-        return _no_store(make_response(render_template(
+        return web.no_store(make_response(render_template(
             "sso/logout_confirm.html",
-            token=sso.logout_token(),
+            token=sso.logout_token(secret),
             back=back,
             client=client,
             state=params.get("state"),
@@ -55,16 +58,10 @@ def logout() -> Response:
         response = redirect(target)
     else:
         response = make_response(render_template("sso/logged_out.html"))
-    sso.end_current(response)
+    sso.end_session(secret)
+    web.delete_cookie(response, web.SESSION_COOKIE)
     db.session.commit()
-    return _no_store(response)
-
-
-def _hint_claims(id_token: str) -> dict[str, Any]:
-    """The claims of an ID token we issued (expired ones too), or ``{}``."""
-    from idp.qrlogin.views import hinted_claims
-
-    return hinted_claims(id_token) if id_token else {}
+    return web.no_store(response)
 
 
 def _client(claims: dict[str, Any], client_id: str | None) -> Client | None:
@@ -73,8 +70,3 @@ def _client(claims: dict[str, Any], client_id: str | None) -> Client | None:
     if not wanted or len(wanted) > 64:
         return None
     return db.session.scalar(select(Client).where(Client.client_id == wanted))
-
-
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    return response

@@ -166,3 +166,37 @@ def test_idp_audit_filters_by_user_and_time(world, tmp_path, monkeypatch):
     assert bad.exit_code == 1 and "--since takes a date" in bad.output
     nobody = runner.invoke(main, ["audit", "--user", "nobody"])
     assert nobody.exit_code == 0 and "no events" in nobody.output
+
+
+def test_each_event_records_the_address_of_the_request_that_made_it(world):
+    """The view hands its services the sender (``idp.web.Caller``): the phone's scans,
+    approvals and revocation, the browser's completion and single sign-on, the relying
+    party's token requests, replays and revocations carry its IP; what a command made
+    (here the fixture's user and client) carries none."""
+    live, rp, browser, phone = world
+    tokens = approve_and_exchange(rp, browser, phone)
+    rp.state, rp.nonce = "second-state", "second-nonce"
+    from_session = browser.session.get(rp.authorize_url(), allow_redirects=False, timeout=10)
+    code = redirect_params(from_session)["code"]
+    assert rp.exchange(code).status_code == 200
+    assert rp.exchange(code).status_code == 400  # a replay: its family is revoked
+    revoked = requests.post(
+        f"{live.url}/revoke",
+        data={"token": tokens["refresh_token"]},
+        auth=(rp.client_id, rp.client_secret),
+        timeout=5,
+    )
+    assert revoked.status_code == 200
+    rp.state, rp.nonce = "third-state", "third-nonce"
+    page = browser.open(rp.authorize_url(prompt="login"))
+    phone.scan(page.qr_url)
+    phone.revoke(phone.profile.device_id)  # denies the scanned sign-in
+
+    lines = events(live.app)
+    # Every event but a refused enrollment (its IP is checked above) and those only a
+    # command makes.
+    not_here = {"device.enroll_refused", "client.deleted", "keys.rotated"}
+    assert {line.event for line in lines} == set(audit.EVENTS) - not_here
+    for line in lines:
+        made_by_a_command = line.event in ("user.created", "client.created")
+        assert line.ip == (None if made_by_a_command else "127.0.0.1"), line

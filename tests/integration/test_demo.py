@@ -90,3 +90,5 @@ def test_demo_sign_in_as_a_new_user(demo, tmp_path):
     back = browser.get(f"{issuer}{state['complete_url']}", timeout=10)  # follows to the RP
     assert back.url == f"{rp_url}/"
     assert "Signed in as" in back.text and "Demo User" in back.text
+    # The IdP's worker patched the standard library before anything imported ssl.
+    assert "MonkeyPatchWarning" not in log.read_text()

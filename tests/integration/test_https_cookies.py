@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from flask import Response
 
+from idp import web
 from idp.db import utcnow
 from idp.sso import services as sso
 from support import add_client, add_user, dispose_app, make_app
@@ -49,7 +50,8 @@ def test_the_sso_cookie_on_https(https_app):
     user = add_user(https_app, "alice")
     with https_app.test_request_context("/", base_url=ISSUER):
         response = Response()
-        sso.start_session(response, user, None, utcnow())
+        secret = sso.start_session(user, None, utcnow(), replacing=None)
+        web.set_cookie(response, web.SESSION_COOKIE, secret, max_age=3600)
         cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("__Host-idp_sso=")
     for attribute in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):

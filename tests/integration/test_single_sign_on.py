@@ -129,6 +129,15 @@ def test_a_malformed_max_age_is_an_invalid_request(world, max_age):
     assert params["error"] == "invalid_request"
 
 
+def test_a_max_age_too_long_for_a_number_is_an_invalid_request_with_a_session(world, second_rp):
+    """The session decision reads max_age before the grant refuses it: a value with more
+    digits than Python converts is no number there either (it was a 500)."""
+    _, rp, browser, phone = world
+    sign_in(rp, browser, phone)
+    params = redirect_params(authorize(browser, second_rp, max_age="9" * 5000))
+    assert params["error"] == "invalid_request"
+
+
 def test_oidcc_id_token_hint(world, second_rp):
     """A hint naming the signed-in user: silent sign-in; naming nobody we know: not."""
     _, rp, browser, phone = world

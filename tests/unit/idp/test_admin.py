@@ -18,6 +18,7 @@ from idp.errors import InvalidRequest
 from idp.oauth.models import Client, ClientOrigin
 from idp.qrlogin.models import LoginRequest
 from idp.qrlogin.services import create_login_request
+from idp.web import Caller
 
 SCHEME_REFUSED = (
     "redirect URI {uri!r} must be https, http on a loopback host, "
@@ -240,8 +241,7 @@ def test_deleting_a_client_deletes_its_login_requests(ctx):
             client_id=client.client_id,
             params={"client_id": client.client_id},
             binding_secret="s" * 43,
-            browser_ip="127.0.0.1",
-            browser_user_agent=None,
+            browser=Caller("127.0.0.1"),
         )
     assert delete_client(gone.client_id) is True
     remaining = db.session.scalars(select(LoginRequest.client_id)).all()

@@ -164,7 +164,6 @@ def test_defaults(tmp_path):
         "IDP_SHORT_CODE_ATTEMPTS": 5,
         "IDP_SHORT_CODE_WINDOW": 600,
         "IDP_QR_MAX_RENEWALS": 5,
-        "IDP_DEMO_PHONE_COMMAND": "",
         "IDP_TRUSTED_PROXIES": 0,
         "IDP_METRICS_TOKEN": "",
         "IDP_GEOIP_DATABASE": "",
@@ -229,7 +228,6 @@ def test_environment_variables_are_read_and_whole_numbers_parsed(tmp_path, monke
     monkeypatch.setenv("IDP_LOGIN_REQUEST_TTL", "30")
     monkeypatch.setenv("IDP_CODE_TTL", "0")
     monkeypatch.setenv("IDP_TRUSTED_PROXIES", "2")
-    monkeypatch.setenv("IDP_DEMO_PHONE_COMMAND", "idp-phone scan")
     values = load(tmp_path)
     assert values["IDP_ISSUER"] == "https://id.example.com"
     assert values["IDP_DATABASE_URL"] == "postgresql+psycopg://idp@db/idp"
@@ -238,7 +236,6 @@ def test_environment_variables_are_read_and_whole_numbers_parsed(tmp_path, monke
     assert values["IDP_LOGIN_REQUEST_TTL"] == 30
     assert values["IDP_CODE_TTL"] == 0
     assert values["IDP_TRUSTED_PROXIES"] == 2
-    assert values["IDP_DEMO_PHONE_COMMAND"] == "idp-phone scan"
     assert values["IDP_ACCESS_TOKEN_TTL"] == 3600  # untouched settings keep their default
     # A secret key from the environment means no secret file is made.
     assert not (tmp_path / "secret_key").exists()

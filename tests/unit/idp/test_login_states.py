@@ -36,6 +36,7 @@ from idp.oauth.models import digest
 from idp.qrlogin import services
 from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.services import channel, claim_completion, find_login_request
+from idp.web import Caller
 from support import PASSWORD, REDIRECT_URI
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
@@ -131,8 +132,7 @@ def start(world: World) -> LoginRequest:
         client_id=world.client_id,
         params={"response_type": "code", "client_id": world.client_id, "state": "xyz"},
         binding_secret=BINDING,
-        browser_ip="192.0.2.7",
-        browser_user_agent=USER_AGENT,
+        browser=Caller("192.0.2.7", USER_AGENT),
     )
 
 
@@ -194,15 +194,13 @@ def test_a_long_or_empty_user_agent_is_stored_bounded_or_not_at_all(world):
         client_id=world.client_id,
         params={},
         binding_secret=BINDING,
-        browser_ip=None,
-        browser_user_agent="x" * 5000,
+        browser=Caller(None, "x" * 5000),
     )
     empty = create_login_request(
         client_id=world.client_id,
         params={},
         binding_secret=BINDING,
-        browser_ip=None,
-        browser_user_agent="",
+        browser=Caller(None, ""),
     )
     assert row(long.id).browser_user_agent == "x" * 1000
     assert row(empty.id).browser_user_agent is None
