@@ -26,7 +26,7 @@ from flask import (
 )
 from flask_babel import gettext
 
-from idp import CONTENT_SECURITY_POLICY, audit, db
+from idp import CONTENT_SECURITY_POLICY, audit, db, limits
 from idp.admin.services import logo_origin
 from idp.db import utcnow
 from idp.errors import ForeignOrigin, InvalidRequest, error_response, json_errors
@@ -70,6 +70,7 @@ def check_same_origin() -> None:
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
+@limits.per_ip("IDP_LIMIT_BROWSER", scope="browser")
 def authorize() -> Response:
     """Authorization endpoint (RFC 6749 §3.1; GET or form POST, OIDC Core §3.1.2.1):
     validate, then answer from the IdP session or show the QR code."""
@@ -195,6 +196,7 @@ def answer_from_session(server: Server, grant: Any, browser_session: BrowserSess
 
 
 @bp.post("/authorize/renew/<request_id>")
+@limits.per_ip("IDP_LIMIT_BROWSER", scope="browser")
 @json_errors  # called by the page's script
 def renew(request_id: str) -> Response:
     """The page's code expired: a fresh one for the same authorization request."""
@@ -212,6 +214,7 @@ def renew(request_id: str) -> Response:
 
 
 @bp.post("/authorize/short-code/<request_id>")
+@limits.per_ip("IDP_LIMIT_BROWSER", scope="browser")
 @json_errors  # called by the page's script
 def short_code(request_id: str) -> Response:
     """ "Can't scan?" was opened: a short code to type into the phone app instead."""

@@ -254,6 +254,38 @@ def test_api_errors_are_json_for_any_accept(client, method, path, status):
             assert isinstance(body["error"], str)
 
 
+#: Every route of the app, by kind: the APIs answer errors in JSON whatever ``Accept``
+#: says; pages people open (and the page socket and static files) keep HTML for browsers.
+API_ROUTES = {
+    "/token", "/revoke", "/introspect", "/userinfo", "/.well-known/openid-configuration",
+    "/jwks", "/authorize/renew/<request_id>", "/authorize/short-code/<request_id>",
+    "/api/mobile/v1/devices", "/api/mobile/v1/devices/me",
+    "/api/mobile/v1/devices/<device_id>/revoke", "/api/mobile/v1/login-requests/scan",
+    "/api/mobile/v1/login-requests/<request_id>/approve",
+    "/api/mobile/v1/login-requests/<request_id>/deny", "/healthz", "/readyz", "/metrics",
+}  # fmt: skip
+PAGE_ROUTES = {
+    "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout",
+    "/ws/login/<request_id>", "/static/<path:filename>",
+}  # fmt: skip
+
+
+def test_every_api_route_answers_json_for_any_accept(app, client):
+    """Each API route, asked with a method none of them takes (405), and a path under the
+    phone API's prefix that is no route (404), answer JSON to ``Accept: */*``."""
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+    assert routes == API_ROUTES | PAGE_ROUTES, "a new route: classify it here"
+    for route in sorted(API_ROUTES):
+        path = route.replace("<request_id>", "x").replace("<device_id>", "x")
+        response = client.open(path, method="PATCH", headers=ANY)
+        assert (response.status_code, response.mimetype) == (405, "application/json"), path
+        assert response.get_json()["error"] == "method_not_allowed", path
+    for path in ("/api/mobile/v1/", "/api/mobile/v1/devices/x/y/z", "/api/mobile/v1/x/approve"):
+        response = client.open(path, method="POST", headers=ANY)
+        assert (response.status_code, response.mimetype) == (404, "application/json"), path
+        assert response.get_json()["error"] == "not_found", path
+
+
 @pytest.mark.idp_config(IDP_METRICS_TOKEN="s3cret-metrics-token")
 def test_the_metrics_refusal_is_json_for_any_accept(live_server):
     response = requests.get(f"{live_server.url}/metrics", headers=ANY, timeout=5)
