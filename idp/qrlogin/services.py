@@ -143,8 +143,7 @@ def find_for_browser(
     try:
         login = find_login_request(request_id, with_user=with_user)
     except UnknownRequest:
-        check_binding(_NOBODY, binding_secret)
-        raise BindingMismatch() from None
+        login = _NOBODY  # whose binding check always fails
     check_binding(login, binding_secret)
     return login
 
@@ -202,8 +201,10 @@ def scan_login(request_id: str, device: Device) -> LoginRequest:
     if login.status == Status.SCANNED and login.device_pk == device.id and not login.is_expired():
         return login  # the same phone scanning again (a retry) sees the same request
     _check_open(login)
-    if login.status != Status.PENDING:
+    if login.status == Status.SCANNED:  # not by this device (its retry was answered above)
         raise AlreadyUsed("another device already scanned this code")
+    if login.status != Status.PENDING:
+        raise AlreadyUsed(f"this sign-in request was already {login.status}")
     try:
         _transition(
             login,
