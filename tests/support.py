@@ -217,6 +217,18 @@ def make_app(tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: An
     return app
 
 
+@contextlib.contextmanager
+def running_app(
+    tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: Any
+) -> Iterator[Flask]:
+    """:func:`make_app` for a ``with`` block, which disposes of the app however it ends."""
+    app = make_app(tmp_path, issuer, **config)
+    try:
+        yield app
+    finally:
+        dispose_app(app)
+
+
 def dispose_app(app: Flask) -> None:
     """Release the app's connections (a PostgreSQL database can then be dropped), and end
     its page sockets now (as a stopping worker does), not at their next heartbeat: a

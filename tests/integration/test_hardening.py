@@ -20,10 +20,9 @@ from idp.qrlogin.models import LoginRequest
 from idp.realtime.broker import RECHECK, announce_shutdown
 from idp_phone.proof import make_proof
 from support import (
-    dispose_app,
-    make_app,
     next_status,
     redirect_params,
+    running_app,
 )
 
 
@@ -176,28 +175,23 @@ def test_the_phone_api_refuses_nul_in_json(world):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
 def test_processes_starting_together_agree_on_signing_keys(tmp_path, backend):
-    apps = [make_app(tmp_path, **backend) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    results = {}
+    with running_app(tmp_path, **backend) as one, running_app(tmp_path, **backend) as two:
+        apps = [one, two]
+        barrier = threading.Barrier(2)
+        results = {}
 
-    def load(index):
-        with apps[index].app_context():
-            barrier.wait()
-            results[index] = (key_store().signing_key("RS256").kid, key_store().jwks())
+        def load(index):
+            with apps[index].app_context():
+                barrier.wait()
+                results[index] = (key_store().signing_key("RS256").kid, key_store().jwks())
 
-    threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    try:
-        assert results[0] == results[1]
-        assert json.dumps(results[0][1], sort_keys=True) == json.dumps(
-            results[1][1], sort_keys=True
-        )
-    finally:
-        for app in apps:
-            dispose_app(app)
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert results[0] == results[1]
+    assert json.dumps(results[0][1], sort_keys=True) == json.dumps(results[1][1], sort_keys=True)
 
 
 def test_serve_refuses_several_workers_without_a_shared_broker(tmp_path):

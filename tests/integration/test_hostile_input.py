@@ -24,7 +24,7 @@ from idp import db
 from idp.admin.services import create_client
 from idp.audit import AuditEvent
 from idp_phone.proof import make_proof, public_jwk
-from support import PASSWORD, REDIRECT_URI, add_client, add_user, dispose_app, make_app
+from support import PASSWORD, REDIRECT_URI, add_client, add_user, dispose_app, make_app, running_app
 
 ISSUER = "http://127.0.0.1:8000"
 API = "/api/mobile/v1"
@@ -552,8 +552,7 @@ def test_a_value_the_database_refuses_is_a_logged_400(tmp_path, backend, caplog)
     parameter, which PostgreSQL refuses) is 400 ``invalid_request``, logged, not a 500."""
     from sqlalchemy import text
 
-    app = make_app(tmp_path, issuer=ISSUER, **backend)
-    try:
+    with running_app(tmp_path, issuer=ISSUER, **backend) as app:
 
         @app.get("/test-data-error")
         def data_error() -> str:
@@ -567,8 +566,6 @@ def test_a_value_the_database_refuses_is_a_logged_400(tmp_path, backend, caplog)
         assert response.headers["Cache-Control"] == "no-store"
         [record] = [r for r in caplog.records if r.name == "idp"]
         assert record.getMessage() == "the database refused a value: DataError"
-    finally:
-        dispose_app(app)
 
 
 @pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect"])
