@@ -230,7 +230,7 @@ def test_a_killed_worker_loses_no_login(cluster):
     b = cluster.add_process("b")
     enroll(cluster, b)
     browser, page, ws = open_page(cluster, a)
-    upstream = cluster.balancer.upstream_of[ws.sock.getsockname()[1]]
+    upstream = cluster.balancer.upstream_of[ws.local_port]
     victim = a.worker_holding(upstream)
     os.kill(victim, signal.SIGKILL)
     ws = reconnect(browser, page, ws)
