@@ -146,6 +146,16 @@ def test_workers_share_their_counters_through_redis(tmp_path):
     assert statuses == [400, 400, 400, 429]
 
 
+def test_two_apps_in_one_process_never_share_counters(tmp_path):
+    """Each app wraps the views marked with ``limits.per_ip`` in its own limiter: the
+    view functions are the same objects, the budgets are not."""
+    settings = {"IDP_RATELIMIT_STORAGE_URL": "memory://", "IDP_LIMIT_BROWSER": "2/minute"}
+    with running_app(tmp_path / "a", **settings) as a, running_app(tmp_path / "b", **settings) as b:
+        first, second = a.test_client(), b.test_client()
+        statuses = [c.get("/authorize").status_code for c in (first, first, first, second)]
+    assert statuses == [400, 400, 429, 400]
+
+
 def test_limits_stay_on_when_redis_is_unreachable(tmp_path):
     """Counters fall back to the process's memory: still limited, still answering."""
     with running_app(
