@@ -251,7 +251,7 @@ class PageSocket(WebSocketClient):
     """
 
     @classmethod
-    def connect(cls, url: str, headers: dict[str, str] | None = None) -> PageSocket:  # type: ignore[override]
+    def connect(cls, url: str, headers: dict[str, str] | None = None) -> PageSocket:
         return cls(url, headers=headers, receive_bytes=1)
 
     def drop(self) -> None:
