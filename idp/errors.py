@@ -54,6 +54,22 @@ class InvalidCredentials(IdPError):
     status, code, title = 401, "invalid_credentials", _l("Wrong username or password")
 
 
+class Unauthorized(IdPError):
+    """Credentials are missing or wrong (``/metrics`` without its token)."""
+
+    status, code = 401, "unauthorized"
+
+    def __init__(self, description: str = "", *, challenge: str) -> None:
+        super().__init__(description)
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(IdPError):
+    """Not open to this client (``/metrics`` off loopback)."""
+
+    status, code = 403, "forbidden"
+
+
 class WrongDevice(IdPError):
     status, code, title = 403, "wrong_device", _l("Another device scanned this sign-in request")
 
@@ -94,7 +110,7 @@ class TooManyAttempts(IdPError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
-class RateLimited(IdPError):
+class TooManyRequests(IdPError):
     status, code = 429, "too_many_requests"
     title = _l("Too many requests: wait a moment, then try again")
 
@@ -119,7 +135,7 @@ class Expired(IdPError):
     status, code, title = 410, "expired", _l("This sign-in request expired")
 
 
-class Unavailable(IdPError):
+class TemporarilyUnavailable(IdPError):
     status, code = 503, "temporarily_unavailable"
     title = _l("The service is briefly unavailable: try again in a moment")
 
@@ -243,7 +259,7 @@ def database_unavailable(error: DBAPIError) -> Response:
     from idp import db
 
     db.session.remove()
-    response = error_response(503, Unavailable.code, Unavailable.title)
+    response = error_response(503, TemporarilyUnavailable.code, TemporarilyUnavailable.title)
     response.headers["Retry-After"] = "2"
     return response
 

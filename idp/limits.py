@@ -22,14 +22,16 @@ each process falls back to its own memory counters: limits stay on, and sign-in
 keeps working; Flask-Limiter looks at Redis again now and then, and goes back to it.
 The requests already waiting on Redis when it failed pass uncounted (no 500).
 
-A ``Limiter`` is made per app, and limits are attached to the app's registered view
-functions, so that several apps in one process (as in the tests) never share counters.
+Views declare their per-IP limit with :func:`per_ip`. A ``Limiter`` is made per app,
+and the limits are attached to the app's registered view functions, so that several
+apps in one process (as in the tests) never share counters.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app
 from flask_limiter import Limiter, RateLimitExceeded
@@ -39,23 +41,25 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
 from idp.config import is_redis_url
-from idp.errors import RateLimited, render_error
+from idp.errors import TooManyRequests, render_error
 from idp.realtime.broker import bounded_redis_options
 
-#: endpoint -> (setting, scope): limits keyed by the client's IP address. Endpoints of
-#: one scope share one budget.
-PER_IP = {
-    "qrlogin.authorize": ("IDP_LIMIT_BROWSER", "browser"),
-    "qrlogin.renew": ("IDP_LIMIT_BROWSER", "browser"),
-    "qrlogin.short_code": ("IDP_LIMIT_BROWSER", "browser"),
-    "mobile.enroll": ("IDP_LIMIT_ENROLL", "enroll"),
-    "mobile.whoami": ("IDP_LIMIT_PHONE_IP", "phone"),
-    "mobile.my_devices": ("IDP_LIMIT_PHONE_IP", "phone"),
-    "mobile.revoke_my_device": ("IDP_LIMIT_PHONE_IP", "phone"),
-    "mobile.scan": ("IDP_LIMIT_PHONE_IP", "phone"),
-    "mobile.approve": ("IDP_LIMIT_PHONE_IP", "phone"),
-    "mobile.deny": ("IDP_LIMIT_PHONE_IP", "phone"),
-}
+#: The attribute :func:`per_ip` sets on a view: ``(setting, scope)``.
+PER_IP_MARK = "idp_per_ip"
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def per_ip(setting: str, *, scope: str) -> Callable[[View], View]:
+    """Mark a view as limited per client IP address by the limit in ``setting``; views of
+    one ``scope`` share one budget. :func:`init_app` attaches the limit, with each app's
+    own limiter, so that several apps in one process never share counters."""
+
+    def mark(view: View) -> View:
+        setattr(view, PER_IP_MARK, (setting, scope))
+        return view
+
+    return mark
 
 
 def init_app(app: Flask) -> None:
@@ -82,11 +86,7 @@ def init_app(app: Flask) -> None:
         enabled=config["IDP_RATELIMIT_ENABLED"],
     )
     app.extensions["idp.limiter"] = limiter
-    views = app.view_functions
-    for endpoint, (setting, scope) in PER_IP.items():
-        limit = limiter.shared_limit(config[setting], scope=scope)
-        # Typed as sync or async; a sync view stays sync.
-        views[endpoint] = limit(views[endpoint])  # type: ignore[assignment]
+    _limit_marked_views(app, limiter)
     # The password budget is counted by hand (charge_password), before the check.
     app.extensions["idp.password_fallback"] = MovingWindowRateLimiter(MemoryStorage())
 
@@ -96,7 +96,18 @@ def init_app(app: Flask) -> None:
         reset_at = current.reset_at if current else time.time() + 60
         retry_after = max(1, int(reset_at - time.time()) + 1)
         description = f"too many requests ({error.description}): wait, then try again"
-        return render_error(RateLimited(description, retry_after=retry_after))
+        return render_error(TooManyRequests(description, retry_after=retry_after))
+
+
+def _limit_marked_views(app: Flask, limiter: Limiter) -> None:
+    """Wrap every view of ``app`` marked with :func:`per_ip` in its limit."""
+    views = app.view_functions
+    for endpoint, view in list(views.items()):
+        if mark := getattr(view, PER_IP_MARK, None):
+            setting, scope = mark
+            limit = limiter.shared_limit(app.config[setting], scope=scope)
+            # Typed as sync or async; a sync view stays sync.
+            views[endpoint] = limit(view)  # type: ignore[assignment]
 
 
 def storage_uri(url: str) -> str:
@@ -120,7 +131,7 @@ def charge_device(device_id: str) -> None:
 
 def charge_password(username: str) -> None:
     """Count one password check against ``username`` *before* it is made; raise
-    ``RateLimited`` when the budget (``IDP_LIMIT_PASSWORD``) is used up. A right password
+    ``TooManyRequests`` when the budget (``IDP_LIMIT_PASSWORD``) is used up. A right password
     is then forgiven with :func:`forgive_password`, so only wrong ones use the budget.
 
     Each hit is one atomic check-and-count in the limiter's storage (a Lua script on
@@ -130,7 +141,7 @@ def charge_password(username: str) -> None:
         keys = _password_keys(username)
         if not _on_storage("hit", item, keys):
             stats = _on_storage("get_window_stats", item, keys)
-            raise RateLimited(
+            raise TooManyRequests(
                 "too many wrong passwords for this user: wait, then try again",
                 retry_after=max(1, int(stats.reset_time - time.time()) + 1),
             )

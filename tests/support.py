@@ -217,6 +217,18 @@ def make_app(tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: An
     return app
 
 
+@contextlib.contextmanager
+def running_app(
+    tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: Any
+) -> Iterator[Flask]:
+    """:func:`make_app` for a ``with`` block, which disposes of the app however it ends."""
+    app = make_app(tmp_path, issuer, **config)
+    try:
+        yield app
+    finally:
+        dispose_app(app)
+
+
 def dispose_app(app: Flask) -> None:
     """Release the app's connections (a PostgreSQL database can then be dropped), and end
     its page sockets now (as a stopping worker does), not at their next heartbeat: a
@@ -229,16 +241,29 @@ def dispose_app(app: Flask) -> None:
 
 
 class PageSocket(WebSocketClient):
-    """simple-websocket's client, which keeps a message that arrives with the handshake.
+    """simple-websocket's client, for a page's socket, reading one byte at a time.
 
-    Its handshake reads only the first event of what it received; a message the
-    server sent right after the 101 response (gevent often sends both in one
-    segment) would wait in wsproto's buffer until more data came.
+    Its handshake parses only the first event of what one read returned: a message the
+    server sent right after the 101 response, in the same segment (gevent often does),
+    would wait in its buffer until more data came. Read byte by byte (the documented
+    ``receive_bytes``), the handshake takes only the response, and the message stays in
+    the socket for the client's reader.
     """
 
-    def handshake(self) -> None:
-        super().handshake()
-        self.connected = self._handle_events()
+    @classmethod
+    def connect(cls, url: str, headers: dict[str, str] | None = None) -> PageSocket:
+        return cls(url, headers=headers, receive_bytes=1)
+
+    def drop(self) -> None:
+        """Go away without a close frame (a tab killed, a network lost)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+    @property
+    def local_port(self) -> int:
+        """This end's TCP port (a proxy in between knows the connection by it)."""
+        return self.sock.getsockname()[1]
 
 
 def s256(verifier: str) -> str:

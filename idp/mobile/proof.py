@@ -28,7 +28,7 @@ from idp.db import utcnow
 from idp.errors import DeviceRevoked, InvalidProof, UnknownDevice
 from idp.mobile.models import Device, UsedProof
 
-PROOF_TYP = "device-proof+jwt"
+PROOF_TYPE = "device-proof+jwt"
 _PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 PROOF_ALG = "ES256"
 HEADER = "Device-Proof"
@@ -107,8 +107,8 @@ def _protected_header(token: str) -> dict[str, Any]:
         header = dict(jws.extract_compact(token.encode()).protected)
     except (JoseError, ValueError, TypeError, UnicodeError):
         raise InvalidProof("the proof is not a compact JWS") from None
-    if header.get("typ") != PROOF_TYP:
-        raise InvalidProof(f"the proof's typ must be {PROOF_TYP}")
+    if header.get("typ") != PROOF_TYPE:
+        raise InvalidProof(f"the proof's typ must be {PROOF_TYPE}")
     if header.get("alg") != PROOF_ALG:
         raise InvalidProof(f"the proof's alg must be {PROOF_ALG}")
     return header

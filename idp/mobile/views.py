@@ -56,6 +56,7 @@ def _settle_proof(response: Response) -> Response:
 
 
 @bp.post("/devices")
+@limits.per_ip("IDP_LIMIT_ENROLL", scope="enroll")
 def enroll() -> tuple[Response, int]:
     """Enroll a phone: password once, then only its key."""
     proof = _verify(enrollment=True)
@@ -82,12 +83,14 @@ def enroll() -> tuple[Response, int]:
 
 
 @bp.get("/devices/me")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def whoami() -> Response:
     """The device that signed this request."""
     return jsonify(_device_view(_verified_device()))
 
 
 @bp.get("/devices")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def my_devices() -> Response:
     """Every phone of this device's user, revoked ones included (oldest first)."""
     device = _verified_device()
@@ -107,6 +110,7 @@ def my_devices() -> Response:
 
 
 @bp.post("/devices/<device_id>/revoke")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def revoke_my_device(device_id: str) -> Response:
     """Revoke one of this user's phones (a lost one, or this one): its next request fails."""
     device = _verified_device()
@@ -138,6 +142,7 @@ GONE = "this sign-in code is expired or unknown: ask the page for a new one"
 
 
 @bp.post("/login-requests/scan")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 @_gone_is_gone
 def scan() -> Response:
     """The camera read a QR code (``{"qr": ...}``), or the person typed the page's short
@@ -168,6 +173,7 @@ def _find_by_code(text: str, device: Device) -> str:
 
 
 @bp.post("/login-requests/<request_id>/approve")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 @_gone_is_gone
 def approve(request_id: str) -> Response:
     """The user tapped Approve."""
@@ -187,6 +193,7 @@ def approve(request_id: str) -> Response:
 
 
 @bp.post("/login-requests/<request_id>/deny")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 @_gone_is_gone
 def deny(request_id: str) -> Response:
     """The user tapped Deny."""

@@ -13,7 +13,6 @@ import hmac
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import scope_to_list
 from flask_babel import lazy_gettext
@@ -84,10 +83,6 @@ class Client(Base):
             "token_endpoint_auth_method": self.token_endpoint_auth_method,
             "id_token_signed_response_alg": self.id_token_signed_response_alg,
         }
-
-    def redirect_hosts(self) -> list[str]:
-        """The hosts of the registered redirect URIs, shown on the phone."""
-        return sorted({urlsplit(uri).netloc for uri in self.redirect_uris})
 
     # -- authlib.oauth2.rfc6749.ClientMixin --------------------------------
 

@@ -98,16 +98,6 @@ def current_request_id() -> str | None:
     return None
 
 
-def configure(level: str = "INFO") -> None:
-    """Send every log line, as JSON, to standard error."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(RedactSecrets())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
 def init_app(app: Flask) -> None:
     """Give each request an id, log one line per request and count it."""
     requests_log = logging.getLogger("idp.request")

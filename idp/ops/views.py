@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from idp import db, web
 from idp.config import is_loopback
-from idp.errors import error_response, json_errors
+from idp.errors import Forbidden, Unauthorized, json_errors
 from idp.ops import metrics
 
 bp = json_errors(Blueprint("ops", __name__))
@@ -61,11 +61,9 @@ def prometheus() -> Response:
     if expected:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            response = error_response(401, "unauthorized", "metrics need the metrics token")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return web.no_store(response)
+            raise Unauthorized("metrics need the metrics token", challenge='Bearer realm="metrics"')
     elif not is_loopback(request.remote_addr or ""):
         description = "metrics answer only on loopback unless IDP_METRICS_TOKEN is set"
-        return web.no_store(error_response(403, "forbidden", description))
+        raise Forbidden(description)
     body, content_type = metrics.exposition()
     return web.no_store(Response(body, content_type=content_type))

@@ -29,11 +29,11 @@ import hmac
 import re
 import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -144,8 +144,7 @@ def find_for_browser(
     try:
         login = find_login_request(request_id, with_user=with_user)
     except UnknownRequest:
-        check_binding(_NOBODY, binding_secret)
-        raise BindingMismatch() from None
+        login = _NOBODY  # whose binding check always fails
     check_binding(login, binding_secret)
     return login
 
@@ -203,8 +202,10 @@ def scan_login(request_id: str, device: Device, *, caller: Caller | None = None)
     if login.status == Status.SCANNED and login.device_pk == device.id and not login.is_expired():
         return login  # the same phone scanning again (a retry) sees the same request
     _check_open(login)
-    if login.status != Status.PENDING:
+    if login.status == Status.SCANNED:  # not by this device (its retry was answered above)
         raise AlreadyUsed("another device already scanned this code")
+    if login.status != Status.PENDING:
+        raise AlreadyUsed(f"this sign-in request was already {login.status}")
     try:
         _transition(
             login,
@@ -307,13 +308,9 @@ def refuse_device_logins(device: Device, *, caller: Caller | None) -> list[str]:
     id is published once that has committed.
     """
     now = utcnow()
-    grace = approval_grace()
     completable = or_(  # what claim_completion would still accept
         and_(LoginRequest.status == Status.SCANNED, LoginRequest.expires_at > now),
-        and_(
-            LoginRequest.status == Status.APPROVED,
-            or_(LoginRequest.expires_at > now, LoginRequest.decided_at > now - grace),
-        ),
+        and_(LoginRequest.status == Status.APPROVED, _approval_open(now)),
     )
     refused = db.session.execute(
         update(LoginRequest)
@@ -353,15 +350,20 @@ def claim_completion(request_id: str, binding_secret: str | None) -> LoginReques
         raise Expired()
     if login.status != Status.APPROVED:
         raise NotApproved()
-    if login.decided_at and utcnow() > max(login.expires_at, login.decided_at + approval_grace()):
-        raise Expired("this approval was not used in time: sign in again")
+    now = utcnow()
     result = db.session.execute(
         update(LoginRequest)
-        .where(LoginRequest.id == login.id, LoginRequest.status == Status.APPROVED)
-        .values(status=Status.COMPLETED, completed_at=utcnow())
+        .where(
+            LoginRequest.id == login.id,
+            LoginRequest.status == Status.APPROVED,
+            _approval_open(now),
+        )
+        .values(status=Status.COMPLETED, completed_at=now)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         db.session.rollback()
+        if find_login_request(request_id).status == Status.APPROVED:
+            raise Expired("this approval was not used in time: sign in again")
         raise AlreadyUsed("this sign-in was already completed")
     set_committed_value(login, "status", Status.COMPLETED)
     return login
@@ -373,6 +375,12 @@ def approval_grace() -> timedelta:
     message was lost learns of the approval only at its next heartbeat."""
     config = current_app.config
     return timedelta(seconds=max(config["IDP_CODE_TTL"], 2 * config["IDP_WS_HEARTBEAT"]))
+
+
+def _approval_open(now: datetime) -> ColumnElement[bool]:
+    """An approved request can still be completed: within its lifetime, or within
+    :func:`approval_grace` of the approval, whichever ends later."""
+    return or_(LoginRequest.expires_at > now, LoginRequest.decided_at > now - approval_grace())
 
 
 def publish_status(request_id: str, status: str, **extra: str) -> None:

@@ -25,7 +25,7 @@ from flask import (
 )
 from flask_babel import gettext
 
-from idp import audit, db, web
+from idp import audit, db, limits, web
 from idp.admin.services import logo_origin
 from idp.db import utcnow
 from idp.errors import InvalidRequest, error_response, json_errors
@@ -49,6 +49,7 @@ KEPT_PARAMS = (
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
+@limits.per_ip("IDP_LIMIT_BROWSER", scope="browser")
 def authorize() -> Response:
     """Authorization endpoint (RFC 6749 §3.1; GET or form POST, OIDC Core §3.1.2.1):
     validate, then answer from the IdP session or start a login and show its QR code."""
@@ -144,6 +145,7 @@ def answer_from_session(server: Server, grant: Any, browser_session: BrowserSess
 
 
 @bp.post("/authorize/renew/<request_id>")
+@limits.per_ip("IDP_LIMIT_BROWSER", scope="browser")
 @json_errors  # called by the page's script
 def renew(request_id: str) -> Response:
     """The page's code expired: a fresh one for the same authorization request."""
@@ -157,6 +159,7 @@ def renew(request_id: str) -> Response:
 
 
 @bp.post("/authorize/short-code/<request_id>")
+@limits.per_ip("IDP_LIMIT_BROWSER", scope="browser")
 @json_errors  # called by the page's script
 def short_code(request_id: str) -> Response:
     """ "Can't scan?" was opened: a short code to type into the phone app instead."""

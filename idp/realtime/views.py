@@ -34,7 +34,7 @@ from wsproto.frame_protocol import CloseReason
 
 from idp import db, web
 from idp.db import utcnow
-from idp.errors import RateLimited
+from idp.errors import TooManyRequests
 from idp.ops import metrics
 from idp.qrlogin import services as logins
 from idp.qrlogin.models import LoginRequest, Status
@@ -76,9 +76,9 @@ def _take_slot(request_id: str) -> None:
     full = slots.acquire(request_id, ip)
     retry_after = current_app.config["IDP_WS_HEARTBEAT"]  # a dead socket is noticed by then
     if full == "request":
-        raise RateLimited("too many open sockets for this sign-in", retry_after=retry_after)
+        raise TooManyRequests("too many open sockets for this sign-in", retry_after=retry_after)
     if full == "ip":
-        raise RateLimited("too many open sockets from this address", retry_after=retry_after)
+        raise TooManyRequests("too many open sockets from this address", retry_after=retry_after)
     g.socket_slot = (request_id, ip)
 
 

@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 
 from cluster import IdPProcess
 from idp import db
-from support import IN_CI, add_user, dispose_app, free_port, make_app
+from support import IN_CI, add_user, free_port, running_app
 
 CHROMIUM = os.environ.get("IDP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -90,16 +90,13 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
     idp_port, rp_port = free_port(), rp_socket.getsockname()[1]
     issuer, rp_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{rp_port}"
     database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
-    setup = make_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database)
-    try:
+    with running_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database) as setup:
         add_user(setup, "alice", name="Alice Example")
         with setup.app_context(), db.unit_of_work():
             from idp.admin.services import create_client
 
             client, secret = create_client("Demo RP", [f"{rp_url}/callback"])
             client_id = client.client_id
-    finally:
-        dispose_app(setup)
 
     idp = IdPProcess(
         tmp_path,

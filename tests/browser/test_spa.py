@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 
 from cluster import IdPProcess
 from idp import db
-from support import add_user, dispose_app, free_port, make_app
+from support import add_user, free_port, running_app
 
 HERE = Path(__file__).parent
 FILES = {
@@ -63,8 +63,7 @@ def spa_site(tmp_path: Path) -> Iterator[SpaSite]:
     idp_port, spa_port = free_port(), free_port()
     issuer, spa_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{spa_port}"
     database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
-    setup = make_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database)
-    try:
+    with running_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database) as setup:
         add_user(setup, "alice", name="Alice Example")
         with setup.app_context(), db.unit_of_work():
             from idp.admin.services import create_client
@@ -77,8 +76,6 @@ def spa_site(tmp_path: Path) -> Iterator[SpaSite]:
                 post_logout_redirect_uris=[f"{spa_url}/signed-out"],
             )
             client_id = client.client_id
-    finally:
-        dispose_app(setup)
     idp = IdPProcess(
         tmp_path,
         "idp",

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from idp_phone.api import PhoneApiError, PhoneClient
-from support import PASSWORD, add_user, dispose_app, make_app, redis_url
+from support import PASSWORD, RelyingParty, add_client, add_user, make_app, redis_url, running_app
 
 API = "/api/mobile/v1"
 
@@ -120,11 +120,17 @@ def test_the_phone_api_is_limited_per_ip_before_the_proof_is_checked(world):
     assert unsigned.json()["error"] == "too_many_requests"
 
 
-@pytest.mark.idp_config(IDP_RATELIMIT_ENABLED=False, IDP_LIMIT_BROWSER="1/minute")
-def test_limits_can_be_switched_off(world):
-    _, rp, browser, _ = world
-    for _ in range(3):
-        browser.open(rp.authorize_url())
+@pytest.mark.parametrize(("enabled", "last"), [(True, 429), (False, 200)], ids=["on", "off"])
+def test_limits_can_be_switched_off(tmp_path, enabled, last):
+    """Past the browser budget (2) the third sign-in page is refused, unless limits are off."""
+    with running_app(tmp_path, IDP_RATELIMIT_ENABLED=enabled, IDP_LIMIT_BROWSER="2/minute") as app:
+        client_id, secret = add_client(app)
+        url = RelyingParty("http://127.0.0.1:8000", client_id, secret).authorize_url()
+        http = app.test_client()
+        statuses = [
+            http.get(url.removeprefix("http://127.0.0.1:8000")).status_code for _ in range(3)
+        ]
+    assert statuses == [200, 200, last]
 
 
 def test_workers_share_their_counters_through_redis(tmp_path):
@@ -134,23 +140,29 @@ def test_workers_share_their_counters_through_redis(tmp_path):
         "IDP_RATELIMIT_PREFIX": f"test-{secrets.token_hex(8)}",
         "IDP_LIMIT_BROWSER": "3/minute",
     }
-    apps = [make_app(tmp_path / name, **settings) for name in ("a", "b")]
-    first, second = (app.test_client() for app in apps)
-    statuses = [c.get("/authorize").status_code for c in (first, second, first, second)]
+    with running_app(tmp_path / "a", **settings) as a, running_app(tmp_path / "b", **settings) as b:
+        first, second = a.test_client(), b.test_client()
+        statuses = [c.get("/authorize").status_code for c in (first, second, first, second)]
     assert statuses == [400, 400, 400, 429]
-    for app in apps:
-        dispose_app(app)
+
+
+def test_two_apps_in_one_process_never_share_counters(tmp_path):
+    """Each app wraps the views marked with ``limits.per_ip`` in its own limiter: the
+    view functions are the same objects, the budgets are not."""
+    settings = {"IDP_RATELIMIT_STORAGE_URL": "memory://", "IDP_LIMIT_BROWSER": "2/minute"}
+    with running_app(tmp_path / "a", **settings) as a, running_app(tmp_path / "b", **settings) as b:
+        first, second = a.test_client(), b.test_client()
+        statuses = [c.get("/authorize").status_code for c in (first, first, first, second)]
+    assert statuses == [400, 400, 429, 400]
 
 
 def test_limits_stay_on_when_redis_is_unreachable(tmp_path):
     """Counters fall back to the process's memory: still limited, still answering."""
-    app = make_app(
-        tmp_path,
-        IDP_RATELIMIT_STORAGE_URL="redis://127.0.0.1:9/0",
-        IDP_LIMIT_BROWSER="2/minute",
-    )
-    client = app.test_client()
-    statuses = [client.get("/authorize").status_code for _ in range(3)]
+    with running_app(
+        tmp_path, IDP_RATELIMIT_STORAGE_URL="redis://127.0.0.1:9/0", IDP_LIMIT_BROWSER="2/minute"
+    ) as app:
+        client = app.test_client()
+        statuses = [client.get("/authorize").status_code for _ in range(3)]
     assert statuses == [400, 400, 429]
 
 

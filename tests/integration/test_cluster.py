@@ -34,12 +34,11 @@ from support import (
     RelyingParty,
     add_client,
     add_user,
-    dispose_app,
-    make_app,
     next_status,
     postgres_database,
     redirect_params,
     redis_url,
+    running_app,
 )
 
 SECRET_KEY = "cluster-test-secret-key-shared-by-every-process"
@@ -100,12 +99,9 @@ def build_cluster(tmp: Path, database_url: str, broker_url: str, reach_db: str) 
     ``reach_db`` is the URL the IdP processes use (through a proxy, in the outage test).
     """
     balancer = TcpProxy(0)
-    app = make_app(tmp / "setup", issuer=balancer.url, IDP_DATABASE_URL=database_url)
-    try:
+    with running_app(tmp / "setup", issuer=balancer.url, IDP_DATABASE_URL=database_url) as app:
         add_user(app, "alice")
         client_id, secret = add_client(app)
-    finally:
-        dispose_app(app)
     return Cluster(
         tmp=tmp,
         database_url=reach_db,
@@ -234,7 +230,7 @@ def test_a_killed_worker_loses_no_login(cluster):
     b = cluster.add_process("b")
     enroll(cluster, b)
     browser, page, ws = open_page(cluster, a)
-    upstream = cluster.balancer.upstream_of[ws.sock.getsockname()[1]]
+    upstream = cluster.balancer.upstream_of[ws.local_port]
     victim = a.worker_holding(upstream)
     os.kill(victim, signal.SIGKILL)
     ws = reconnect(browser, page, ws)
@@ -554,13 +550,12 @@ def test_the_abuse_limits_fall_back_when_redis_freezes(tmp_path, private_redis, 
     after IDP_REDIS_TIMEOUT and count in this process's memory, so the limits hold and
     nothing answers 500, also for the requests that were waiting when it froze."""
     budget = 8
-    app = make_app(
+    with running_app(
         tmp_path,
         IDP_RATELIMIT_STORAGE_URL=private_redis.url,
         IDP_REDIS_TIMEOUT=1,
         IDP_LIMIT_BROWSER=f"{budget}/minute",
-    )
-    try:
+    ) as app:
         client_id, secret = add_client(app)
         path = RelyingParty("http://127.0.0.1:8000", client_id, secret).authorize_url()
         path = path.removeprefix("http://127.0.0.1:8000")
@@ -592,5 +587,3 @@ def test_the_abuse_limits_fall_back_when_redis_freezes(tmp_path, private_redis, 
         assert after[-1] == 429
         assert after == sorted(after)  # some 200s, then only 429s
         assert set(after) == {200, 429}
-    finally:
-        dispose_app(app)

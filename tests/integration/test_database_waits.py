@@ -31,11 +31,10 @@ from support import (
     RelyingParty,
     add_client,
     add_user,
-    dispose_app,
     enroll_phone,
-    make_app,
     postgres_database,
     redis_url,
+    running_app,
 )
 
 
@@ -98,13 +97,10 @@ def start_server(tmp: Path, database_url: str, reach_db: str | None = None, **en
         },
     )
     idp.env["IDP_ISSUER"] = idp.url
-    app = make_app(tmp / "setup", issuer=idp.url, IDP_DATABASE_URL=database_url)
-    try:
+    with running_app(tmp / "setup", issuer=idp.url, IDP_DATABASE_URL=database_url) as app:
         add_user(app, "alice")
         add_user(app, "bob")
         client_id, secret = add_client(app)
-    finally:
-        dispose_app(app)
     idp.start()
     return Server(
         idp=idp,

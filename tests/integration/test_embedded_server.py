@@ -19,10 +19,9 @@ from support import (
     RelyingParty,
     add_client,
     add_user,
-    dispose_app,
     free_port,
-    make_app,
     redirect_params,
+    running_app,
 )
 
 PHONES = 8
@@ -33,12 +32,9 @@ def test_many_phones_at_once_on_sqlite(tmp_path):
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
-    setup = make_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database)
-    try:
+    with running_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database) as setup:
         add_user(setup, "alice")
         client_id, secret = add_client(setup)
-    finally:
-        dispose_app(setup)
     idp = IdPProcess(
         tmp_path,
         "idp",

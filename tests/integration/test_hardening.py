@@ -20,10 +20,9 @@ from idp.qrlogin.models import LoginRequest
 from idp.realtime.broker import RECHECK, announce_shutdown
 from idp_phone.proof import make_proof
 from support import (
-    dispose_app,
-    make_app,
     next_status,
     redirect_params,
+    running_app,
 )
 
 
@@ -176,28 +175,23 @@ def test_the_phone_api_refuses_nul_in_json(world):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
 def test_processes_starting_together_agree_on_signing_keys(tmp_path, backend):
-    apps = [make_app(tmp_path, **backend) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    results = {}
+    with running_app(tmp_path, **backend) as one, running_app(tmp_path, **backend) as two:
+        apps = [one, two]
+        barrier = threading.Barrier(2)
+        results = {}
 
-    def load(index):
-        with apps[index].app_context():
-            barrier.wait()
-            results[index] = (key_store().signing_key("RS256").kid, key_store().jwks())
+        def load(index):
+            with apps[index].app_context():
+                barrier.wait()
+                results[index] = (key_store().signing_key("RS256").kid, key_store().jwks())
 
-    threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    try:
-        assert results[0] == results[1]
-        assert json.dumps(results[0][1], sort_keys=True) == json.dumps(
-            results[1][1], sort_keys=True
-        )
-    finally:
-        for app in apps:
-            dispose_app(app)
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert results[0] == results[1]
+    assert json.dumps(results[0][1], sort_keys=True) == json.dumps(results[1][1], sort_keys=True)
 
 
 def test_serve_refuses_several_workers_without_a_shared_broker(tmp_path):
@@ -252,6 +246,38 @@ def test_api_errors_are_json_for_any_accept(client, method, path, status):
             assert response.headers["WWW-Authenticate"].startswith("Bearer realm=")
         else:
             assert isinstance(body["error"], str)
+
+
+#: Every route of the app, by kind: the APIs answer errors in JSON whatever ``Accept``
+#: says; pages people open (and the page socket and static files) keep HTML for browsers.
+API_ROUTES = {
+    "/token", "/revoke", "/introspect", "/userinfo", "/.well-known/openid-configuration",
+    "/jwks", "/authorize/renew/<request_id>", "/authorize/short-code/<request_id>",
+    "/api/mobile/v1/devices", "/api/mobile/v1/devices/me",
+    "/api/mobile/v1/devices/<device_id>/revoke", "/api/mobile/v1/login-requests/scan",
+    "/api/mobile/v1/login-requests/<request_id>/approve",
+    "/api/mobile/v1/login-requests/<request_id>/deny", "/healthz", "/readyz", "/metrics",
+}  # fmt: skip
+PAGE_ROUTES = {
+    "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout",
+    "/ws/login/<request_id>", "/static/<path:filename>",
+}  # fmt: skip
+
+
+def test_every_api_route_answers_json_for_any_accept(app, client):
+    """Each API route, asked with a method none of them takes (405), and a path under the
+    phone API's prefix that is no route (404), answer JSON to ``Accept: */*``."""
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+    assert routes == API_ROUTES | PAGE_ROUTES, "a new route: classify it here"
+    for route in sorted(API_ROUTES):
+        path = route.replace("<request_id>", "x").replace("<device_id>", "x")
+        response = client.open(path, method="PATCH", headers=ANY)
+        assert (response.status_code, response.mimetype) == (405, "application/json"), path
+        assert response.get_json()["error"] == "method_not_allowed", path
+    for path in ("/api/mobile/v1/", "/api/mobile/v1/devices/x/y/z", "/api/mobile/v1/x/approve"):
+        response = client.open(path, method="POST", headers=ANY)
+        assert (response.status_code, response.mimetype) == (404, "application/json"), path
+        assert response.get_json()["error"] == "not_found", path
 
 
 @pytest.mark.idp_config(IDP_METRICS_TOKEN="s3cret-metrics-token")

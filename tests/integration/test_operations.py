@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from idp.ops.logs import JsonFormatter
-from support import RelyingParty, add_client
+from support import RelyingParty, add_client, running_app
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
 
@@ -141,18 +141,13 @@ def test_metrics_refuse_other_clients_by_default(client, remote):
 
 def test_metrics_judge_the_client_behind_a_trusted_proxy(tmp_path, backend):
     """Behind a proxy the loopback peer is the proxy: the forwarded client is judged."""
-    from support import dispose_app, make_app
-
-    app = make_app(tmp_path, IDP_TRUSTED_PROXIES=1, **backend)
-    try:
+    with running_app(tmp_path, IDP_TRUSTED_PROXIES=1, **backend) as app:
         http = app.test_client()
         local = {"REMOTE_ADDR": "127.0.0.1"}
         outside = http.get("/metrics", environ_base=local, headers={"X-Forwarded-For": "192.0.2.9"})
         assert (outside.status_code, outside.get_json()["error"]) == (403, "forbidden")
         inside = http.get("/metrics", environ_base=local, headers={"X-Forwarded-For": "127.0.0.1"})
         assert inside.status_code == 200
-    finally:
-        dispose_app(app)
 
 
 @pytest.mark.idp_config(IDP_METRICS_TOKEN="s3cret-metrics-token")
@@ -222,21 +217,16 @@ def test_debug_logs_of_a_whole_sign_in_hold_no_secret(tmp_path, backend):
         PASSWORD,
         Browser,
         add_user,
-        dispose_app,
         free_port,
-        make_app,
         redirect_params,
     )
 
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     config = {"IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}"} | backend
-    setup = make_app(tmp_path / "setup", issuer=issuer, **config)
-    try:
+    with running_app(tmp_path / "setup", issuer=issuer, **config) as setup:
         add_user(setup, "alice")
         client_id, client_secret = add_client(setup)
-    finally:
-        dispose_app(setup)
     env = config | {"IDP_ISSUER": issuer, "IDP_SECRET_KEY": "k" * 32, "IDP_LOG_LEVEL": "DEBUG"}
     idp = IdPProcess(tmp_path, "idp", env)
     idp.port = port

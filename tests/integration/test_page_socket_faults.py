@@ -3,9 +3,7 @@ leaves or sends, and a change whose message was never published."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import time
 from datetime import timedelta
 
@@ -64,10 +62,7 @@ def _close_frame(ws) -> None:
 
 
 def _drop_connection(ws) -> None:
-    """The page goes away without a close frame (a tab killed, a network lost)."""
-    with contextlib.suppress(OSError):
-        ws.sock.shutdown(socket.SHUT_RDWR)
-    ws.sock.close()
+    ws.drop()
 
 
 @pytest.mark.idp_config(IDP_WS_MAX_PER_REQUEST=1, IDP_WS_HEARTBEAT=25)

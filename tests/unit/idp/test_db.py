@@ -17,28 +17,24 @@ POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres+redis"], indirect=
 
 
 def test_on_commit_runs_after_the_commit_and_never_after_a_rollback(app, tmp_path):
-    from support import dispose_app, make_app
+    from support import running_app
 
     seen: list[str] = []
-    other = make_app(tmp_path / "other")
-    try:
-        with app.app_context():
-            db.session.add(User(subject="s0", username="u0", password_hash="x"))
-            db.session.flush()
-            db.on_commit(lambda: seen.append("rolled back"))
-            db.session.rollback()
-            db.session.add(User(subject="s1", username="u1", password_hash="x"))
-            db.on_commit(lambda: seen.append("u1"))
-            with other.app_context():  # another app's commit is not this one's
-                db.session.commit()
-            assert seen == []
+    with running_app(tmp_path / "other") as other, app.app_context():
+        db.session.add(User(subject="s0", username="u0", password_hash="x"))
+        db.session.flush()
+        db.on_commit(lambda: seen.append("rolled back"))
+        db.session.rollback()
+        db.session.add(User(subject="s1", username="u1", password_hash="x"))
+        db.on_commit(lambda: seen.append("u1"))
+        with other.app_context():  # another app's commit is not this one's
             db.session.commit()
-            assert seen == ["u1"]
-            db.session.commit()
-            assert seen == ["u1"]  # once
-            assert db.session.scalar(select(User.username)) == "u1"
-    finally:
-        dispose_app(other)
+        assert seen == []
+        db.session.commit()
+        assert seen == ["u1"]
+        db.session.commit()
+        assert seen == ["u1"]  # once
+        assert db.session.scalar(select(User.username)) == "u1"
 
 
 def test_unit_of_work_commits_or_rolls_back(app):

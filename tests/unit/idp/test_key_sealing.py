@@ -11,7 +11,7 @@ from sqlalchemy import text
 from idp import db
 from idp.oauth.keys import ALGORITHMS, key_store, rotate_keys
 from idp.oauth.sealing import KeySealer, WrongSecretKey
-from support import dispose_app, make_app
+from support import dispose_app, make_app, running_app
 
 WRONG_SECRET = (
     "IDP_SECRET_KEY does not open the signing key {kid} stored in the database: it was sealed "
@@ -65,8 +65,8 @@ def test_a_wrong_secret_key_refuses_to_start(app, tmp_path, backend):
 def test_workers_with_the_same_secret_share_the_keys(app, tmp_path, backend):
     with app.app_context():
         kid = key_store().signing_key("ES256").kid
-    other = make_app(tmp_path, **backend)  # another worker (or host): same database, secret
-    try:
+    # Another worker (or host): the same database and secret.
+    with running_app(tmp_path, **backend) as other:
         with other.app_context():
             assert key_store().signing_key("ES256").kid == kid
             with db.unit_of_work():
@@ -74,8 +74,6 @@ def test_workers_with_the_same_secret_share_the_keys(app, tmp_path, backend):
         with app.app_context():
             key_store().reload()
             assert new_kid in {k["kid"] for k in key_store().jwks()["keys"]}
-    finally:
-        dispose_app(other)
 
 
 def test_a_plaintext_key_from_before_is_sealed_at_start(app, tmp_path, backend):
@@ -89,28 +87,27 @@ def test_a_plaintext_key_from_before_is_sealed_at_start(app, tmp_path, backend):
             )
         db.session.commit()
     assert set(stored_rows(app).values()) == set(plain.values())
-    restarted = make_app(tmp_path, **backend)
-    try:
+    with running_app(tmp_path, **backend) as restarted:
         rows = stored_rows(restarted)
         assert all(stored.startswith("enc:v1:") for stored in rows.values())
         with restarted.app_context():
             assert key_store().signing_key("RS256").kid == kid  # the same key, now sealed
             assert private_parts(restarted) == private_parts(app)
-    finally:
-        dispose_app(restarted)
 
 
 def test_the_secret_key_is_changed_with_the_previous_one_set(app, tmp_path, backend):
     with app.app_context():
         kid = key_store().signing_key("RS256").kid  # sealed under "test-secret-key"
-    new = make_app(
-        tmp_path, IDP_SECRET_KEY="the-new-one", IDP_PREVIOUS_SECRET_KEY="test-secret-key", **backend
-    )
-    try:
-        with new.app_context():
-            assert key_store().signing_key("RS256").kid == kid
-    finally:
-        dispose_app(new)
+    with (
+        running_app(
+            tmp_path,
+            IDP_SECRET_KEY="the-new-one",
+            IDP_PREVIOUS_SECRET_KEY="test-secret-key",
+            **backend,
+        ) as new,
+        new.app_context(),
+    ):
+        assert key_store().signing_key("RS256").kid == kid
     # Every key is now sealed under the new secret: it alone opens them...
     dispose_app(make_app(tmp_path, IDP_SECRET_KEY="the-new-one", **backend))
     with pytest.raises(WrongSecretKey):

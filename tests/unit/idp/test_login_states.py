@@ -356,14 +356,19 @@ def test_a_decision_is_final(world, published, first, then, final):
     assert statuses(published, login.id) == ["scanned", final.value]
 
 
-@pytest.mark.parametrize("decide", [approve_login, deny_login], ids=["approve", "deny"])
-def test_a_decided_request_cannot_be_scanned_again(world, decide):
+@pytest.mark.parametrize(
+    ("decide", "decided"),
+    [(approve_login, "approved"), (deny_login, "denied")],
+    ids=["approve", "deny"],
+)
+def test_a_decided_request_cannot_be_scanned_again(world, decide, decided):
     login = start(world)
     scan_login(login.id, device(world.device))
     decide(login.id, device(world.device))
-    with raises(AlreadyUsed, "already_used", 409, "another device already scanned this code"):
+    message = f"this sign-in request was already {decided}"
+    with raises(AlreadyUsed, "already_used", 409, message):  # the same device: it decided
         scan_login(login.id, device(world.device))
-    with raises(AlreadyUsed, "already_used", 409):
+    with raises(AlreadyUsed, "already_used", 409, message):
         scan_login(login.id, device(world.other_device))
 
 
@@ -384,6 +389,14 @@ def test_completion_needs_the_binding_secret(world, secret):
         claim_completion(login.id, secret)
     db.session.rollback()
     assert row(login.id).status == Status.APPROVED
+
+
+@pytest.mark.parametrize("request_id", ["A" * 43, "not an id"])
+@pytest.mark.parametrize("secret", [BINDING, None, ""])
+def test_an_unknown_request_is_answered_as_another_browsers(world, request_id, secret):
+    """The browser endpoints tell a guesser nothing: no such request is a binding mismatch."""
+    with raises(BindingMismatch, "binding_mismatch", 403):
+        services.find_for_browser(request_id, secret)
 
 
 def test_completion_before_approval_is_refused(world):
@@ -408,6 +421,8 @@ def test_completion_happens_once(world, published):
     with raises(AlreadyUsed, "already_used", 409, "this sign-in was already completed"):
         claim_completion(login.id, BINDING)
     assert row(login.id).status == Status.COMPLETED
+    with raises(AlreadyUsed, "already_used", 409, "this sign-in request was already completed"):
+        scan_login(login.id, device(world.device))  # the phone that approved it, scanning again
     # claim_completion itself publishes nothing: the view does, after issuing the code.
     assert statuses(published, login.id) == ["scanned", "approved"]
 
