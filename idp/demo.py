@@ -155,8 +155,8 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 
         try:
             if requests.get(url, timeout=2).status_code < 500:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or still starting (a first answer can be slow)
         time.sleep(0.2)
     raise SystemExit(f"{url} did not answer within {seconds:.0f} s")
 
