@@ -55,10 +55,18 @@ def check_no_request_object(grant: Any, redirect_uri: str) -> None:
 
 class AuthorizationChecks:
     """Our rules for an authorization request, one named check each, run in this order
-    once Authlib has validated the request's payload."""
+    once Authlib has validated the request's payload.
+
+    One hook runs them all: Authlib keeps a grant's hooks in a set, so hooks registered
+    one by one would run in an order of its choosing (as ours do beside its PKCE and
+    nonce hooks)."""
 
     CHECKS = (check_lengths, check_max_age, check_no_request_object)
 
     def __call__(self, grant: Any) -> None:
+        grant.register_hook("after_validate_authorization_request_payload", self.run)
+
+    def run(self, grant: Any, redirect_uri: str) -> None:
+        """Every check, in order; the first that fails answers."""
         for check in self.CHECKS:
-            grant.register_hook("after_validate_authorization_request_payload", check)
+            check(grant, redirect_uri)

@@ -9,6 +9,7 @@ import secrets
 import pytest
 import requests
 
+from idp import limits
 from idp_phone.api import PhoneApiError, PhoneClient
 from support import PASSWORD, RelyingParty, add_client, add_user, make_app, redis_url, running_app
 
@@ -131,6 +132,34 @@ def test_limits_can_be_switched_off(tmp_path, enabled, last):
             http.get(url.removeprefix("http://127.0.0.1:8000")).status_code for _ in range(3)
         ]
     assert statuses == [200, 200, last]
+
+
+#: Every view with a per-IP limit: endpoint -> (setting, scope). Views of one scope share
+#: one budget.
+PER_IP_LIMITS = {
+    "qrlogin.authorize": ("IDP_LIMIT_BROWSER", "browser"),
+    "qrlogin.renew": ("IDP_LIMIT_BROWSER", "browser"),
+    "qrlogin.short_code": ("IDP_LIMIT_BROWSER", "browser"),
+    "mobile.enroll": ("IDP_LIMIT_ENROLL", "enroll"),
+    "mobile.whoami": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.my_devices": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.revoke_my_device": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.scan": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.approve": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.deny": ("IDP_LIMIT_PHONE_IP", "phone"),
+}
+
+
+def test_the_per_ip_limits_are_on_exactly_these_views(tmp_path):
+    """``limits.per_ip`` marks views one by one: a view that loses (or gains) its mark
+    shows here, not in production."""
+    with running_app(tmp_path) as app:
+        marked = {
+            endpoint: mark
+            for endpoint, view in app.view_functions.items()
+            if (mark := getattr(view, limits.PER_IP_MARK, None))
+        }
+    assert marked == PER_IP_LIMITS
 
 
 def test_workers_share_their_counters_through_redis(tmp_path):

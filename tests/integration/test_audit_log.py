@@ -97,6 +97,7 @@ def test_denials_wrong_passwords_and_admin_changes_are_recorded(world, tmp_path)
     assert (refused.username, refused.device_id, refused.ip) == ("alice", None, "127.0.0.1")
     admin = next(line for line in lines if line.event == "client.deleted")
     assert admin.ip is None  # done at the command line
+    assert [line.ip for line in lines[-4:]] == [None] * 4  # so were the others after it
     assert next(line for line in lines if line.event == "keys.rotated").detail["alg"] == "ES256"
 
 
