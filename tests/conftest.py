@@ -16,10 +16,17 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from flask import Flask
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
 
 from idp.accounts import services as accounts
-from support import dispose_app, free_port, make_app, postgres_database, redis_url
+from support import (
+    dispose_app,
+    listening_socket,
+    make_app,
+    postgres_database,
+    redis_url,
+    serve_in_thread,
+)
 
 # Tests only: test users' passwords are hashed with argon2id's cheapest parameters. A
 # check follows the parameters stored in the hash, so every enrollment in the suite (and
@@ -74,12 +81,14 @@ class LiveServer:
 
 
 def start_live_server(tmp_path: Path, **config: Any) -> tuple[LiveServer, threading.Thread]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    app = make_app(tmp_path, issuer=url, **config)
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    listener = listening_socket()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        app = make_app(tmp_path, issuer=url, **config)
+    except BaseException:
+        listener.close()
+        raise
+    server, thread = serve_in_thread(listener, app)
     return LiveServer(app=app, url=url, server=server), thread
 
 
