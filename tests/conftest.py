@@ -7,6 +7,7 @@ relying party against it and still look into the database.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer
 
 from idp.accounts import services as accounts
+from idp.oauth import keys
+from idp.oauth.keys import SigningJWK
 from support import (
     dispose_app,
     listening_socket,
@@ -32,6 +35,32 @@ from support import (
 # check follows the parameters stored in the hash, so every enrollment in the suite (and
 # in the servers it starts) then costs about a millisecond instead of ~50 ms of CPU.
 accounts._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+class KeyPool:
+    """Tests only: signing keys from a pool made once per test process, in turn. A
+    2048-bit RSA key takes 30-100 ms to make, and every app that signs makes one; a test
+    has a database of its own, and the keys it draws one after another (its first
+    keys, then each rotation's) all differ, up to ``SIZE`` of them."""
+
+    SIZE = 16
+
+    def __init__(self) -> None:
+        self._made: dict[str, list[SigningJWK]] = {}
+        self._turn: dict[str, itertools.count] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, alg: str) -> SigningJWK:
+        with self._lock:
+            made = self._made.setdefault(alg, [])
+            turn = next(self._turn.setdefault(alg, itertools.count())) % self.SIZE
+            if turn == len(made):
+                made.append(_generate_key(alg))
+            return made[turn]
+
+
+_generate_key = keys.generate_key
+keys.generate_key = KeyPool()
 
 
 @pytest.fixture(params=["sqlite", "postgres+redis"])
