@@ -27,12 +27,17 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Both run the suite in parallel processes (pytest-xdist; tests marked xdist_group share
+# one); a plain `pytest path::test` stays a single process, for debugging.
+TEST_WORKERS ?= 4
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 # The inner loop: SQLite only, no browser, no multi-process cluster (`make test` runs all).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -k "not postgres" --ignore=tests/browser \
+	$(BIN)/python -m pytest -q $(PARALLEL) -k "not postgres" --ignore=tests/browser \
 		--ignore=tests/integration/test_cluster.py
 
 # Extract the messages, merge them into each language's catalog, compile the catalogs.

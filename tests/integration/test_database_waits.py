@@ -38,6 +38,9 @@ from support import (
     redis_url,
 )
 
+# PostgreSQL only (`make test-fast`, SQLite only, leaves these out).
+pytestmark = pytest.mark.postgres
+
 
 @dataclass
 class Server:
