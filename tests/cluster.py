@@ -277,10 +277,12 @@ class IdPProcess:
         return self.process.wait(timeout=30)
 
     def stop(self) -> None:
+        """Quick shutdown, after the test (SIGQUIT): a graceful one (``terminate``) waits
+        for every client's idle keep-alive connection to time out, 5 s."""
         if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGQUIT)
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
