@@ -28,7 +28,6 @@ from cluster import IdPProcess, RedisServer, TcpProxy, wait_until
 from idp.realtime.broker import RECHECK, RedisBroker
 from idp_phone.api import PhoneApiError, PhoneClient
 from support import (
-    REDIS_URL,
     Browser,
     Page,
     RelyingParty,
@@ -503,14 +502,15 @@ def test_a_frozen_postgresql_loses_no_login(tmp_path, database):
         network.close()
 
 
-def test_the_redis_broker_rechecks_after_losing_its_connection():
+def test_the_redis_broker_rechecks_after_losing_its_connection(private_redis):
     """Redis drops the subscriber connection (a restart, a failover): the broker
-    reconnects by itself and tells every local page to re-read the database."""
-    broker = RedisBroker(redis_url())
+    reconnects by itself and tells every local page to re-read the database. (A private
+    Redis: on the shared one this would drop every other test's subscribers too.)"""
+    broker = RedisBroker(private_redis.url)
     try:
         assert broker.wait_ready(10)
         subscription = broker.subscribe("login:x")
-        redis.Redis.from_url(REDIS_URL).client_kill_filter(_type="pubsub")
+        redis.Redis.from_url(private_redis.url).client_kill_filter(_type="pubsub")
         assert subscription.get(timeout=10) == RECHECK
         broker.publish("login:x", {"status": "scanned"})
         assert subscription.get(timeout=10) == {"status": "scanned"}
