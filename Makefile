@@ -28,16 +28,18 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # Both run the suite in parallel processes (pytest-xdist; tests marked xdist_group share
-# one); a plain `pytest path::test` stays a single process, for debugging.
+# one); a plain `pytest path::test` stays a single process, for debugging. Bytecode is
+# cached even where PYTHONDONTWRITEBYTECODE is set: otherwise every worker rewrites every
+# test module's asserts again, and every `idp` process compiles the package again.
 TEST_WORKERS ?= 4
-PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test: lint
-	$(BIN)/python -m pytest $(PARALLEL)
+	$(PYTEST)
 
 # The inner loop: SQLite only, no browser, no multi-process cluster (`make test` runs all).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q $(PARALLEL) -k "not postgres" --ignore=tests/browser \
+	$(PYTEST) -q -k "not postgres" --ignore=tests/browser \
 		--ignore=tests/integration/test_cluster.py
 
 # Extract the messages, merge them into each language's catalog, compile the catalogs.
