@@ -283,12 +283,16 @@ class PageSocket(WebSocketClient):
 
     Its handshake reads only the first event of what it received; a message the
     server sent right after the 101 response (gevent often sends both in one
-    segment) would wait in wsproto's buffer until more data came.
+    segment) would wait in wsproto's buffer until more data came. The server's close
+    may be in that segment too (a page of a decided login gets its status, then the
+    close): the socket still opened, as a browser's does, and its messages are received
+    before ``ConnectionClosed`` (not a ``ConnectionError`` from the constructor).
     """
 
     def handshake(self) -> None:
         super().handshake()
-        self.connected = self._handle_events()
+        self._handle_events()
+        self.connected = True  # after a close seen here, the reader thread meets the EOF
 
 
 def s256(verifier: str) -> str:
