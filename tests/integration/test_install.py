@@ -117,7 +117,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         if "==" in line and "@" not in line and not line.lower().startswith("qr-idp")
     ]
     constraints.write_text("".join(pin + "\n" for pin in pins))
-    run(venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", constraints,
+    # No bytecode compiled ahead for every installed module: the few that run compile then.
+    run(venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-compile", "-c", constraints,
         f"{wheel}[postgres]", cwd=tmp)  # fmt: skip
     workdir = tmp / "elsewhere"
     workdir.mkdir()
