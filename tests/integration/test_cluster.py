@@ -238,7 +238,9 @@ def test_a_killed_worker_loses_no_login(cluster):
     os.kill(victim, signal.SIGKILL)
     ws = reconnect(browser, page, ws)
     assert next_status(ws) == "pending"  # the current state, first thing
-    # /metrics on any worker adds up every live worker's (the dead one's socket is gone).
+    # /metrics on any worker adds up every live worker's (the dead one's socket is gone
+    # once gunicorn has reaped it, which a loaded machine may not have done yet).
+    wait_until(lambda: victim not in a.worker_pids(), 10, "gunicorn reaping the dead worker")
     assert a.metric("idp_open_websockets") == 1
     assert a.metric("idp_login_requests_total", outcome="created") == 1
 
