@@ -27,12 +27,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Both run the suite in parallel processes (pytest-xdist; tests marked xdist_group share
-# one); a plain `pytest path::test` stays a single process, for debugging. Bytecode is
+# Both run the suite in parallel processes (pytest-xdist; each module that tests/conftest.py
+# names in ONE_WORKER runs on one); a plain `pytest path::test` stays a single process, for
+# debugging. Bytecode is
 # cached even where PYTHONDONTWRITEBYTECODE is set: otherwise every worker rewrites every
 # test module's asserts again, and every `idp` process compiles the package again.
 TEST_WORKERS ?= 4
-PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test: lint
 	$(PYTEST)

@@ -18,6 +18,7 @@ import pytest
 from argon2 import PasswordHasher
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer
+from xdist.scheduler import LoadScopeScheduling
 
 from idp.accounts import services as accounts
 from idp.oauth import keys
@@ -61,6 +62,29 @@ class KeyPool:
 
 _generate_key = keys.generate_key
 keys.generate_key = KeyPool()
+
+
+#: Modules whose tests all run on one pytest-xdist worker: their module fixture (a built
+#: and installed wheel; two fuzzed IdPs) is costly, and is made once per worker that runs
+#: any of them.
+ONE_WORKER = {"tests/integration/test_install.py", "tests/integration/test_openapi_fuzz.py"}
+
+
+class _OneWorkerModules(LoadScopeScheduling):
+    """``--dist load``, except for the ``ONE_WORKER`` modules. (``--dist loadgroup`` with
+    ``xdist_group`` marks would say it, but pytest-xdist 3.8 renames ``item._nodeid``,
+    which pytest 9 no longer reads: every test stays in a group of its own.)"""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return module if module in ONE_WORKER else nodeid
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    """For ``-n N`` (``--dist load``) and ``--dist loadgroup``; other modes as they are."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    return _OneWorkerModules(config, log)
 
 
 @pytest.fixture(params=["sqlite", "postgres+redis"])

@@ -44,9 +44,6 @@ PACKAGE_DATA = {
 }
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
-# One worker builds and installs the wheel once (a module fixture) and runs all of these.
-pytestmark = pytest.mark.xdist_group("install")
-
 
 @dataclass
 class Installed:

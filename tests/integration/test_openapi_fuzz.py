@@ -66,9 +66,6 @@ CHECKS = [
     response_headers_conformance,
 ]
 
-# One worker starts the two fuzzed IdPs once (a module fixture) and runs all of these.
-pytestmark = pytest.mark.xdist_group("openapi_fuzz")
-
 
 class SignedLikeThePhone(requests.auth.AuthBase):
     """Sign phone-API requests as the reference app does; authenticate the others as a
