@@ -46,12 +46,20 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Both run the suite in parallel processes (pytest-xdist; each module that tests/conftest.py
+# names in ONE_WORKER runs on one); a plain `pytest path::test` stays a single process, for
+# debugging. Bytecode is
+# cached even where PYTHONDONTWRITEBYTECODE is set: otherwise every worker rewrites every
+# test module's asserts again, and every `idp` process compiles the package again.
+TEST_WORKERS ?= 4
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_WORKERS)
+
 test: lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The inner loop: SQLite only, no browser, no multi-process cluster (`make test` runs all).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -k "not postgres" --ignore=tests/browser \
+	$(PYTEST) -q -k "not postgres" --ignore=tests/browser \
 		--ignore=tests/integration/test_cluster.py
 
 # Extract the messages, merge them into each language's catalog, compile the catalogs.

@@ -47,7 +47,6 @@ class TcpProxy:
     """
 
     def __init__(self, backend_port: int) -> None:
-        self.port = free_port()
         self.backend_port = backend_port
         self._up = True
         self._flowing = threading.Event()
@@ -56,7 +55,8 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         #: client-side port of an accepted connection -> local port of its upstream side
         self.upstream_of: dict[int, int] = {}
-        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
         self._listener.settimeout(0.2)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -277,10 +277,12 @@ class IdPProcess:
         return self.process.wait(timeout=30)
 
     def stop(self) -> None:
+        """Quick shutdown, after the test (SIGQUIT): a graceful one (``terminate``) waits
+        for every client's idle keep-alive connection to time out, 5 s."""
         if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGQUIT)
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -7,6 +7,7 @@ relying party against it and still look into the database.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,15 +17,74 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from flask import Flask
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
+from xdist.scheduler import LoadScopeScheduling
 
 from idp.accounts import services as accounts
-from support import dispose_app, free_port, make_app, postgres_database, redis_url
+from idp.oauth import keys
+from idp.oauth.keys import SigningJWK
+from support import (
+    dispose_app,
+    listening_socket,
+    make_app,
+    postgres_database,
+    redis_url,
+    serve_in_thread,
+)
 
 # Tests only: test users' passwords are hashed with argon2id's cheapest parameters. A
 # check follows the parameters stored in the hash, so every enrollment in the suite (and
 # in the servers it starts) then costs about a millisecond instead of ~50 ms of CPU.
 accounts._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+class KeyPool:
+    """Tests only: signing keys from a pool made once per test process, in turn. A
+    2048-bit RSA key takes 30-100 ms to make, and every app that signs makes one; a test
+    has a database of its own, and the keys it draws one after another (its first
+    keys, then each rotation's) all differ, up to ``SIZE`` of them."""
+
+    SIZE = 16
+
+    def __init__(self) -> None:
+        self._made: dict[str, list[SigningJWK]] = {}
+        self._turn: dict[str, itertools.count] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, alg: str) -> SigningJWK:
+        with self._lock:
+            made = self._made.setdefault(alg, [])
+            turn = next(self._turn.setdefault(alg, itertools.count())) % self.SIZE
+            if turn == len(made):
+                made.append(_generate_key(alg))
+            return made[turn]
+
+
+_generate_key = keys.generate_key
+keys.generate_key = KeyPool()
+
+
+#: Modules whose tests all run on one pytest-xdist worker: their module fixture (a built
+#: and installed wheel; two fuzzed IdPs) is costly, and is made once per worker that runs
+#: any of them.
+ONE_WORKER = {"tests/integration/test_install.py", "tests/integration/test_openapi_fuzz.py"}
+
+
+class _OneWorkerModules(LoadScopeScheduling):
+    """``--dist load``, except for the ``ONE_WORKER`` modules. (``--dist loadgroup`` with
+    ``xdist_group`` marks would say it, but pytest-xdist 3.8 renames ``item._nodeid``,
+    which pytest 9 no longer reads: every test stays in a group of its own.)"""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return module if module in ONE_WORKER else nodeid
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    """For ``-n N`` (``--dist load``) and ``--dist loadgroup``; other modes as they are."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    return _OneWorkerModules(config, log)
 
 
 @pytest.fixture(params=["sqlite", "postgres+redis"])
@@ -74,12 +134,14 @@ class LiveServer:
 
 
 def start_live_server(tmp_path: Path, **config: Any) -> tuple[LiveServer, threading.Thread]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    app = make_app(tmp_path, issuer=url, **config)
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    listener = listening_socket()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        app = make_app(tmp_path, issuer=url, **config)
+    except BaseException:
+        listener.close()
+        raise
+    server, thread = serve_in_thread(listener, app)
     return LiveServer(app=app, url=url, server=server), thread
 
 

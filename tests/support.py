@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import html
+import itertools
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from simple_websocket import ConnectionClosed
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from idp import create_app, db
 from idp.accounts.services import create_user
@@ -159,11 +162,58 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+def listening_socket() -> socket.socket:
+    """A socket listening on a free port of 127.0.0.1, for a server in this process: bound
+    at once, so no other test or connection can take the port before the server serves."""
+    return socket.create_server(("127.0.0.1", 0))
+
+
+def serve_in_thread(listener: socket.socket, app: Any) -> tuple[BaseWSGIServer, threading.Thread]:
+    """Serve ``app`` (werkzeug, threaded) on ``listener`` (which is closed: the server has
+    its own duplicate of it) in a daemon thread."""
+    port = listener.getsockname()[1]
+    server = make_server("127.0.0.1", port, app, threaded=True, fd=listener.fileno())
+    listener.close()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    return server, thread
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nobody listens on right now, for a server another process will bind.
+
+    It is below the kernel's ephemeral range, where outgoing connections take their local
+    ports (one of them could take a port picked there before the server binds it), and in
+    a slice of its own for each pytest-xdist worker, so two workers never pick the same.
+    """
+    for _ in range(1000):
+        port = next(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in this worker's slice")
+
+
+def _port_slice() -> Iterator[int]:
+    """This process's ports, from a random one on, round and round."""
+    low = 10_000
+    try:
+        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        high = 32_768  # Linux's default start of the ephemeral range
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = (high - low) // workers
+    assert size >= 100, f"the ephemeral ports start at {high}: too low for {workers} workers"
+    ports = list(range(low + worker * size, low + (worker + 1) * size))
+    start = secrets.randbelow(size)
+    return itertools.cycle(ports[start:] + ports[:start])
+
+
+_PORTS = _port_slice()
 
 
 REDIRECT_URI = "http://localhost:9999/callback"

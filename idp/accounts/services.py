@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -18,9 +19,15 @@ from idp.errors import InvalidCredentials, InvalidRequest
 from idp.terminal import has_control_characters
 
 _hasher = PasswordHasher()  # argon2id, the library's current defaults
-# A real hash of a throwaway password, verified when the user does not exist so
-# that a wrong username takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A real hash of a throwaway password, verified when the user does not exist so
+    that a wrong username takes as long as a wrong password. Made on first use, not at
+    import: every ``idp`` command would pay for it otherwise."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
 
 #: Usernames are 1-150 ASCII letters, digits and ``_ . @ -``: no spaces, no control
 #: characters (they are printed in audit lines, logs and on phones).
@@ -69,12 +76,17 @@ def authenticate(username: str, password: str) -> User:
     # and another request waiting for it would block the whole process.
     db.release_before_yield()
     try:
-        _off_the_event_loop(_hasher.verify, user.password_hash if user else _DUMMY_HASH, password)
+        _off_the_event_loop(_verify, user.password_hash if user else None, password)
     except (VerificationError, InvalidHashError):
         raise InvalidCredentials() from None
     if user is None:
         raise InvalidCredentials()
     return user
+
+
+def _verify(password_hash: str | None, password: str) -> None:
+    """Check ``password`` against ``password_hash`` (the dummy hash when there is none)."""
+    _hasher.verify(_dummy_hash() if password_hash is None else password_hash, password)
 
 
 #: Threads that check passwords under gevent: argon2id is made to be slow (~50 ms of CPU

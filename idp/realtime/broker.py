@@ -273,10 +273,11 @@ class RedisBroker:
         return self._ready.wait(timeout)
 
     def close(self) -> None:
-        """Stop the listener thread and drop the connections."""
+        """Stop the listener thread and drop the connections (which wakes the listener
+        now, not at the end of its current one-second read)."""
         self._stopped.set()
-        self._thread.join(timeout=5)
         self._redis.close()
+        self._thread.join(timeout=5)
 
     def _listen(self) -> None:
         connected_before = False

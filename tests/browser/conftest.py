@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from cluster import IdPProcess
 from idp import db
-from support import IN_CI, add_user, free_port, running_app
+from support import IN_CI, add_user, free_port, listening_socket, running_app, serve_in_thread
 
 CHROMIUM = os.environ.get("IDP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -84,9 +81,9 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
 
     marker = request.node.get_closest_marker("idp_config")
     extra = {k: str(v) for k, v in (marker.kwargs if marker else {}).items()}
-    # The RP's socket is bound now (to port 0): a port merely picked here and bound after
-    # the IdP has started, seconds later, may be someone else's by then on a busy machine.
-    rp_socket = socket.create_server(("127.0.0.1", 0))
+    # The RP's socket is bound now: a port merely picked here and bound after the IdP has
+    # started, seconds later, may be someone else's by then on a busy machine.
+    rp_socket = listening_socket()
     idp_port, rp_port = free_port(), rp_socket.getsockname()[1]
     issuer, rp_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{rp_port}"
     database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
@@ -120,10 +117,7 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
             "RP_BASE_URL": rp_url,
         }
     )
-    server = make_server("127.0.0.1", rp_port, rp, threaded=True, fd=rp_socket.fileno())
-    rp_socket.close()  # the server has its own duplicate of it
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    server, thread = serve_in_thread(rp_socket, rp)
     try:
         yield Site(idp=idp, rp_url=rp_url, tmp=tmp_path)
     finally:

@@ -10,7 +10,6 @@ IdP on ``127.0.0.1``): discovery, JWKS, token, UserInfo (with a preflight: it se
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,10 @@ import pytest
 from flask import Flask, jsonify, send_file
 from playwright.sync_api import Browser, Page, expect
 from test_sign_in import enroll, new_context, read_qr
-from werkzeug.serving import make_server
 
 from cluster import IdPProcess
 from idp import db
-from support import add_user, free_port, running_app
+from support import add_user, free_port, listening_socket, running_app, serve_in_thread
 
 HERE = Path(__file__).parent
 FILES = {
@@ -60,7 +58,8 @@ def spa_server(config: dict[str, str]) -> Flask:
 
 @pytest.fixture
 def spa_site(tmp_path: Path) -> Iterator[SpaSite]:
-    idp_port, spa_port = free_port(), free_port()
+    spa_socket = listening_socket()
+    idp_port, spa_port = free_port(), spa_socket.getsockname()[1]
     issuer, spa_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{spa_port}"
     database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
     with running_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database) as setup:
@@ -88,14 +87,9 @@ def spa_site(tmp_path: Path) -> Iterator[SpaSite]:
     )
     idp.port = idp_port
     idp.start()
-    server = make_server(
-        "127.0.0.1",
-        spa_port,
-        spa_server({"authority": issuer, "client_id": client_id}),
-        threaded=True,
+    server, thread = serve_in_thread(
+        spa_socket, spa_server({"authority": issuer, "client_id": client_id})
     )
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
     try:
         yield SpaSite(idp=idp, spa_url=spa_url, tmp=tmp_path)
     finally:

@@ -37,6 +37,9 @@ from support import (
     running_app,
 )
 
+# PostgreSQL only (`make test-fast`, SQLite only, leaves these out).
+pytestmark = pytest.mark.postgres
+
 
 @dataclass
 class Server:

@@ -102,7 +102,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     venv = tmp / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp)
     constraints = CHECKOUT / "constraints.txt"
-    run(venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", constraints,
+    # No bytecode compiled ahead for every installed module: the few that run compile then.
+    run(venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-compile", "-c", constraints,
         f"{wheel}[postgres]", cwd=tmp)  # fmt: skip
     workdir = tmp / "elsewhere"
     workdir.mkdir()

@@ -10,7 +10,6 @@ credentials and, at ``/userinfo``, a real access token of a QR sign-in.
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from werkzeug.serving import make_server
 
 from idp_phone.api import PhoneClient
 from idp_phone.proof import make_proof, public_jwk
@@ -40,10 +38,11 @@ from support import (
     approve_and_exchange,
     dispose_app,
     enroll_phone,
-    free_port,
+    listening_socket,
     make_app,
     postgres_database,
     redis_url,
+    serve_in_thread,
 )
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
@@ -106,12 +105,14 @@ class FuzzTarget:
 
 
 def _serve(tmp_path: Path, backend: dict[str, str]) -> Iterator[FuzzTarget]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    app = make_app(tmp_path, issuer=url, **backend, **GENEROUS_LIMITS)
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    listener = listening_socket()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        app = make_app(tmp_path, issuer=url, **backend, **GENEROUS_LIMITS)
+    except BaseException:
+        listener.close()
+        raise
+    server, thread = serve_in_thread(listener, app)
     try:
         add_user(app, "alice")
         client = add_client(app)

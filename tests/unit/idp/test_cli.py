@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from idp.migrate import upgrade
+from support import sqlite_database
 
 IDP = Path(sys.executable).parent / "idp"
 PASSWORD = "correct horse battery staple"
@@ -67,8 +67,8 @@ def fresh(tmp_path):
 
 @pytest.fixture
 def idp(fresh):
-    """The command, pointed at a migrated database (migrated in-process: faster)."""
-    upgrade(f"sqlite:///{fresh.database}")
+    """The command, pointed at a migrated database (a copy of the migrated template)."""
+    sqlite_database(fresh.database)
     return fresh
 
 

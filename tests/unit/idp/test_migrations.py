@@ -38,6 +38,7 @@ def test_upgrade_is_idempotent(tmp_path):
     assert head is not None and version == head
 
 
+@pytest.mark.postgres
 def test_migrations_match_models_on_postgresql():
     with postgres_database() as url:
         assert schema_difference(url) == []
@@ -75,7 +76,9 @@ def test_every_foreign_key_is_indexed(table):
         assert fk.parent.name in leading, f"{table}.{fk.parent.name} has no index"
 
 
-@pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "engine_name", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def test_upgrade_to_0006_gives_existing_clients_their_redirect_uris_origins(tmp_path, engine_name):
     if engine_name == "postgresql":
         with postgres_database() as url:
