@@ -777,5 +777,8 @@ def test_approve_racing_expiry_exactly_one_wins(world, app, published, lifetime)
     else:
         assert final == Status.EXPIRED
         assert approvals == []
-        assert len(expiries) == 1
-    assert statuses(published, login.id) == ["scanned", final]
+        # One writer made the expiry: an expirer, or an approval that found the request
+        # past its lifetime (it writes the expiry, then answers Expired).
+        assert len(expiries) == 1 or any(type(error) is Expired for error in errors)
+        assert len(expiries) <= 1
+    assert statuses(published, login.id) == ["scanned", final]  # one message: one writer
