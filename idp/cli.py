@@ -53,7 +53,7 @@ def _echo(line: str, *, err: bool = False) -> None:
 def main() -> None:
     """QR-IdP: an OpenID Connect provider whose sign-in is a QR code scanned by your phone.
 
-    Configuration comes from IDP_* environment variables (see the README).
+    Configuration comes from IDP_* environment variables (docs/configuration.md).
     """
 
 
