@@ -30,7 +30,7 @@ The unit of work (``tests/unit/idp/test_commit_rule.py`` reads the source for it
     for its locks, on SQLite for the one write lock): a refused proof's ``jti``
     (``idp.mobile.proof.settle_proof``), an expiry seen on read by a request that then
     fails (``idp.qrlogin.services._check_open``), and the family revocation of a
-    replayed code or reused refresh token (``idp.oauth.server.revoke_family``: the token
+    replayed code or reused refresh token (``idp.oauth.family.revoke_family``: the token
     request that found the replay fails);
   - with :func:`independent_transaction`: the first signing keys (on SQLite, where the
     request may hold the write lock, a savepoint of the request's, cached only once

@@ -15,7 +15,7 @@ from idp.accounts.services import authenticate, check_username
 from idp.db import utcnow
 from idp.errors import DeviceExists, InvalidRequest
 from idp.mobile.models import Device
-from idp.oauth.server import revoke_device_grants
+from idp.oauth.family import revoke_device_grants
 from idp.qrlogin.services import refuse_device_logins
 from idp.sso.services import end_device_sessions
 from idp.terminal import has_control_characters

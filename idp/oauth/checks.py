@@ -3,7 +3,7 @@
 Authlib validates the request, then runs these (``AuthorizationChecks``, an extension
 of the authorization-code grant) in order; a failure is an error response that goes
 back to the client when its ``redirect_uri`` is known (RFC 6749 §4.1.2.1). PKCE's rule
-is ``idp.oauth.server.RequiredS256``; the one check that must run before Authlib (it
+is ``idp.oauth.grants.RequiredS256``; the one check that must run before Authlib (it
 quotes what it refuses) is ``idp.qrlogin.views.check_quotable``.
 """
 

@@ -7,10 +7,12 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import db, web
 from idp.errors import json_errors
+from idp.oauth.claims import ACR
 from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS, REVOCATION_AUTH_METHODS
+from idp.oauth.grants import TOKEN_AUTH_METHODS
 from idp.oauth.keys import ALGORITHMS, key_store
 from idp.oauth.models import SUPPORTED_SCOPES
-from idp.oauth.server import ACR, TOKEN_AUTH_METHODS, authorization_server
+from idp.oauth.server import authorization_server
 from idp.ops import metrics
 
 bp = json_errors(Blueprint("oauth", __name__))

@@ -40,7 +40,7 @@ OWN_TRANSACTIONS = {
     ("realtime/views.py", "_current_state"): "a WebSocket step that saw the request expire",
     ("mobile/proof.py", "settle_proof"): "a refused proof's jti stands alone",
     ("qrlogin/services.py", "_check_open"): "an expiry seen on read stands alone",
-    ("oauth/server.py", "revoke_family"): (
+    ("oauth/family.py", "revoke_family"): (
         "a replayed code's or refresh token's family revocation stands, though the token "
         "request that found it fails"
     ),
