@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import requests
@@ -288,3 +289,36 @@ class IdPProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+
+def seeded_idp(
+    tmp_path: Path,
+    site_url: str,
+    client_name: str,
+    env: dict[str, str] | None = None,
+    **client_options: Any,
+) -> tuple[IdPProcess, str, str | None]:
+    """A started `idp serve` on a SQLite file, with user alice ("Alice Example") and one
+    client redirecting to ``{site_url}/callback``: (the process, client id, secret)."""
+    from idp import db
+    from idp.admin.services import create_client
+    from support import add_user, running_app
+
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
+    with running_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database) as setup:
+        add_user(setup, "alice", name="Alice Example")
+        with setup.app_context(), db.unit_of_work():
+            client, secret = create_client(client_name, [f"{site_url}/callback"], **client_options)
+            client_id = client.client_id
+    settings = {
+        "IDP_ISSUER": issuer,
+        "IDP_DATABASE_URL": database,
+        "IDP_SECRET_KEY": "browser-test-secret",
+        "IDP_LOG_FORMAT": "text",
+    }
+    idp = IdPProcess(tmp_path, "idp", settings | (env or {}))
+    idp.port = port
+    idp.start()
+    return idp, client_id, secret

@@ -279,6 +279,23 @@ def running_app(
         dispose_app(app)
 
 
+def record_publishes(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
+    """Every message ``app``'s broker publishes from now on, in order, as (channel,
+    message); each is still published."""
+    broker = app.extensions["idp.broker"]
+    messages: list[tuple[str, dict]] = []
+    lock = threading.Lock()
+    original = broker.publish
+
+    def record(name: str, message: dict) -> None:
+        with lock:
+            messages.append((name, message))
+        original(name, message)
+
+    monkeypatch.setattr(broker, "publish", record)
+    return messages
+
+
 def dispose_app(app: Flask) -> None:
     """Release the app's connections (a PostgreSQL database can then be dropped), and end
     its page sockets now (as a stopping worker does), not at their next heartbeat: a

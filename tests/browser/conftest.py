@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from cluster import IdPProcess
-from idp import db
-from support import IN_CI, add_user, free_port, listening_socket, running_app, serve_in_thread
+from cluster import IdPProcess, seeded_idp
+from support import IN_CI, listening_socket, serve_in_thread
 
 CHROMIUM = os.environ.get("IDP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -84,30 +83,9 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
     # The RP's socket is bound now: a port merely picked here and bound after the IdP has
     # started, seconds later, may be someone else's by then on a busy machine.
     rp_socket = listening_socket()
-    idp_port, rp_port = free_port(), rp_socket.getsockname()[1]
-    issuer, rp_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{rp_port}"
-    database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
-    with running_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database) as setup:
-        add_user(setup, "alice", name="Alice Example")
-        with setup.app_context(), db.unit_of_work():
-            from idp.admin.services import create_client
-
-            client, secret = create_client("Demo RP", [f"{rp_url}/callback"])
-            client_id = client.client_id
-
-    idp = IdPProcess(
-        tmp_path,
-        "idp",
-        {
-            "IDP_ISSUER": issuer,
-            "IDP_DATABASE_URL": database,
-            "IDP_SECRET_KEY": "browser-test-secret",
-            "IDP_LOG_FORMAT": "text",
-        }
-        | extra,
-    )
-    idp.port = idp_port
-    idp.start()
+    rp_url = f"http://localhost:{rp_socket.getsockname()[1]}"
+    idp, client_id, secret = seeded_idp(tmp_path, rp_url, "Demo RP", extra)
+    issuer = idp.url
     rp = create_rp(
         {
             "RP_ISSUER": issuer,

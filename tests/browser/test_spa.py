@@ -19,9 +19,8 @@ from flask import Flask, jsonify, send_file
 from playwright.sync_api import Browser, Page, expect
 from test_sign_in import enroll, new_context, read_qr
 
-from cluster import IdPProcess
-from idp import db
-from support import add_user, free_port, listening_socket, running_app, serve_in_thread
+from cluster import IdPProcess, seeded_idp
+from support import listening_socket, serve_in_thread
 
 HERE = Path(__file__).parent
 FILES = {
@@ -59,34 +58,16 @@ def spa_server(config: dict[str, str]) -> Flask:
 @pytest.fixture
 def spa_site(tmp_path: Path) -> Iterator[SpaSite]:
     spa_socket = listening_socket()
-    idp_port, spa_port = free_port(), spa_socket.getsockname()[1]
-    issuer, spa_url = f"http://127.0.0.1:{idp_port}", f"http://localhost:{spa_port}"
-    database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
-    with running_app(tmp_path / "setup", issuer=issuer, IDP_DATABASE_URL=database) as setup:
-        add_user(setup, "alice", name="Alice Example")
-        with setup.app_context(), db.unit_of_work():
-            from idp.admin.services import create_client
-
-            # A public client; its web origin is derived from its redirect URI.
-            client, _ = create_client(
-                "Test SPA",
-                [f"{spa_url}/callback"],
-                public=True,
-                post_logout_redirect_uris=[f"{spa_url}/signed-out"],
-            )
-            client_id = client.client_id
-    idp = IdPProcess(
+    spa_url = f"http://localhost:{spa_socket.getsockname()[1]}"
+    # A public client; its web origin is derived from its redirect URI.
+    idp, client_id, _ = seeded_idp(
         tmp_path,
-        "idp",
-        {
-            "IDP_ISSUER": issuer,
-            "IDP_DATABASE_URL": database,
-            "IDP_SECRET_KEY": "browser-test-secret",
-            "IDP_LOG_FORMAT": "text",
-        },
+        spa_url,
+        "Test SPA",
+        public=True,
+        post_logout_redirect_uris=[f"{spa_url}/signed-out"],
     )
-    idp.port = idp_port
-    idp.start()
+    issuer = idp.url
     server, thread = serve_in_thread(
         spa_socket, spa_server({"authority": issuer, "client_id": client_id})
     )

@@ -164,9 +164,10 @@ def reconnect(browser: Browser, page: Page, ws: object, timeout: float = 30) -> 
     return wait_until(attempt, timeout, "the page reconnecting")
 
 
-def scanned_on_two_processes(cluster: Cluster) -> tuple:
-    """Processes a and b; the page waiting on a; the phone, through b, has scanned."""
-    a, b = cluster.add_process("a"), cluster.add_process("b")
+def scanned_on_two_processes(cluster: Cluster, **settings: str) -> tuple:
+    """Processes a and b (with ``settings``); the page waiting on a; the phone, through
+    b, has scanned."""
+    a, b = cluster.add_process("a", **settings), cluster.add_process("b", **settings)
     enroll(cluster, b)
     browser, page, ws = open_page(cluster, a)
     cluster.balancer.route(b.port)
@@ -346,14 +347,7 @@ def test_a_frozen_redis_loses_no_login(tmp_path, database, private_redis):
     answers 500; once Redis answers again the processes resubscribe."""
     made = build_cluster(tmp_path, database, private_redis.url, database)
     with running(made) as cluster:
-        a = cluster.add_process("a", **FAST_REDIS)
-        b = cluster.add_process("b", **FAST_REDIS)
-        enroll(cluster, b)
-        browser, page, ws = open_page(cluster, a)
-        cluster.balancer.route(b.port)
-        phone = cluster.phone()
-        phone.scan(page.qr_url)
-        assert next_status(ws) == "scanned"
+        a, b, browser, page, ws, phone = scanned_on_two_processes(cluster, **FAST_REDIS)
 
         private_redis.freeze()
         try:
@@ -464,13 +458,7 @@ def test_a_frozen_postgresql_loses_no_login(tmp_path, database):
     bounded = {"IDP_DATABASE_STATEMENT_TIMEOUT": "1", "IDP_DATABASE_LOCK_TIMEOUT": "1"}
     try:
         with running(made) as cluster:
-            a, b = cluster.add_process("a", **bounded), cluster.add_process("b", **bounded)
-            enroll(cluster, b)
-            browser, page, ws = open_page(cluster, a)
-            cluster.balancer.route(b.port)
-            phone = cluster.phone()
-            phone.scan(page.qr_url)
-            assert next_status(ws) == "scanned"
+            a, b, browser, page, ws, phone = scanned_on_two_processes(cluster, **bounded)
 
             network.freeze()
             try:

@@ -6,7 +6,6 @@ published; a command's work commits only when the whole command succeeds (both b
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from idp.oauth.models import Client
 from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.services import channel
 from idp_phone.api import PhoneApiError, PhoneClient
-from support import PASSWORD
+from support import PASSWORD, record_publishes
 
 
 class Boom(RuntimeError):
@@ -38,18 +37,7 @@ def boom(*_args: Any, **_kwargs: Any) -> Any:
 @pytest.fixture
 def published(live_server, monkeypatch) -> list[tuple[str, dict[str, Any]]]:
     """Every message the live server publishes, as (channel, message)."""
-    broker = live_server.app.extensions["idp.broker"]
-    messages: list[tuple[str, dict[str, Any]]] = []
-    lock = threading.Lock()
-    original = broker.publish
-
-    def record(name: str, message: dict[str, Any]) -> None:
-        with lock:
-            messages.append((name, message))
-        original(name, message)
-
-    monkeypatch.setattr(broker, "publish", record)
-    return messages
+    return record_publishes(live_server.app, monkeypatch)
 
 
 def statuses(published: list, request_id: str) -> list[str]:

@@ -37,7 +37,7 @@ from idp.qrlogin import services
 from idp.qrlogin.models import LoginRequest, Status
 from idp.qrlogin.services import channel, claim_completion, find_login_request
 from idp.web import Caller
-from support import PASSWORD, REDIRECT_URI
+from support import PASSWORD, REDIRECT_URI, record_publishes
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"], indirect=True)
 
@@ -107,18 +107,7 @@ def world(app):
 @pytest.fixture
 def published(app, monkeypatch):
     """Every message the services publish, in order, as (channel, message)."""
-    broker = app.extensions["idp.broker"]
-    messages: list[tuple[str, dict[str, Any]]] = []
-    lock = threading.Lock()
-    original = broker.publish
-
-    def record(name: str, message: dict[str, Any]) -> None:
-        with lock:
-            messages.append((name, message))
-        original(name, message)
-
-    monkeypatch.setattr(broker, "publish", record)
-    return messages
+    return record_publishes(app, monkeypatch)
 
 
 def device(pk: int) -> Device:
