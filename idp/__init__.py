@@ -78,6 +78,7 @@ def _register_blueprints(app: Flask) -> None:
     from idp.qrlogin.views import bp as qrlogin_bp
     from idp.realtime import views as realtime
     from idp.sso.views import bp as sso_bp
+    from idp.webapp.views import bp as webapp_bp
 
     app.register_blueprint(oauth_bp)
     app.register_blueprint(qrlogin_bp)
@@ -85,6 +86,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(realtime.bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(sso_bp)
+    app.register_blueprint(webapp_bp)
     realtime.init_app(app)
 
     @app.get("/")

@@ -32,6 +32,7 @@ PAGE_POLICY: dict[str, tuple[str, ...]] = {
     "style-src": ("'self'",),
     "img-src": ("'self'", "data:"),
     "connect-src": ("'self'",),
+    "manifest-src": ("'self'",),
     "form-action": ("'self'",),
     "frame-ancestors": ("'none'",),
     "base-uri": ("'none'",),

@@ -221,12 +221,6 @@ def sign_in(response: Response, login: LoginRequest) -> None:
     web.set_cookie(response, web.SESSION_COOKIE, secret, max_age=ttl)
 
 
-@bp.get("/q/<request_id>")
-def qr_landing(request_id: str) -> str:
-    """Where a phone's plain camera app lands: it says to use the app, and nothing more."""
-    return render_template("qrlogin/qr_landing.html")
-
-
 def authorization_error(server: Server, error: OAuth2Error) -> Response:
     """Redirect the error to the RP when that is safe (RFC 6749 §4.1.2.1), else a page."""
     if error.redirect_uri:

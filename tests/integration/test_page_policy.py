@@ -30,7 +30,7 @@ NOT_REQUESTED: dict[str, str] = {}
 HTML_PAGES = {
     "home",
     "qrlogin.authorize",
-    "qrlogin.qr_landing",
+    "webapp.approve_page",
     "qrlogin.complete",
     "sso.logout",
     "static",  # a missing file's 404 page

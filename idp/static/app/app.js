@@ -1,0 +1,453 @@
+// The phone web app. One page, several screens (sections of idp/templates/webapp/app.html):
+// set up this phone, home (scan, type a code, the phones), a sign-in request, done.
+// Every change goes through the phone API with a proof signed by this browser's key
+// (api.js); text is only ever set with textContent, never parsed as HTML.
+
+import { ApiError, PhoneApi } from "./api.js";
+import * as keystore from "./keystore.js";
+import { newDeviceKey, publicJwk } from "./proof.js";
+
+const root = document.getElementById("phone-app");
+const state = JSON.parse(root.getAttribute("data-state"));
+const text = state.messages;
+const lang = document.documentElement.lang || "en";
+const byId = (id) => document.getElementById(id);
+
+let record = null; // this phone's enrollment (keystore.js)
+let api = null;
+let countdown = null;
+let stopScanner = null;
+
+// --- Saying things ---------------------------------------------------------------
+
+/** A message of the page's language, with its {fields} filled in. */
+function say(key, fields = {}) {
+  const template = text[key] || text.failed;
+  return template.replace(/\{(\w+)\}/g, (whole, name) => (name in fields ? String(fields[name]) : whole));
+}
+
+function notify(message) {
+  const element = byId("message");
+  element.textContent = message || "";
+  element.hidden = !message;
+}
+
+function errorText(error) {
+  if (!(error instanceof ApiError)) { return say("failed"); }
+  if (error.kind === "too_many") {
+    return error.retryAfter ? say("too_many", { seconds: error.retryAfter }) : say("too_many_later");
+  }
+  return say(error.kind in text ? error.kind : "failed");
+}
+
+/** Show what went wrong; a removed phone forgets its key and says so. */
+async function fail(error) {
+  if (error instanceof ApiError && error.kind === "device_removed") {
+    await keystore.forget();
+    record = null;
+    api = null;
+    showScreen("removed");
+    notify(say("device_removed"));
+    return;
+  }
+  if (!(error instanceof ApiError)) { console.error(error); }
+  notify(errorText(error));
+}
+
+function showScreen(name) {
+  for (const section of root.querySelectorAll("section")) {
+    section.hidden = section.id !== `screen-${name}`;
+  }
+  const heading = root.querySelector(`#screen-${name} h1`);
+  if (heading) {
+    heading.tabIndex = -1;
+    heading.focus({ preventScroll: true });
+  }
+  window.scrollTo(0, 0);
+}
+
+function formatTime(iso, withDate = false) {
+  const moment = new Date(iso);
+  if (Number.isNaN(moment.getTime())) { return ""; }
+  return withDate ? moment.toLocaleDateString(lang, { dateStyle: "medium" })
+    : moment.toLocaleTimeString(lang, { timeStyle: "short" });
+}
+
+function item(content, className) {
+  const li = document.createElement("li");
+  li.textContent = content;
+  if (className) { li.className = className; }
+  return li;
+}
+
+// --- Set up this phone -----------------------------------------------------------
+
+function showEnroll({ invitation = null, note = null } = {}) {
+  const form = byId("enroll-form");
+  byId("password-fields").hidden = Boolean(invitation);
+  for (const id of ["username", "password"]) { byId(id).required = !invitation; }
+  byId("device-name").value = byId("device-name").value || state.device_name;
+  byId("enroll-note").textContent = note || "";
+  byId("enroll-note").hidden = !note;
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    notify("");
+    const fields = { device_name: byId("device-name").value.trim() };
+    if (invitation) {
+      fields.invitation = invitation;
+    } else {
+      fields.username = byId("username").value.trim();
+      fields.password = byId("password").value;
+    }
+    const missing = Object.entries(fields).find(([, value]) => !value);
+    if (missing) {
+      byId(missing[0] === "device_name" ? "device-name" : missing[0]).focus();
+      return;
+    }
+    const button = byId("enroll-button");
+    button.disabled = true;
+    try {
+      await enroll(fields);
+    } catch (error) {
+      await fail(error);
+    } finally {
+      button.disabled = false;
+    }
+  };
+  showScreen("enroll");
+}
+
+async function enroll(fields) {
+  const keyPair = await newDeviceKey(); // non-extractable: no script can read it out
+  const enrolling = new PhoneApi(state, keyPair);
+  const device = await enrolling.enroll(fields, await publicJwk(keyPair));
+  byId("password").value = "";
+  record = {
+    issuer: state.issuer,
+    keyPair,
+    deviceId: device.device_id,
+    deviceName: device.device_name,
+    user: device.user,
+  };
+  await keystore.save(record);
+  api = new PhoneApi(state, keyPair, record.deviceId);
+  if (navigator.storage && navigator.storage.persist) {
+    navigator.storage.persist().catch(() => false); // ask the browser not to evict the key
+  }
+  if (state.invitation) {
+    delete state.invitation;
+    history.replaceState(null, "", "/app/"); // the used link leaves the address bar
+  }
+  if (state.screen === "request") {
+    await openRequest();
+  } else {
+    await showHome();
+    notify(say("enrolled"));
+  }
+}
+
+// --- Home: scan, type a code, the phones -------------------------------------------
+
+async function showHome() {
+  stopCountdown();
+  showScreen("home");
+  showWho();
+  byId("storage-note").textContent = say("storage_note");
+  byId("storage-note").hidden = window.matchMedia("(display-mode: standalone)").matches;
+  await loadDevices();
+}
+
+function showWho() {
+  const user = record.user || {};
+  byId("home-who").textContent = say("signed_in_as", {
+    name: user.name || user.username, username: user.username,
+  });
+}
+
+async function loadDevices() {
+  let answer;
+  try {
+    answer = await api.devices();
+  } catch (error) {
+    await fail(error);
+    return;
+  }
+  const list = byId("devices");
+  list.replaceChildren();
+  const active = answer.devices.filter((device) => !device.revoked_at);
+  for (const device of active) { list.append(deviceItem(device)); }
+  if (!active.length) { list.append(item(say("no_devices"))); }
+}
+
+function deviceItem(device) {
+  const li = document.createElement("li");
+  const name = document.createElement("strong");
+  name.textContent = device.device_name;
+  li.append(name);
+  if (device.this_device) {
+    const mark = document.createElement("span");
+    mark.className = "badge";
+    mark.textContent = say("this_device");
+    li.append(" ", mark);
+  }
+  const facts = document.createElement("span");
+  facts.className = "muted";
+  const dates = [say("added_on", { date: formatTime(device.created_at, true) })];
+  if (device.last_used_at) { dates.push(say("last_used", { date: formatTime(device.last_used_at, true) })); }
+  facts.textContent = dates.join(", ");
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.className = "secondary small";
+  remove.textContent = text.remove || "Remove";
+  remove.setAttribute("aria-label", say("remove_named", { name: device.device_name }));
+  remove.onclick = () => removeDevice(device, remove);
+  li.append(document.createElement("br"), facts, " ", remove);
+  return li;
+}
+
+async function removeDevice(device, button) {
+  const question = device.this_device ? say("confirm_remove_this")
+    : say("confirm_remove", { name: device.device_name });
+  if (!window.confirm(question)) { return; }
+  button.disabled = true;
+  notify("");
+  try {
+    await api.revoke(device.device_id);
+  } catch (error) {
+    button.disabled = false;
+    await fail(error);
+    return;
+  }
+  if (device.this_device) {
+    await keystore.forget();
+    record = null;
+    api = null;
+    showScreen("removed");
+    return;
+  }
+  notify(say("removed_other", { name: device.device_name }));
+  await loadDevices();
+}
+
+byId("code-form").onsubmit = async (event) => {
+  event.preventDefault();
+  const code = byId("code").value.trim();
+  if (!code) {
+    notify(say("enter_code"));
+    byId("code").focus();
+    return;
+  }
+  notify("");
+  try {
+    const answer = await api.scanCode(code);
+    // The request's own page: the same approval screen a camera app opens.
+    window.location.assign(`/q/${encodeURIComponent(answer.login_request.id)}`);
+  } catch (error) {
+    await fail(error);
+  }
+};
+
+byId("scan-button").onclick = async () => {
+  notify("");
+  const video = byId("camera");
+  byId("scanner").hidden = false;
+  byId("scan-button").hidden = true;
+  byId("scanner-note").textContent = say("scanning");
+  try {
+    const { startScanner } = await import("./scanner.js");
+    stopScanner = await startScanner(video, onScanned, onScannerError);
+  } catch (error) {
+    onScannerError("failed");
+  }
+};
+
+byId("scan-stop").onclick = () => closeScanner();
+
+function closeScanner() {
+  if (stopScanner) { stopScanner(); }
+  stopScanner = null;
+  byId("scanner").hidden = true;
+  byId("scan-button").hidden = false;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9_-]{1,100}$/;
+
+function onScanned(scanned) {
+  closeScanner();
+  const prefix = `${state.issuer}/q/`;
+  const value = scanned.trim();
+  if (!value.startsWith(prefix) || !REQUEST_ID.test(value.slice(prefix.length))) {
+    notify(say("not_a_login_code"));
+    return;
+  }
+  window.location.assign(`/q/${value.slice(prefix.length)}`);
+}
+
+function onScannerError(kind) {
+  closeScanner();
+  const key = { no_camera: "no_camera", denied: "camera_denied", insecure: "insecure" }[kind];
+  notify(say(key || "camera_failed"));
+}
+
+// --- A sign-in request: Approve or Deny --------------------------------------------
+
+async function openRequest() {
+  showScreen("loading");
+  byId("loading-text").textContent = say("checking");
+  let view;
+  try {
+    view = (await api.scanUrl(`${state.issuer}/q/${state.request_id}`)).login_request;
+  } catch (error) {
+    await fail(error);
+    if (api) { showScreen("home"); showWho(); await loadDevices(); }
+    return;
+  }
+  showRequest(view);
+}
+
+function showRequest(view) {
+  const client = view.client;
+  byId("request-title").textContent = say("request_title", { client: client.name });
+  const logo = byId("client-logo");
+  logo.hidden = !client.logo_uri;
+  if (client.logo_uri) { logo.src = client.logo_uri; }
+  byId("request-host").textContent = client.redirect_host;
+  byId("request-scopes").replaceChildren(...view.scopes.map((scope) => item(scope.description)));
+  const browser = view.browser;
+  byId("request-browser").textContent = say("browser_at", { browser: browser.summary, ip: browser.ip || "?" });
+  byId("request-location").textContent = browser.location || say("location_unknown");
+  byId("request-when").textContent = say("started_at", { time: formatTime(view.created_at) });
+  const hint = byId("request-hint");
+  hint.hidden = !view.login_hint;
+  hint.textContent = view.login_hint ? say("login_hint", { hint: view.login_hint }) : "";
+  // Every warning the server gives is shown first, as it gives it.
+  const warnings = [];
+  if (view.proximity && view.proximity.message) { warnings.push(view.proximity.message); }
+  for (const warning of view.warnings || []) {
+    warnings.push(typeof warning === "string" ? warning : warning.message || "");
+  }
+  byId("request-warnings").replaceChildren(...warnings.filter(Boolean).map((w) => item(w, "warning")));
+
+  const approve = byId("approve");
+  const matching = view.number_matching;
+  byId("numbers").hidden = !matching;
+  approve.hidden = Boolean(matching);
+  if (matching) {
+    byId("numbers-label").textContent = say("choose_number");
+    byId("number-choices").replaceChildren(...matching.choices.map((number) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "number";
+      button.textContent = number;
+      button.onclick = () => decide(view, "approve", number);
+      return button;
+    }));
+  }
+  approve.onclick = () => decide(view, "approve");
+  byId("deny").onclick = () => decide(view, "deny");
+  setButtons(true);
+  startCountdown(view.expires_at);
+  showScreen("request");
+}
+
+function setButtons(enabled) {
+  for (const button of byId("screen-request").querySelectorAll("button")) { button.disabled = !enabled; }
+}
+
+async function decide(view, choice, number) {
+  setButtons(false);
+  notify("");
+  const client = { client: view.client.name };
+  try {
+    if (choice === "approve") { await api.approve(view.id, number); } else { await api.deny(view.id); }
+  } catch (error) {
+    if (error instanceof ApiError && error.kind === "wrong_number") {
+      finish(say("wrong_number_title"), say("wrong_number_text"));
+      return;
+    }
+    await fail(error);
+    if (!(error instanceof ApiError) || ["network", "unavailable", "too_many", "invalid_proof"].includes(error.kind)) {
+      setButtons(true); // worth another try
+    }
+    return;
+  }
+  if (choice === "approve") {
+    finish(say("approved_title"), say("approved_text", client));
+  } else {
+    finish(say("denied_title"), say("denied_text", client));
+  }
+}
+
+function finish(title, detail) {
+  stopCountdown();
+  byId("done-title").textContent = title;
+  byId("done-text").textContent = detail;
+  showScreen("done");
+}
+
+function startCountdown(expiresAt) {
+  stopCountdown();
+  const deadline = Date.parse(expiresAt);
+  const element = byId("request-left");
+  const tick = () => {
+    const left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+    if (left === 0) {
+      stopCountdown();
+      element.textContent = say("expired_now");
+      setButtons(false);
+      notify(say("expired"));
+      return;
+    }
+    const time = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+    element.textContent = say("time_left", { time });
+  };
+  tick();
+  countdown = window.setInterval(tick, 1000);
+}
+
+function stopCountdown() {
+  if (countdown !== null) { window.clearInterval(countdown); }
+  countdown = null;
+}
+
+byId("setup-again").onclick = () => showEnroll({});
+
+// --- Start -----------------------------------------------------------------------------
+
+async function start() {
+  if (!window.isSecureContext || !window.crypto || !window.crypto.subtle) {
+    notify(say("insecure"));
+    byId("loading-text").textContent = "";
+    return;
+  }
+  if (!window.indexedDB) {
+    notify(say("unsupported"));
+    return;
+  }
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => null);
+  }
+  try {
+    record = await keystore.load(state.issuer);
+  } catch (error) {
+    notify(say("unsupported")); // e.g. private browsing without IndexedDB
+    return;
+  }
+  if (state.screen === "invitation_gone") { showScreen("gone"); return; }
+  if (state.screen === "invitation") {
+    showEnroll({ invitation: state.invitation, note: say("invited", state.invited) });
+    return;
+  }
+  if (!record) {
+    showEnroll({ note: state.screen === "request" ? say("request_for") : null });
+    return;
+  }
+  api = new PhoneApi(state, record.keyPair, record.deviceId);
+  if (state.screen === "request") {
+    await openRequest();
+  } else {
+    await showHome();
+  }
+}
+
+start().catch(fail);

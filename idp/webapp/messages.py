@@ -1,0 +1,106 @@
+"""What the phone web app says, in the phone's language (``Accept-Language``).
+
+The app's script fills in ``{name}``-style fields; it never builds HTML from these (it
+sets ``textContent``). Every error code of the phone API (tests/data/phone_wire.json)
+has a sentence here that says what happened and what to do, never the code itself.
+"""
+
+from __future__ import annotations
+
+from flask_babel import gettext
+
+
+def app_messages() -> dict[str, str]:
+    """Every sentence the app's script may show, translated now."""
+    return {
+        # Screens
+        "checking": gettext("Checking this phone…"),
+        "signed_in_as": gettext("This phone signs in as {name} ({username})."),
+        "request_title": gettext("Sign in to {client}?"),
+        "request_for": gettext("Set up this phone first, then you can answer this sign-in."),
+        "invited": gettext("This invitation sets up this phone for {name} ({username})."),
+        "choose_number": gettext("Which number does the computer show?"),
+        "choose_number_note": gettext("Tap the number on the computer's screen to approve."),
+        "time_left": gettext("{time} left to answer"),
+        "expired_now": gettext("Time is up: this sign-in code has expired."),
+        "browser_at": gettext("{browser} at {ip}"),
+        "location_unknown": gettext("Location unknown"),
+        "started_at": gettext("Started {time}"),
+        "login_hint": gettext("The site suggests the account {hint}."),
+        "approved_title": gettext("Done: return to your computer"),
+        "approved_text": gettext("The computer is signing you in to {client}."),
+        "denied_title": gettext("Denied: nobody was signed in"),
+        "denied_text": gettext("{client} was not given access."),
+        "wrong_number_title": gettext("Wrong number: the sign-in was denied"),
+        "wrong_number_text": gettext(
+            "That was not the number on the computer, so nobody was signed in. If you"
+            " were signing in, start again on the computer."
+        ),
+        "enrolled": gettext("This phone is set up. Scan a website's QR code to sign in."),
+        "this_device": gettext("This phone"),
+        "added_on": gettext("Added {date}"),
+        "last_used": gettext("last used {date}"),
+        "removed_on": gettext("Removed {date}"),
+        "no_devices": gettext("No phones."),
+        "remove": gettext("Remove"),
+        "remove_named": gettext("Remove {name}"),
+        "confirm_remove": gettext("Remove {name}? It will no longer be able to sign in."),
+        "confirm_remove_this": gettext(
+            "Remove this phone? It will no longer be able to sign in until you set it up again."
+        ),
+        "removed_other": gettext("{name} was removed."),
+        "scanning": gettext("Point the camera at the QR code on the computer."),
+        "storage_note": gettext(
+            "Add this app to your home screen. Otherwise some browsers (Safari) delete this"
+            " phone's key when the app is not opened for 7 days, and you will have to set it"
+            " up again."
+        ),
+        # Errors a person can act on
+        "network": gettext("The sign-in service could not be reached. Check your connection and try again."),
+        "insecure": gettext(
+            "This page must be opened over https: the camera and this phone's key work only"
+            " on a secure connection."
+        ),
+        "unsupported": gettext(
+            "This browser cannot keep a key safely (no Web Crypto or IndexedDB). Open this"
+            " page in an up-to-date browser, outside private browsing."
+        ),
+        "no_camera": gettext("No camera was found. Type the code the computer shows instead."),
+        "camera_denied": gettext(
+            "The camera is not allowed. Allow it in the browser's settings, or type the code"
+            " the computer shows instead."
+        ),
+        "camera_failed": gettext("The camera could not be started. Type the code instead."),
+        "not_a_login_code": gettext("This QR code is not a sign-in code of this service."),
+        "expired": gettext(
+            "This sign-in code has expired. Get a new code on the computer and scan it again."
+        ),
+        "already_used": gettext(
+            "This sign-in code was already used. Get a new code on the computer."
+        ),
+        "wrong_number": gettext(
+            "That was not the number on the computer, so the sign-in was denied."
+        ),
+        "wrong_device": gettext("Another phone already scanned this code."),
+        "unknown_code": gettext(
+            "No sign-in is waiting for this code. Check the code on the computer and try again."
+        ),
+        "invalid_credentials": gettext("The username or password is wrong."),
+        "too_many": gettext("Too many attempts. Try again in {seconds} seconds."),
+        "too_many_later": gettext("Too many attempts. Try again later."),
+        "device_exists": gettext("This phone is already set up."),
+        "invalid_invitation": gettext(
+            "This invitation link was already used, has expired or is unknown. Ask for a new one."
+        ),
+        "invalid_proof": gettext(
+            "This phone's request could not be verified. Check that the phone's clock is"
+            " right, then try again."
+        ),
+        "device_removed": gettext(
+            "This phone was removed, so it can no longer sign in. Set it up again to use it."
+        ),
+        "unavailable": gettext("The sign-in service is busy. Try again in a moment."),
+        "refused": gettext("The sign-in service refused this request. Try again from the start."),
+        "failed": gettext("Something went wrong. Try again."),
+        "enter_code": gettext("Type the code the computer shows."),
+    }
