@@ -56,7 +56,9 @@ def app_messages() -> dict[str, str]:
             " up again."
         ),
         # Errors a person can act on
-        "network": gettext("The sign-in service could not be reached. Check your connection and try again."),
+        "network": gettext(
+            "The sign-in service could not be reached. Check your connection and try again."
+        ),
         "insecure": gettext(
             "This page must be opened over https: the camera and this phone's key work only"
             " on a secure connection."
@@ -84,6 +86,9 @@ def app_messages() -> dict[str, str]:
         "wrong_device": gettext("Another phone already scanned this code."),
         "unknown_code": gettext(
             "No sign-in is waiting for this code. Check the code on the computer and try again."
+        ),
+        "not_a_code": gettext(
+            "That is not a sign-in code: it has 8 letters, like ACDE-FGHJ. Check it and try again."
         ),
         "invalid_credentials": gettext("The username or password is wrong."),
         "too_many": gettext("Too many attempts. Try again in {seconds} seconds."),

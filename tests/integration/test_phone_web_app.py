@@ -20,7 +20,10 @@ from support import RelyingParty
 
 STATIC = Path(__file__).resolve().parents[2] / "idp" / "static"
 HTML = {"Accept": "text/html"}
-ANDROID = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36"
+ANDROID = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0 Mobile Safari/537.36"
+)
 
 
 def page_state(response: Any) -> dict[str, Any]:
@@ -129,4 +132,3 @@ def test_the_policy_lets_the_app_load_its_manifest_and_nothing_more(client: Flas
     policy = client.get("/app/", headers=HTML).headers["Content-Security-Policy"]
     assert "manifest-src 'self'" in policy
     assert "script-src 'self';" in policy and "unsafe" not in policy
-

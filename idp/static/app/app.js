@@ -243,7 +243,11 @@ byId("code-form").onsubmit = async (event) => {
     // The request's own page: the same approval screen a camera app opens.
     window.location.assign(`/q/${encodeURIComponent(answer.login_request.id)}`);
   } catch (error) {
-    await fail(error);
+    if (error instanceof ApiError && error.code === "invalid_request") {
+      notify(say("not_a_code")); // not even the shape of a code
+    } else {
+      await fail(error);
+    }
   }
 };
 

@@ -1,0 +1,55 @@
+"""The phone side of the browser tests: a phone-sized, touch, phone-user-agent context
+that uses the IdP's own web app (``/app/``), as a person with only a phone browser does."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from cluster import BIN
+from support import PASSWORD
+
+WAIT_MS = 30_000
+ANDROID = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Mobile Safari/537.36"
+)
+PHONE_OPTIONS: dict[str, Any] = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+    "user_agent": ANDROID,
+}
+
+
+def phone_context(chromium: Browser, **options: Any) -> BrowserContext:
+    context = chromium.new_context(**(PHONE_OPTIONS | options))
+    context.set_default_timeout(WAIT_MS)
+    context.on("page", lambda page: page.on("dialog", lambda dialog: dialog.accept()))
+    return context
+
+
+def enroll_in_app(context: BrowserContext, issuer: str, *, name: str | None = None) -> Page:
+    """Open ``/app/``, set up this phone with alice's password, and land on the home screen."""
+    page = context.new_page()
+    page.goto(f"{issuer}/app/")
+    expect(page.get_by_role("heading", name="Set up this phone")).to_be_visible()
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    if name is not None:
+        page.get_by_label("Name of this phone").fill(name)
+    page.get_by_role("button", name="Set up this phone").tap()
+    expect(page.locator("#home-who")).to_have_text("This phone signs in as Alice Example (alice).")
+    return page
+
+
+def idp_command(idp: Any, *args: str) -> str:
+    """Run ``idp ARGS`` against the running IdP's database, as its admin would."""
+    done = subprocess.run(
+        [str(BIN / "idp"), *args], env=idp.env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

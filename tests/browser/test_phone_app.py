@@ -1,0 +1,251 @@
+"""The phone web app in a real browser: a phone context (phone-sized, touch, a phone's
+user agent) uses ``/app/`` as a person with only a phone browser does, and a desktop
+context signs in to the demo RP. The QR code is read from the desktop page's pixels and
+opened in the phone browser, as its camera app would open it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from desktop import new_context, read_qr, shot, start_sign_in
+from phone import enroll_in_app, idp_command, phone_context
+from playwright.sync_api import Page, expect
+
+from support import PASSWORD
+
+SCOPE_TEXT = "Sign you in with your account identifier"
+
+
+def open_qr(phone: Page, url: str) -> None:
+    """The phone's camera app opened the QR code's URL in this browser."""
+    phone.goto(url)
+
+
+def expect_signed_in(desktop: Page, site) -> None:
+    desktop.wait_for_url(f"{site.rp_url}/")  # the RP validated the ID token to get here
+    expect(desktop.get_by_text("Alice Example").first).to_be_visible()
+
+
+def test_approve_from_the_qr_url(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    shot(phone, "phone-home")
+    desktop = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(desktop, site.tmp))
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    expect(phone.locator("#request-scopes")).to_contain_text(SCOPE_TEXT)
+    expect(phone.locator("#request-host")).to_have_text(re.compile(r"^localhost:\d+$"))
+    expect(phone.locator("#request-browser")).to_contain_text("Chrome on Linux at 127.0.0.1")
+    expect(phone.locator("#request-left")).to_contain_text("left to answer")
+    approve, deny = (
+        phone.get_by_role("button", name="Approve"),
+        phone.get_by_role("button", name="Deny"),
+    )
+    a, d = approve.bounding_box(), deny.bounding_box()
+    assert a and d and (a["width"], a["height"]) == (d["width"], d["height"])  # equally prominent
+    expect(desktop.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    shot(phone, "phone-request")
+    approve.tap()
+    expect(phone.get_by_role("heading", name="Done: return to your computer")).to_be_visible()
+    shot(phone, "phone-done")
+    expect_signed_in(desktop, site)
+
+
+def test_deny_from_the_phone(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(desktop, site.tmp))
+    phone.get_by_role("button", name="Deny").tap()
+    expect(phone.get_by_role("heading", name="Denied: nobody was signed in")).to_be_visible()
+    desktop.wait_for_url(f"{site.rp_url}/callback?*")
+    assert "error=access_denied" in desktop.url
+
+
+@pytest.mark.idp_config(IDP_NUMBER_MATCHING=True)
+def test_number_matching_the_right_and_a_wrong_number(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(desktop, site.tmp))
+    expect(phone.get_by_text("Which number does the computer show?")).to_be_visible()
+    expect(phone.get_by_role("button", name="Approve")).to_be_hidden()
+    choices = phone.locator("#number-choices button")
+    expect(choices).to_have_count(3)
+    shown = desktop.locator("#match-number")
+    expect(shown).to_be_visible()
+    shot(phone, "phone-number-matching")
+    phone.get_by_role("button", name=shown.inner_text().strip(), exact=True).tap()
+    expect(phone.get_by_role("heading", name="Done: return to your computer")).to_be_visible()
+    expect_signed_in(desktop, site)
+
+    other = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(other, site.tmp, "second.png"))
+    expect(choices).to_have_count(3)
+    right = other.locator("#match-number")
+    expect(right).to_be_visible()
+    wrong = next(n for n in choices.all_inner_texts() if n != right.inner_text().strip())
+    phone.get_by_role("button", name=wrong, exact=True).tap()
+    expect(
+        phone.get_by_role("heading", name="Wrong number: the sign-in was denied")
+    ).to_be_visible()
+    other.wait_for_url(f"{site.rp_url}/callback?*")
+    assert "error=access_denied" in other.url
+
+
+@pytest.mark.idp_config(IDP_LOGIN_REQUEST_TTL=6)
+def test_an_expired_code_says_so_and_cannot_be_approved(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    url = read_qr(desktop, site.tmp)
+    open_qr(phone, url)
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    # Nobody answers: the time runs out on the phone's screen too.
+    expect(phone.locator("#request-left")).to_have_text(
+        "Time is up: this sign-in code has expired."
+    )
+    expect(phone.get_by_role("button", name="Approve")).to_be_disabled()
+    expect(phone.get_by_role("alert")).to_have_text(
+        "This sign-in code has expired. Get a new code on the computer and scan it again."
+    )
+    # Opened again later (the desktop page has a new code by then): the same sentence.
+    open_qr(phone, url)
+    expect(phone.get_by_role("alert")).to_have_text(
+        "This sign-in code has expired. Get a new code on the computer and scan it again."
+    )
+
+
+def test_a_short_code_typed_in_the_app(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    desktop.get_by_text("Can't scan?").click()
+    code = desktop.locator("#short-code")
+    expect(code).to_have_text(re.compile(r"^[A-Z]{4}-[A-Z]{4}$"))
+    phone.get_by_label("Can't scan? Type the code the computer shows").fill(
+        code.inner_text().lower().replace("-", " ")  # as a person might type it
+    )
+    phone.get_by_role("button", name="Continue").tap()
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    phone.get_by_role("button", name="Approve").tap()
+    expect_signed_in(desktop, site)
+
+
+def test_a_mistyped_code_is_a_plain_sentence(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    field = phone.get_by_label("Can't scan? Type the code the computer shows")
+    field.fill("ACDE-FGHJ")
+    phone.get_by_role("button", name="Continue").tap()
+    expect(phone.get_by_role("alert")).to_have_text(
+        "No sign-in is waiting for this code. Check the code on the computer and try again."
+    )
+    field.fill("ABCD")
+    phone.get_by_role("button", name="Continue").tap()
+    expect(phone.get_by_role("alert")).to_have_text(
+        "That is not a sign-in code: it has 8 letters, like ACDE-FGHJ. Check it and try again."
+    )
+
+
+def test_a_browser_without_the_key_changes_nothing_then_sets_up_and_returns(chromium, site):
+    desktop = start_sign_in(new_context(chromium), site)
+    phone = phone_context(chromium).new_page()
+    open_qr(phone, read_qr(desktop, site.tmp))
+    expect(phone.get_by_role("heading", name="Set up this phone")).to_be_visible()
+    expect(phone.locator("#enroll-note")).to_have_text(
+        "Set up this phone first, then you can answer this sign-in."
+    )
+    expect(phone.get_by_label("Name of this phone")).to_have_value("Chrome on Android")
+    expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")  # unchanged
+    shot(phone, "phone-enroll")
+    phone.get_by_label("Username").fill("alice")
+    phone.get_by_label("Password").fill("not the password")
+    phone.get_by_role("button", name="Set up this phone").tap()
+    expect(phone.get_by_role("alert")).to_have_text("The username or password is wrong.")
+    phone.get_by_label("Password").fill(PASSWORD)
+    phone.get_by_role("button", name="Set up this phone").tap()
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    phone.get_by_role("button", name="Approve").tap()
+    expect_signed_in(desktop, site)
+
+
+KEY_OF_THIS_PHONE = """async () => {
+  const keystore = await import("/static/app/keystore.js");
+  const record = await keystore.load(JSON.parse(
+    document.getElementById("phone-app").getAttribute("data-state")).issuer);
+  let exported = "no";
+  try { await crypto.subtle.exportKey("jwk", record.keyPair.privateKey); exported = "yes"; }
+  catch (error) { exported = error.name; }
+  const key = record.keyPair.privateKey;
+  return {deviceId: record.deviceId, extractable: key.extractable, exported, type: key.type,
+          password: JSON.stringify(record).includes("battery")};
+}"""
+
+ANOTHER_KEY_AS_THAT_PHONE = """async ([deviceId, qr]) => {
+  const { PhoneApi } = await import("/static/app/api.js");
+  const { newDeviceKey } = await import("/static/app/proof.js");
+  const state = JSON.parse(document.getElementById("phone-app").getAttribute("data-state"));
+  const api = new PhoneApi(state, await newDeviceKey(), deviceId);
+  try { await api.scanUrl(qr); return "accepted"; } catch (error) { return error.code; }
+}"""
+
+
+def test_the_key_survives_a_reload_never_leaves_and_works_nowhere_else(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    phone.reload()
+    expect(phone.locator("#home-who")).to_have_text("This phone signs in as Alice Example (alice).")
+    expect(phone.locator("#devices")).to_contain_text("Chrome on Android")
+    expect(phone.locator("#devices")).to_contain_text("This phone")
+    key = phone.evaluate(KEY_OF_THIS_PHONE)
+    assert key["type"] == "private" and key["extractable"] is False
+    assert key["exported"] == "InvalidAccessError"  # exportKey refuses
+    assert key["password"] is False  # the password is not kept
+
+    desktop = start_sign_in(new_context(chromium), site)
+    qr = read_qr(desktop, site.tmp)
+    other = phone_context(chromium).new_page()
+    other.goto(f"{site.issuer}/app/")
+    expect(other.get_by_role("heading", name="Set up this phone")).to_be_visible()  # its own store
+    assert other.evaluate(ANOTHER_KEY_AS_THAT_PHONE, [key["deviceId"], qr]) == "invalid_proof"
+    expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")
+
+
+def test_a_phone_removed_from_the_cli_says_so(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    device_id = phone.evaluate(KEY_OF_THIS_PHONE)["deviceId"]
+    assert "revoked" in idp_command(site.idp, "devices", "revoke", device_id)
+    phone.reload()
+    expect(phone.get_by_role("heading", name="This phone was removed")).to_be_visible()
+    shot(phone, "phone-removed")
+    phone.get_by_role("button", name="Set up this phone").tap()
+    expect(phone.get_by_role("heading", name="Set up this phone")).to_be_visible()
+
+
+def test_the_phones_list_removes_another_phone_and_this_one(chromium, site):
+    first = enroll_in_app(phone_context(chromium), site.issuer, name="Old phone")
+    second = enroll_in_app(phone_context(chromium), site.issuer, name="New phone")
+    devices = second.locator("#devices")
+    expect(devices.locator("li")).to_have_count(2)
+    second.get_by_role("button", name="Remove Old phone").tap()
+    expect(second.get_by_role("alert")).to_have_text("Old phone was removed.")
+    expect(devices.locator("li")).to_have_count(1)
+    first.reload()
+    expect(first.get_by_role("heading", name="This phone was removed")).to_be_visible()
+    second.get_by_role("button", name="Remove New phone").tap()
+    expect(second.get_by_role("heading", name="This phone was removed")).to_be_visible()
+
+
+def test_a_chinese_phone_gets_the_chinese_app(chromium, site):
+    context = phone_context(chromium, locale="zh-CN")
+    phone = context.new_page()
+    phone.goto(f"{site.issuer}/app/")
+    expect(phone.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(phone.get_by_role("heading", name="设置这部手机")).to_be_visible()
+    phone.get_by_label("用户名").fill("alice")
+    phone.get_by_label("密码").fill(PASSWORD)
+    phone.get_by_role("button", name="设置这部手机").tap()
+    expect(phone.locator("#home-who")).to_have_text("这部手机以 Alice Example（alice）的身份登录。")
+    desktop = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(desktop, site.tmp))
+    expect(phone.get_by_role("heading", name="要登录 Demo RP 吗？")).to_be_visible()
+    expect(phone.locator("#request-scopes")).to_contain_text("用你的账号标识为你登录")
+    shot(phone, "phone-request-zh-CN")
+    phone.get_by_role("button", name="批准").tap()
+    expect(phone.get_by_role("heading", name="完成：请回到你的电脑")).to_be_visible()
+    expect_signed_in(desktop, site)
