@@ -249,3 +249,40 @@ def test_a_chinese_phone_gets_the_chinese_app(chromium, site):
     phone.get_by_role("button", name="批准").tap()
     expect(phone.get_by_role("heading", name="完成：请回到你的电脑")).to_be_visible()
     expect_signed_in(desktop, site)
+
+
+SERVICE_WORKER_STATE = """async () => {
+  const registration = await navigator.serviceWorker.ready;
+  const cache = await caches.open("qr-idp-app-v1");
+  const kept = (await cache.keys()).map((request) => new URL(request.url).pathname);
+  return {scope: new URL(registration.scope).pathname, kept, names: await caches.keys()};
+}"""
+
+OFFLINE_FETCHES = """async (paths) => {
+  const answers = {};
+  for (const path of paths) {
+    try { answers[path] = (await fetch(path, {cache: "no-store"})).status; }
+    catch (error) { answers[path] = "network error"; }
+  }
+  return answers;
+}"""
+
+
+def test_the_service_worker_keeps_the_apps_files_and_nothing_else(chromium, site):
+    from idp.webapp.views import APP_FILES
+
+    context = phone_context(chromium)
+    phone = enroll_in_app(context, site.issuer)
+    state = phone.evaluate(SERVICE_WORKER_STATE)
+    assert state["scope"] == "/app/"
+    assert state["names"] == ["qr-idp-app-v1"]
+    assert sorted(state["kept"]) == sorted(f"/static/{name}" for name in APP_FILES)
+    phone.reload()  # now the page is the worker's client
+    phone.wait_for_function("navigator.serviceWorker.controller !== null")
+    context.set_offline(True)
+    answers = phone.evaluate(
+        OFFLINE_FETCHES,
+        ["/static/app/app.js", "/api/mobile/v1/devices/me", "/q/x", "/authorize", "/token", "/app/"],
+    )
+    assert answers.pop("/static/app/app.js") == 200  # from the cache
+    assert set(answers.values()) == {"network error"}, answers  # never answered from it
