@@ -8,7 +8,7 @@ EXTRAS := test,phone,postgres,redis,geoip
 CONSTRAINTS := constraints.txt
 
 .PHONY: demo test test-fast lint format install lock clean translations screenshots \
-	vendor-oidc-client-ts vendor-zxing-library
+	vendor-oidc-client-ts vendor-zxing-library vendor-axe-core
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -121,6 +121,23 @@ vendor-zxing-library:
 	       -e "s/^- ts-custom-error version (bundled in it): .*/- ts-custom-error version (bundled in it): $$tcev/" \
 	       -e "s/^- sha256 of zxing-library.min.js: .*/- sha256 of zxing-library.min.js: $$sum/" $(APP_VENDOR)/README.md; \
 	echo "vendored @zxing/library $$version (sha256 $$sum)"
+
+# The browser tests' accessibility checks (tests/browser/a11y.py) run axe-core, vendored in
+# tests/browser/vendor like oidc-client-ts: `make vendor-axe-core [AXE_CORE_VERSION=x.y.z]`.
+AXE_CORE_VERSION ?= 4.14.1
+vendor-axe-core:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cd "$$tmp" && npm pack --silent axe-core@$(AXE_CORE_VERSION) >/dev/null; \
+	tar xzf axe-core-*.tgz; \
+	cd - >/dev/null; \
+	cp "$$tmp/package/axe.min.js" $(VENDOR)/axe.min.js; \
+	cp "$$tmp/package/LICENSE" $(VENDOR)/LICENSE.axe-core; \
+	cp "$$tmp/package/LICENSE-3RD-PARTY.txt" $(VENDOR)/LICENSE-3RD-PARTY.axe-core.txt; \
+	version=$$(node -p "require('$$tmp/package/package.json').version"); \
+	sum=$$(sha256sum $(VENDOR)/axe.min.js | cut -d' ' -f1); \
+	sed -i -e "s/^- axe-core version: .*/- axe-core version: $$version/" \
+	       -e "s/^- sha256 of axe.min.js: .*/- sha256 of axe.min.js: $$sum/" $(VENDOR)/README.md; \
+	echo "vendored axe-core $$version (sha256 $$sum)"
 
 # --- Benchmarks (issue 6): `python -m bench`; results in bench/results/<date>.{json,md,png} ---
 BENCH_STAMP := $(VENV)/.bench-installed
