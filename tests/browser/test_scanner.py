@@ -2,7 +2,9 @@
 really serves, under its real Content-Security-Policy (never bypassed): a fake camera
 filming a QR code of a known text, and the vendored decoder on a still picture.
 
-Headless Chromium on Linux has no BarcodeDetector, so these exercise the vendored ZXing."""
+Headless Chromium on Linux has no BarcodeDetector, so these exercise the vendored ZXing; a
+stand-in BarcodeDetector checks which of the two the scanner picks. Also: stop(), and each
+camera failure's kind (denied, no camera, not a secure context, a broken decoder)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import pytest
 import qrcode
 from camera import write_y4m
 from PIL import Image
@@ -35,6 +38,18 @@ SCAN = """async (waitMs) => {
   });
   outcome.cameraOff = video.srcObject === null;
   return outcome;
+}"""
+
+# Runs in the page: a stand-in BarcodeDetector (Chromium on Linux has none) that reads
+# `formats` and answers every frame with `answer` (or throws when it is null).
+FAKE_DETECTOR = """([formats, answer]) => {
+  window.BarcodeDetector = class {
+    static async getSupportedFormats() { return formats; }
+    async detect(video) {
+      if (answer === null) throw new DOMException("the detector broke", "OperationError");
+      return video.videoWidth > 0 ? [{ rawValue: answer, format: "qr_code" }] : [];
+    }
+  };
 }"""
 
 # Runs in the page: start the scanner, stop it at once, and watch for a second.
@@ -76,6 +91,11 @@ def qr_png(text: str, path: Path) -> Path:
     return path
 
 
+def blank_png(path: Path) -> Path:
+    Image.new("RGB", (640, 480), "white").save(path)
+    return path
+
+
 def open_strict_page(browser: Any, url: str) -> Page:
     """An IdP page, checked to carry the strict policy and to be held to it."""
     context = browser.new_context()
@@ -98,6 +118,26 @@ def test_the_scanner_reads_a_qr_code_from_the_camera(fake_camera, site, tmp_path
     assert outcome == {"text": text, "cameraOff": True}
 
 
+@pytest.mark.parametrize(
+    ("formats", "answer", "expected", "zxing_loaded"),
+    [
+        (["qr_code", "ean_13"], "read by the detector", {"text": "read by the detector"}, False),
+        (["ean_13"], "never asked", {"text": "filmed"}, True),  # no QR support: ZXing reads
+        (["qr_code"], None, {"error": "failed"}, False),
+    ],
+    ids=["detector", "detector-without-qr", "detector-breaks"],
+)
+def test_the_browser_detector_is_used_when_it_reads_qr_codes(
+    fake_camera, site, tmp_path, formats, answer, expected, zxing_loaded
+):
+    video = write_y4m(qr_png("filmed", tmp_path / "qr.png"), tmp_path / "qr.y4m")
+    page = open_strict_page(fake_camera(video), site.issuer + "/")
+    page.evaluate(FAKE_DETECTOR, [formats, answer])
+    assert page.evaluate(SCAN, WAIT_MS - 5_000) == expected | {"cameraOff": True}
+    # A browser whose detector reads QR codes never downloads the vendored decoder.
+    assert page.evaluate("() => 'ZXing' in globalThis") is zxing_loaded
+
+
 def test_stopping_the_scanner_stops_the_camera_and_the_reading(fake_camera, site, tmp_path):
     video = write_y4m(qr_png("never read", tmp_path / "qr.png"), tmp_path / "qr.y4m")
     page = open_strict_page(fake_camera(video), site.issuer + "/")
@@ -107,19 +147,15 @@ def test_stopping_the_scanner_stops_the_camera_and_the_reading(fake_camera, site
 
 def test_a_camera_showing_no_code_reads_nothing(fake_camera, site, tmp_path):
     """A blank picture: the scanner keeps looking, and calls neither callback."""
-    blank = tmp_path / "blank.png"
-    Image.new("RGB", (640, 480), "white").save(blank)
-    page = open_strict_page(
-        fake_camera(write_y4m(blank, tmp_path / "blank.y4m")), site.issuer + "/"
-    )
+    video = write_y4m(blank_png(tmp_path / "blank.png"), tmp_path / "blank.y4m")
+    page = open_strict_page(fake_camera(video), site.issuer + "/")
     outcome = page.evaluate(SCAN, 3_000)
     assert outcome == {"timeout": True, "cameraOff": False}
 
 
 def test_a_refused_camera_is_denied(fake_camera, site, tmp_path):
-    blank = tmp_path / "blank.png"
-    Image.new("RGB", (640, 480), "white").save(blank)
-    browser = fake_camera(write_y4m(blank, tmp_path / "blank.y4m"), accept=False)
+    video = write_y4m(blank_png(tmp_path / "blank.png"), tmp_path / "blank.y4m")
+    browser = fake_camera(video, accept=False)
     page = open_strict_page(browser, site.issuer + "/")
     assert page.evaluate(SCAN, WAIT_MS - 5_000) == {"error": "denied", "cameraOff": True}
 
