@@ -8,7 +8,7 @@ EXTRAS := test,phone,postgres,redis,geoip
 CONSTRAINTS := constraints.txt
 
 .PHONY: demo test test-fast lint format install lock clean translations screenshots \
-	vendor-oidc-client-ts
+	vendor-oidc-client-ts vendor-zxing-library vendor-axe-core
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -98,6 +98,46 @@ vendor-oidc-client-ts:
 	       -e "s/^- jwt-decode version (bundled in it): .*/- jwt-decode version (bundled in it): $$jwtv/" \
 	       -e "s/^- sha256 of oidc-client-ts.js: .*/- sha256 of oidc-client-ts.js: $$sum/" $(VENDOR)/README.md; \
 	echo "vendored oidc-client-ts $$version (sha256 $$sum)"
+
+# The phone app's in-app scanner (idp/static/app/scanner.js) decodes with ZXing's browser
+# build where the browser has no BarcodeDetector; idp/static/vendor/README.md says why ZXing.
+# This refreshes it from the npm registry: `make vendor-zxing-library [ZXING_LIBRARY_VERSION=x.y.z]`.
+ZXING_LIBRARY_VERSION ?= 0.23.0
+APP_VENDOR := idp/static/vendor
+vendor-zxing-library:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cd "$$tmp" && npm pack --silent @zxing/library@$(ZXING_LIBRARY_VERSION) >/dev/null; \
+	tar xzf zxing-library-*.tgz; \
+	tce=$$(node -p "require('./package/package.json').dependencies['ts-custom-error']"); \
+	mkdir tce && npm pack --silent "ts-custom-error@$$tce" >/dev/null && tar xzf ts-custom-error-*.tgz -C tce; \
+	cd - >/dev/null; \
+	cp "$$tmp/package/umd/index.min.js" $(APP_VENDOR)/zxing-library.min.js; \
+	cp "$$tmp/package/LICENSE" $(APP_VENDOR)/LICENSE.zxing-library; \
+	cp "$$tmp/tce/package/LICENSE" $(APP_VENDOR)/LICENSE.ts-custom-error; \
+	version=$$(node -p "require('$$tmp/package/package.json').version"); \
+	tcev=$$(node -p "require('$$tmp/tce/package/package.json').version"); \
+	sum=$$(sha256sum $(APP_VENDOR)/zxing-library.min.js | cut -d' ' -f1); \
+	sed -i -e "s/^- @zxing\/library version: .*/- @zxing\/library version: $$version/" \
+	       -e "s/^- ts-custom-error version (bundled in it): .*/- ts-custom-error version (bundled in it): $$tcev/" \
+	       -e "s/^- sha256 of zxing-library.min.js: .*/- sha256 of zxing-library.min.js: $$sum/" $(APP_VENDOR)/README.md; \
+	echo "vendored @zxing/library $$version (sha256 $$sum)"
+
+# The browser tests' accessibility checks (tests/browser/a11y.py) run axe-core, vendored in
+# tests/browser/vendor like oidc-client-ts: `make vendor-axe-core [AXE_CORE_VERSION=x.y.z]`.
+AXE_CORE_VERSION ?= 4.14.1
+vendor-axe-core:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cd "$$tmp" && npm pack --silent axe-core@$(AXE_CORE_VERSION) >/dev/null; \
+	tar xzf axe-core-*.tgz; \
+	cd - >/dev/null; \
+	cp "$$tmp/package/axe.min.js" $(VENDOR)/axe.min.js; \
+	cp "$$tmp/package/LICENSE" $(VENDOR)/LICENSE.axe-core; \
+	cp "$$tmp/package/LICENSE-3RD-PARTY.txt" $(VENDOR)/LICENSE-3RD-PARTY.axe-core.txt; \
+	version=$$(node -p "require('$$tmp/package/package.json').version"); \
+	sum=$$(sha256sum $(VENDOR)/axe.min.js | cut -d' ' -f1); \
+	sed -i -e "s/^- axe-core version: .*/- axe-core version: $$version/" \
+	       -e "s/^- sha256 of axe.min.js: .*/- sha256 of axe.min.js: $$sum/" $(VENDOR)/README.md; \
+	echo "vendored axe-core $$version (sha256 $$sum)"
 
 # --- Benchmarks (issue 6): `python -m bench`; results in bench/results/<date>.{json,md,png} ---
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,40 @@ def chromium() -> Iterator[Any]:
     finally:
         browser.close()
         manager.stop()
+
+
+@pytest.fixture
+def fake_camera(chromium: Any) -> Iterator[Callable[..., Any]]:
+    """A factory: ``fake_camera(video)`` starts a SEPARATE Chromium (the same executable
+    and flags as ``chromium``; camera flags are per browser process) whose one camera films
+    ``video``, a .y4m file (tests/browser/camera.py), and whose camera prompts are
+    accepted. ``video=None``: a browser with no camera at all; ``accept=False``: prompts
+    are left to the context's permissions (Playwright's default: refused)."""
+    launched: list[Any] = []
+
+    def launch(video: Path | None, *, accept: bool = True) -> Any:
+        if video is None:
+            camera = ["--use-fake-device-for-media-stream=device-count=0"]
+        elif video.is_file():
+            camera = [
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-video-capture={video}",
+            ]
+        else:
+            raise FileNotFoundError(f"no video to feed the fake camera at {video}")
+        if accept:
+            camera.append("--use-fake-ui-for-media-stream")
+        browser = chromium.browser_type.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *camera]
+        )
+        launched.append(browser)
+        return browser
+
+    try:
+        yield launch
+    finally:
+        for browser in launched:
+            browser.close()
 
 
 @dataclass
