@@ -140,7 +140,7 @@ class InvalidInvitation(IdPError):
 
     status, code = 410, "invalid_invitation"
     title = _l(
-        "this invitation link was already used, has expired or is unknown: ask for a new one"
+        "This invitation link was already used, has expired or is unknown: ask for a new one"
     )
 
 

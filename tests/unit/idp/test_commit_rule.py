@@ -37,6 +37,7 @@ OWN_TRANSACTIONS = {
     ("cli.py", "keys_rotate"): "a command: its own unit of work",
     ("cli.py", "devices_revoke"): "a command: its own unit of work",
     ("demo.py", "_ensure_user"): "`idp demo` setting itself up: a command's unit of work",
+    ("demo.py", "_invite_demo_user"): "`idp demo`: its invitation, printed once committed",
     ("demo.py", "_ensure_client"): "`idp demo`: committed before the client's secret is saved",
     ("realtime/views.py", "_current_state"): "a WebSocket step that saw the request expire",
     ("mobile/proof.py", "settle_proof"): "a refused proof's jti stands alone",
