@@ -37,7 +37,7 @@ from idp.migrate import upgrade
 from idp.mobile.invitations import create_invitation, invitation_url
 from idp.oauth.models import Client
 from idp.qrlogin.models import LoginRequest
-from idp.qrlogin.qr import qr_text
+from idp.qrlogin.qr import qr_for_terminal
 from idp.terminal import printable
 
 DEMO_USER = "demo"
@@ -206,7 +206,7 @@ def _print_banner(rp_url: str, issuer: str, phone: str, invitation: str) -> None
     (a phone browser that reaches this address, or a second browser window here),
     set up as user "{DEMO_USER}" without a password by this one-time link (1 hour):
     {invitation}
-{qr_text(invitation)}
+{qr_for_terminal(invitation, sys.stdout)}
  Press Ctrl-C to stop.
 ================================================================================
 """,

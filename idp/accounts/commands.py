@@ -75,7 +75,7 @@ def users_invite(username: str, ttl: timedelta, no_qr: bool) -> None:
     from idp import db
     from idp.cli import _app, _echo, _fail
     from idp.mobile.invitations import create_invitation, invitation_url
-    from idp.qrlogin.qr import qr_text
+    from idp.qrlogin.qr import qr_for_terminal
 
     with _app().app_context():
         try:
@@ -87,7 +87,8 @@ def users_invite(username: str, ttl: timedelta, no_qr: bool) -> None:
         expires = invitation.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     _echo(url)
     if not no_qr:
-        click.echo(qr_text(url), nl=False)  # block characters only: nothing to escape
+        # Block characters only: nothing to escape.
+        click.echo(qr_for_terminal(url, sys.stdout), nl=False)
     _echo(f"expires {expires} (in {_spoken(ttl)}); it enrolls one phone for {username}, once")
 
 

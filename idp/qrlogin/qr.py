@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import TextIO
 
 from markupsafe import Markup, escape
 from qrcode import QRCode
@@ -51,3 +52,14 @@ def qr_text(data: str) -> str:
     out = io.StringIO()
     qr.print_ascii(out=out, invert=True)
     return out.getvalue()
+
+
+def qr_for_terminal(data: str, stream: TextIO) -> str:
+    """:func:`qr_text` if ``stream`` can show its block characters (a UTF-8 terminal),
+    else a line that says to use the link: printing them would fail otherwise."""
+    art = qr_text(data)
+    try:
+        art.encode(stream.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "(this terminal cannot draw the QR code: open the link instead)\n"
+    return art
