@@ -29,9 +29,12 @@ from idp.web import Caller
 #: Every event name, and what it means (``idp audit --help`` lists them).
 EVENTS = {
     "user.created": "an admin created a user",
-    "device.enrolled": "a phone was enrolled with its user's password",
+    "device.enrolled": "a phone was enrolled (with its user's password, or an invitation)",
     "device.enroll_refused": "an enrollment gave a wrong username or password",
     "device.revoked": "a phone was revoked",
+    "invitation.created": "an admin made a one-time enrollment link for a user",
+    "invitation.used": "a phone was enrolled with an invitation link",
+    "invitation.refused": "an enrollment gave a used, expired or unknown invitation link",
     "login.scanned": "a phone scanned a sign-in request",
     "login.approved": "a phone approved a sign-in request",
     "login.denied": "a phone denied a sign-in request",

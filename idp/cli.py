@@ -10,6 +10,7 @@ from typing import Any
 import click
 from flask import Flask, current_app
 
+from idp.accounts.commands import users
 from idp.errors import IdPError
 from idp.terminal import printable
 
@@ -70,31 +71,6 @@ def db_upgrade() -> None:
     url = _app().config["IDP_DATABASE_URL"]
     upgrade(url)
     _echo("database is up to date")
-
-
-@main.group()
-def users() -> None:
-    """People who sign in."""
-
-
-@users.command("create")
-@click.argument("username")
-@click.option("--email", default=None, help="The user's email address.")
-@click.option("--name", default=None, help="The user's full name.")
-@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from stdin.")
-def users_create(username: str, email: str | None, name: str | None, password_stdin: bool) -> None:
-    """Create a user whose password is read from standard input."""
-    from idp import db as database  # ``db`` here is the command group
-    from idp.accounts.services import create_user
-
-    password = sys.stdin.readline().rstrip("\r\n")
-    with _app().app_context():
-        try:
-            with database.unit_of_work():
-                user = create_user(username, password, email=email, name=name)
-        except IdPError as error:
-            _fail(error.description)
-        _echo(f"created user {user.username} (sub {user.subject})")
 
 
 @main.group()
@@ -364,7 +340,7 @@ def _iso(moment: datetime | None) -> str | None:
               help="Seconds to keep rows after they expire (for investigating).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def purge(keep: int, as_json: bool) -> None:
-    """Delete expired login requests, codes, tokens and used proofs.
+    """Delete expired login requests, codes, tokens, invitations and used proofs.
 
     Safe to run on a schedule (cron, a systemd timer, a Kubernetes CronJob)
     while the IdP serves, and from several hosts at once.
@@ -420,3 +396,6 @@ def demo(port: int, rp_port: int) -> None:
     from idp.demo import run_demo
 
     run_demo(port=port, rp_port=rp_port)
+
+
+main.add_command(users)

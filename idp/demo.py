@@ -3,8 +3,9 @@
 It migrates the SQLite database in the instance folder, creates a demo user and
 the demo RP's client, starts the IdP (``idp serve`` with a hook that prints the phone
 command for each new code: ``python -m idp.demo``), enrolls a demo phone profile,
-starts the demo relying party, and prints what to open and the phone command to run.
-Running it again reuses what the last run made.
+starts the demo relying party, and prints what to open, the phone command to run, the
+phone web app's address and a one-time invitation link (with its QR code) that sets up
+a phone browser as the demo user. Running it again reuses what the last run made.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,15 @@ from idp.accounts.services import create_user
 from idp.admin.services import create_client
 from idp.config import load
 from idp.migrate import upgrade
+from idp.mobile.invitations import create_invitation, invitation_url
 from idp.oauth.models import Client
 from idp.qrlogin.models import LoginRequest
+from idp.qrlogin.qr import qr_for_terminal
 from idp.terminal import printable
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"  # noqa: S105 (printed for the person trying the demo)
+INVITATION_TTL = timedelta(hours=1)
 
 
 def run_demo(*, port: int, rp_port: int) -> None:
@@ -52,6 +57,7 @@ def run_demo(*, port: int, rp_port: int) -> None:
     with app.app_context():
         _ensure_user()
         rp_settings = _ensure_client(app, instance / "demo-rp.json", rp_url)
+        invitation = _invite_demo_user(issuer)
 
     bin_dir = Path(sys.executable).parent
     profile = instance / "demo-phone"
@@ -75,7 +81,7 @@ def run_demo(*, port: int, rp_port: int) -> None:
             subprocess.Popen([sys.executable, "-m", "demo_rp", "--port", str(rp_port)], env=rp_env)
         )
         _wait_until_up(f"{rp_url}/", processes[-1])
-        _print_banner(rp_url, issuer, phone)
+        _print_banner(rp_url, issuer, phone, invitation)
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
         print("a demo process stopped; shutting down", file=sys.stderr)
@@ -96,6 +102,13 @@ def _ensure_user() -> None:
     if db.session.scalar(select(User.id).where(User.username == DEMO_USER)) is None:
         with db.unit_of_work():
             create_user(DEMO_USER, DEMO_PASSWORD, email="demo@example.com", name="Demo User")
+
+
+def _invite_demo_user(issuer: str) -> str:
+    """A fresh one-time link (an hour) that enrolls a phone browser as the demo user."""
+    with db.unit_of_work():
+        token, _ = create_invitation(DEMO_USER, INVITATION_TTL, created_by="demo")
+    return invitation_url(issuer, token)
 
 
 def _ensure_client(app: Flask, path: Path, rp_url: str) -> dict[str, str]:
@@ -169,7 +182,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _print_banner(rp_url: str, issuer: str, phone: str) -> None:
+def _print_banner(rp_url: str, issuer: str, phone: str, invitation: str) -> None:
     print(
         f"""
 ================================================================================
@@ -188,6 +201,12 @@ def _print_banner(rp_url: str, issuer: str, phone: str) -> None:
 
  Enroll your own phone profile:  idp-phone enroll --server {issuer} \\
         --username {DEMO_USER} --password-stdin    (password: {DEMO_PASSWORD})
+
+ Or use the phone web app:  {issuer}/app/
+    (a phone browser that reaches this address, or a second browser window here),
+    set up as user "{DEMO_USER}" without a password by this one-time link (1 hour):
+    {invitation}
+{qr_for_terminal(invitation, sys.stdout)}
  Press Ctrl-C to stop.
 ================================================================================
 """,

@@ -135,6 +135,15 @@ class Expired(IdPError):
     status, code, title = 410, "expired", _l("This sign-in request expired")
 
 
+class InvalidInvitation(IdPError):
+    """One answer for a used, expired or unknown invitation: a guesser learns nothing."""
+
+    status, code = 410, "invalid_invitation"
+    title = _l(
+        "This invitation link was already used, has expired or is unknown: ask for a new one"
+    )
+
+
 class TemporarilyUnavailable(IdPError):
     status, code = 503, "temporarily_unavailable"
     title = _l("The service is briefly unavailable: try again in a moment")

@@ -243,6 +243,45 @@ def enroll_phone(server_url: str, profile_dir: Path, username: str = "alice") ->
     return phone
 
 
+def enroll_by_invitation(
+    server_url: str, token: str, key: Any = None, device_name: str = "Invited phone"
+) -> requests.Response:
+    """A phone sending an invitation link's token (``POST /devices``, enrollment proof):
+    what the web app does. ``key``: the phone's key (a new one by default)."""
+    from joserfc.jwk import ECKey
+
+    from idp_phone.proof import make_proof, public_jwk
+
+    key = key or ECKey.generate_key("P-256")
+    url = f"{server_url}/api/mobile/v1/devices"
+    body = json.dumps({"invitation": token, "device_name": device_name}).encode()
+    proof = make_proof(key, "POST", url, body, jwk=public_jwk(key))
+    headers = {"Device-Proof": proof, "Content-Type": "application/json"}
+    return requests.post(url, data=body, headers=headers, timeout=10)
+
+
+def terminal_qr_text(art: str) -> str:
+    """The text of a QR code drawn in block characters (``idp.qrlogin.qr.qr_text``), read
+    as a phone's camera would read it off the terminal (drawn characters light)."""
+    import zxingcpp
+    from PIL import Image
+
+    # qrcode draws a blank module pair as a no-break space (code page 437's 255).
+    halves = {"█": (1, 1), "▀": (1, 0), "▄": (0, 1), "\xa0": (0, 0), " ": (0, 0)}
+    lines = [line for line in art.splitlines() if line and set(line) <= set(halves)]
+    width = max(map(len, lines))
+    image = Image.new("L", (width, 2 * len(lines)), 0)
+    for y, line in enumerate(lines):
+        for x, char in enumerate(line):
+            top, bottom = halves[char]
+            image.putpixel((x, 2 * y), 255 * top)
+            image.putpixel((x, 2 * y + 1), 255 * bottom)
+    image = image.resize((width * 8, len(lines) * 16), Image.NEAREST)
+    found = [b.text for b in zxingcpp.read_barcodes(image) if b.valid]
+    assert found, f"no QR code in:\n{art}"
+    return found[0]
+
+
 def make_app(tmp_path: Path, issuer: str = "http://127.0.0.1:8000", **config: Any) -> Flask:
     """A migrated IdP (SQLite in ``tmp_path`` unless ``IDP_DATABASE_URL`` is given)."""
     settings = {

@@ -38,3 +38,26 @@ class UsedProof(Base):
     key_thumbprint: Mapped[str] = mapped_column(String(64), primary_key=True)
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Invitation(Base):
+    """A one-time link that enrolls a phone for a user without a password.
+
+    Only the SHA-256 ``digest`` of its token is stored: whoever reads the database cannot
+    enroll with it. Used once (``used_at``, and the phone it enrolled), then kept until
+    ``idp purge`` drops it; the audit log keeps the story.
+    """
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+    device_pk: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    #: Who made it: "cli", "demo" (an admin's name once the console makes them).
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+    user: Mapped[User] = relationship(lazy="joined")

@@ -29,6 +29,12 @@ def check_enrollment(username: str, device_name: str) -> str:
     name as it is stored. Called before the password is counted or checked, so that
     nothing of a malformed one reaches the audit log or the password budget."""
     check_username(username)
+    return check_device_name(device_name)
+
+
+def check_device_name(device_name: str) -> str:
+    """Refuse a device name that is empty, too long or holds control characters
+    (``InvalidRequest``); return it as it is stored."""
     device_name = device_name.strip()
     if not device_name or len(device_name) > MAX_DEVICE_NAME:
         raise InvalidRequest(f"device_name must be 1-{MAX_DEVICE_NAME} characters")
@@ -44,6 +50,13 @@ def enroll_device(
     checked first, see :func:`check_enrollment`); ``caller``: the phone's request."""
     device_name = check_enrollment(username, device_name)
     user = authenticate(username, password)
+    return add_device(user, device_name, key, caller=caller)
+
+
+def add_device(user: User, device_name: str, key: ECKey, *, caller: Caller | None) -> Device:
+    """Register ``key`` as a phone of ``user``, who has proven who they are (a password,
+    an invitation), in the caller's transaction; a key enrolls once (``DeviceExists``).
+    ``device_name`` is one :func:`check_device_name` returned."""
     thumbprint = key.thumbprint()
     if db.session.scalar(select(Device.id).where(Device.key_thumbprint == thumbprint)):
         raise DeviceExists()

@@ -25,6 +25,7 @@ from idp.errors import (
     database_unavailable,
     json_errors,
 )
+from idp.mobile.invitations import enroll_by_invitation
 from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, check_proof, record_proof, settle_proof
 from idp.mobile.services import (
@@ -58,11 +59,27 @@ def _settle_proof(response: Response) -> Response:
 @bp.post("/devices")
 @limits.per_ip("IDP_LIMIT_ENROLL", scope="enroll")
 def enroll() -> tuple[Response, int]:
-    """Enroll a phone: password once, then only its key."""
+    """Enroll a phone: a password or an invitation once, then only its key."""
     proof = _verify(enrollment=True)
     body = _json_object()
-    username = _string(body, "username")
-    password, device_name = _string(body, "password"), _string(body, "device_name")
+    if ("invitation" in body) == ("username" in body or "password" in body):
+        raise InvalidRequest("send either 'invitation', or 'username' and 'password'")
+    device_name = _string(body, "device_name")
+    if "invitation" in body:
+        device = enroll_by_invitation(
+            _string(body, "invitation"), proof.key, device_name, caller=Caller.from_request()
+        )
+        response = jsonify(_device_view(device))
+        db.session.commit()
+        return response, 201
+    return _enroll_with_password(proof, body, device_name)
+
+
+def _enroll_with_password(
+    proof: Proof, body: dict[str, Any], device_name: str
+) -> tuple[Response, int]:
+    """The password path: counted per username (``IDP_LIMIT_PASSWORD``), audited."""
+    username, password = _string(body, "username"), _string(body, "password")
     check_enrollment(username, device_name)  # a malformed name is never counted or audited
     limits.charge_password(username)  # before the check: concurrent guesses cannot race it
     try:

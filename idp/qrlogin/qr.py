@@ -1,6 +1,9 @@
-"""QR codes as compact inline SVG."""
+"""QR codes as compact inline SVG, and as text for a terminal."""
 
 from __future__ import annotations
+
+import io
+from typing import TextIO
 
 from markupsafe import Markup, escape
 from qrcode import QRCode
@@ -38,3 +41,25 @@ def qr_svg(data: str, label: str) -> Markup:
         f'<rect width="{size}" height="{size}" fill="#fff"/>'
         f'<path fill="#000" d="{"".join(runs)}"/></svg>'
     )
+
+
+def qr_text(data: str) -> str:
+    """``data`` as a QR code drawn in block characters, two modules a line, for a terminal.
+    Light modules are drawn, dark ones left blank: on the usual dark terminal background
+    that is the code as printed on paper (and phones read the inverse too)."""
+    qr = QRCode(error_correction=ERROR_CORRECT_M, border=2, mask_pattern=MASK_PATTERN)
+    qr.add_data(data)
+    out = io.StringIO()
+    qr.print_ascii(out=out, invert=True)
+    return out.getvalue()
+
+
+def qr_for_terminal(data: str, stream: TextIO) -> str:
+    """:func:`qr_text` if ``stream`` can show its block characters (a UTF-8 terminal),
+    else a line that says to use the link: printing them would fail otherwise."""
+    art = qr_text(data)
+    try:
+        art.encode(stream.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "(this terminal cannot draw the QR code: open the link instead)\n"
+    return art

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from support import PageSocket, free_port, next_status
+from support import PageSocket, enroll_by_invitation, free_port, next_status, terminal_qr_text
 
 BIN = Path(sys.executable).parent
 
@@ -92,3 +92,17 @@ def test_demo_sign_in_as_a_new_user(demo, tmp_path):
     assert "Signed in as" in back.text and "Demo User" in back.text
     # The IdP's worker patched the standard library before anything imported ssl.
     assert "MonkeyPatchWarning" not in log.read_text()
+
+
+def test_demo_prints_the_phone_app_and_an_invitation_that_enrolls(demo):
+    issuer, _, log = demo
+    banner = log.read_text()
+    assert f"Or use the phone web app:  {issuer}/app/\n" in banner
+    [link] = re.findall(re.escape(f"{issuer}/app/invite/") + r"[A-Za-z0-9_-]{43}", banner)
+    assert terminal_qr_text(banner) == link  # the QR code beside it is the same link
+    token = link.rsplit("/", 1)[1]
+    enrolled = enroll_by_invitation(issuer, token, device_name="Demo browser")
+    assert enrolled.status_code == 201, enrolled.text
+    assert enrolled.json()["user"]["username"] == "demo"
+    again = enroll_by_invitation(issuer, token)
+    assert (again.status_code, again.json()["error"]) == (410, "invalid_invitation")

@@ -98,6 +98,7 @@ def test_db_upgrade_creates_the_schema_and_can_run_again(fresh):
         "clients",
         "client_origins",
         "devices",
+        "invitations",
         "used_proofs",
         "login_requests",
         "authorization_codes",
@@ -107,7 +108,7 @@ def test_db_upgrade_creates_the_schema_and_can_run_again(fresh):
         "browser_sessions",
         "audit_events",
     }
-    assert fresh.rows("SELECT version_num FROM alembic_version") == [("0006",)]
+    assert fresh.rows("SELECT version_num FROM alembic_version") == [("0007",)]
     assert ok(fresh("db upgrade")) == "database is up to date\n"
     # The instance folder got the secret key, private.
     secret = fresh.tmp / "instance" / "secret_key"

@@ -30,16 +30,21 @@ COMMITS = {
 
 #: Who may open a transaction of their own, and why.
 OWN_TRANSACTIONS = {
-    ("cli.py", "users_create"): "a command: its own unit of work",
+    ("accounts/commands.py", "users_create"): "a command: its own unit of work",
+    ("accounts/commands.py", "users_invite"): "a command: its own unit of work",
     ("cli.py", "clients_create"): "a command: its own unit of work",
     ("cli.py", "clients_delete"): "a command: its own unit of work",
     ("cli.py", "keys_rotate"): "a command: its own unit of work",
     ("cli.py", "devices_revoke"): "a command: its own unit of work",
     ("demo.py", "_ensure_user"): "`idp demo` setting itself up: a command's unit of work",
+    ("demo.py", "_invite_demo_user"): "`idp demo`: its invitation, printed once committed",
     ("demo.py", "_ensure_client"): "`idp demo`: committed before the client's secret is saved",
     ("realtime/views.py", "_current_state"): "a WebSocket step that saw the request expire",
     ("mobile/proof.py", "settle_proof"): "a refused proof's jti stands alone",
     ("qrlogin/services.py", "_check_open"): "an expiry seen on read stands alone",
+    ("mobile/invitations.py", "_refuse"): (
+        "a refused invitation's audit line stands, though the enrollment that sent it fails"
+    ),
     ("oauth/family.py", "revoke_family"): (
         "a replayed code's or refresh token's family revocation stands, though the token "
         "request that found it fails"

@@ -16,7 +16,7 @@ from idp.audit import AuditEvent
 from idp.cli import main
 from idp.db import utcnow
 from idp.housekeeping import purge
-from idp.mobile.models import Device, UsedProof
+from idp.mobile.models import Device, Invitation, UsedProof
 from idp.oauth.models import AuthorizationCode, Token, digest
 from idp.qrlogin.models import LoginRequest, ShortCodeFailure, Status
 from support import PASSWORD, REDIRECT_URI
@@ -116,6 +116,23 @@ def rows(app):
                 ),
             ]
         )
+
+        def invitation(name: str, expires_in: float, used_ago: float | None = None) -> None:
+            used_at = None if used_ago is None else now - timedelta(seconds=used_ago)
+            db.session.add(
+                Invitation(
+                    user_id=user.id,
+                    digest=digest(name),
+                    expires_at=now + timedelta(seconds=expires_in),
+                    used_at=used_at,
+                )
+            )
+
+        invitation("invite-expired-long-ago", -2 * HOUR)
+        invitation("invite-used-long-ago", 20 * HOUR, used_ago=2 * HOUR)
+        invitation("invite-expired-recently", -60)
+        invitation("invite-used-recently", 20 * HOUR, used_ago=60)
+        invitation("invite-open", 10 * 60)
         # The audit log is kept IDP_AUDIT_RETENTION_DAYS (365) days.
         db.session.add_all(
             [
@@ -131,6 +148,9 @@ def rows(app):
             digest(t) for t in ["token-live", "token-old-refreshable", "token-old-refresh-forever"]
         },
         "proofs": {"proof-live"},
+        "invitations": {
+            digest(i) for i in ["invite-expired-recently", "invite-used-recently", "invite-open"]
+        },
         "failures": 1,
         "audit": {"user.created", "client.created", "login.approved"},
     }
@@ -143,6 +163,7 @@ def remaining(app) -> dict[str, set[str]]:
             "codes": set(db.session.scalars(select(AuthorizationCode.code_hash))),
             "tokens": set(db.session.scalars(select(Token.access_token_hash))),
             "proofs": set(db.session.scalars(select(UsedProof.jti))),
+            "invitations": set(db.session.scalars(select(Invitation.digest))),
             "failures": len(db.session.scalars(select(ShortCodeFailure.id)).all()),
             "audit": set(db.session.scalars(select(AuditEvent.event))),
         }
@@ -155,6 +176,7 @@ def test_purge_deletes_exactly_what_expired(app, rows):
         "login_requests": 1,
         "authorization_codes": 1,
         "tokens": 3,
+        "invitations": 2,
         "used_proofs": 1,
         "short_code_failures": 1,
         "audit_events": 1,
@@ -185,7 +207,7 @@ def test_keep_zero_still_spares_what_can_be_used(app, rows):
 def test_small_batches_delete_everything(app, rows):
     with app.app_context():
         report = purge(timedelta(hours=1), batch=1)
-    assert report.total == 8
+    assert report.total == 10
     assert remaining(app) == rows
 
 
@@ -206,7 +228,7 @@ def test_two_purges_at_once_agree(app, rows):
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert sum(r.total for r in reports) == 8
+    assert sum(r.total for r in reports) == 10
     assert remaining(app) == rows
 
 
@@ -221,6 +243,7 @@ def test_the_command(app, rows, monkeypatch):
         "login_requests": 1,
         "authorization_codes": 1,
         "tokens": 3,
+        "invitations": 2,
         "used_proofs": 1,
         "short_code_failures": 1,
         "audit_events": 1,

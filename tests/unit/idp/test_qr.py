@@ -4,6 +4,7 @@ The SVG is parsed and drawn here, module by module, with no SVG renderer: what i
 exactly the geometry the browser is given.
 """
 
+import io
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ import zxingcpp
 from markupsafe import Markup
 from PIL import Image, ImageDraw
 
-from idp.qrlogin.qr import QUIET_ZONE, qr_svg
+from idp.qrlogin.qr import QUIET_ZONE, qr_for_terminal, qr_svg
+from support import terminal_qr_text
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 RUN = re.compile(r"M(\d+),(\d+)h(\d+)v1h-(\d+)z")
@@ -179,3 +181,13 @@ def test_the_label_is_escaped(label, escaped):
 def test_a_label_that_is_already_markup_is_not_escaped_twice():
     svg = str(qr_svg("https://id.example.com/q/abc", Markup("A &amp; B")))
     assert 'aria-label="A &amp; B"' in svg
+
+
+def test_the_terminal_code_decodes_and_an_ascii_terminal_gets_a_sentence():
+    link = "https://idp.example.com/app/invite/" + "Ab_-" * 10 + "xyz"
+    utf8 = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    assert terminal_qr_text(qr_for_terminal(link, utf8)) == link
+    ascii_only = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    assert qr_for_terminal(link, ascii_only) == (
+        "(this terminal cannot draw the QR code: open the link instead)\n"
+    )
