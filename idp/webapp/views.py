@@ -22,6 +22,7 @@ from flask_babel import gettext
 from idp import web
 from idp.admin.services import logo_origin
 from idp.errors import UnknownRequest
+from idp.mobile import invitations
 from idp.qrlogin import services as logins
 from idp.qrlogin.useragent import summarize_user_agent
 from idp.webapp.messages import app_messages
@@ -38,6 +39,7 @@ APP_FILES = (
     "app/keystore.js",
     "app/proof.js",
     "app/scanner.js",
+    "vendor/zxing-library.min.js",
     "app/icon-192.png",
     "app/icon-512.png",
 )
@@ -71,8 +73,6 @@ def approve_page(request_id: str) -> Response:
 def invitation_page(token: str) -> Response:
     """An enrollment invitation: who it is for, and **Set up this phone**. Reading it
     consumes nothing (a link preview only GETs); the app's signed POST uses it up."""
-    from idp.mobile import invitations  # TODO(merge): top-level once invitations land
-
     invitation = invitations.open_invitation(token)
     if invitation is None:
         return _app_page(screen="invitation_gone", status=410)

@@ -9,6 +9,7 @@ from typing import Any
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from cluster import BIN
+from idp_phone.api import PhoneClient
 from support import PASSWORD
 
 WAIT_MS = 30_000
@@ -53,3 +54,10 @@ def idp_command(idp: Any, *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def enroll(site: Any) -> PhoneClient:
+    """The reference phone client, idp-phone, enrolled as alice's phone."""
+    phone = PhoneClient(site.tmp / "phone")
+    phone.enroll(site.issuer, "alice", PASSWORD, "Alice's phone")
+    return phone

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from a11y import axe_violations
-from test_sign_in import LAPTOP, PHONE, new_context, start_sign_in
+from desktop import LAPTOP, PHONE, new_context, start_sign_in
 
 
 @pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])

@@ -280,9 +280,33 @@ def test_the_service_worker_keeps_the_apps_files_and_nothing_else(chromium, site
     phone.reload()  # now the page is the worker's client
     phone.wait_for_function("navigator.serviceWorker.controller !== null")
     context.set_offline(True)
-    answers = phone.evaluate(
-        OFFLINE_FETCHES,
-        ["/static/app/app.js", "/api/mobile/v1/devices/me", "/q/x", "/authorize", "/token", "/app/"],
-    )
+    paths = ["/static/app/app.js", "/api/mobile/v1/devices/me", "/q/x", "/authorize", "/token"]
+    answers = phone.evaluate(OFFLINE_FETCHES, [*paths, "/app/"])
     assert answers.pop("/static/app/app.js") == 200  # from the cache
     assert set(answers.values()) == {"network error"}, answers  # never answered from it
+
+
+def test_an_invitation_sets_up_a_phone_without_a_password_once(chromium, site):
+    printed = idp_command(site.idp, "users", "invite", "alice", "--ttl", "15m", "--no-qr")
+    link = re.search(r"http://\S+/app/invite/\S+", printed)
+    assert link, printed
+    context = phone_context(chromium)
+    assert context.request.get(link.group()).status == 200  # a link preview: nothing used
+    phone = context.new_page()
+    phone.goto(link.group())
+    expect(phone.locator("#enroll-note")).to_have_text(
+        "This invitation sets up this phone for Alice Example (alice)."
+    )
+    expect(phone.get_by_label("Password")).to_be_hidden()
+    shot(phone, "phone-invitation")
+    phone.get_by_role("button", name="Set up this phone").tap()
+    expect(phone.locator("#home-who")).to_have_text("This phone signs in as Alice Example (alice).")
+    assert phone.url == f"{site.issuer}/app/"  # the used link left the address bar
+
+    again = phone_context(chromium).new_page()
+    again.goto(link.group())
+    expect(again.get_by_role("heading", name="This invitation cannot be used")).to_be_visible()
+    desktop = start_sign_in(new_context(chromium), site)  # and the invited phone signs in
+    open_qr(phone, read_qr(desktop, site.tmp))
+    phone.get_by_role("button", name="Approve").tap()
+    expect_signed_in(desktop, site)

@@ -5,20 +5,13 @@ back on the RP."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from desktop import PHONE, new_context, read_qr, shot, start_sign_in
+from phone import enroll
 from playwright.sync_api import expect
 
-from idp_phone.api import PhoneApiError, PhoneClient
-from support import PASSWORD
-
-
-def enroll(site: Any) -> PhoneClient:
-    phone = PhoneClient(site.tmp / "phone")
-    phone.enroll(site.issuer, "alice", PASSWORD, "Alice's phone")
-    return phone
+from idp_phone.api import PhoneApiError
 
 
 def test_approve(chromium, site):

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from desktop import new_context, read_qr
 from flask import Flask, jsonify, send_file
+from phone import enroll
 from playwright.sync_api import Browser, Page, expect
-from test_sign_in import enroll, new_context, read_qr
 
 from cluster import IdPProcess, seeded_idp
 from support import listening_socket, serve_in_thread

@@ -34,7 +34,7 @@ def page_state(response: Any) -> dict[str, Any]:
 
 def start_login(app: Flask, client: FlaskClient, **options: Any) -> str:
     with app.app_context(), db.unit_of_work():
-        registered, secret = create_client("Photo Club", ["http://localhost:9999/cb"], **options)
+        registered, secret = create_client("Photo Club", ["http://localhost:9999/callback"], **options)
     rp = RelyingParty("http://127.0.0.1:8000", registered.client_id, secret)
     response = client.get(rp.authorize_url().removeprefix(rp.idp_url), headers=HTML)
     assert response.status_code == 200
