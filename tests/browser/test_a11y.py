@@ -4,6 +4,7 @@ phone size (tests/browser/a11y.py runs it under the pages' own policy)."""
 from __future__ import annotations
 
 import pytest
+
 from a11y import axe_violations
 from desktop import LAPTOP, PHONE, new_context, start_sign_in
 

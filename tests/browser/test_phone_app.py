@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from desktop import new_context, read_qr, shot, start_sign_in
-from phone import enroll_in_app, idp_command, phone_context
 from playwright.sync_api import Page, expect
 
+from desktop import new_context, read_qr, shot, start_sign_in
+from phone import enroll_in_app, idp_command, phone_context
 from support import PASSWORD
 
 SCOPE_TEXT = "Sign you in with your account identifier"

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import qrcode
-from camera import write_y4m
 from PIL import Image
 from playwright.sync_api import Page
+
+from camera import write_y4m
 
 WAIT_MS = 30_000
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from desktop import PHONE, new_context, read_qr, shot, start_sign_in
-from phone import enroll
 from playwright.sync_api import expect
 
+from desktop import PHONE, new_context, read_qr, shot, start_sign_in
 from idp_phone.api import PhoneApiError
+from phone import enroll
 
 
 def test_approve(chromium, site):

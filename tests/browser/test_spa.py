@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from desktop import new_context, read_qr
 from flask import Flask, jsonify, send_file
-from phone import enroll
 from playwright.sync_api import Browser, Page, expect
 
 from cluster import IdPProcess, seeded_idp
+from desktop import new_context, read_qr
+from phone import enroll
 from support import listening_socket, serve_in_thread
 
 HERE = Path(__file__).parent

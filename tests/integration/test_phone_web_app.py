@@ -20,6 +20,7 @@ from support import RelyingParty
 
 STATIC = Path(__file__).resolve().parents[2] / "idp" / "static"
 HTML = {"Accept": "text/html"}
+REDIRECT_URI = "http://localhost:9999/callback"
 ANDROID = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0 Mobile Safari/537.36"
@@ -34,7 +35,7 @@ def page_state(response: Any) -> dict[str, Any]:
 
 def start_login(app: Flask, client: FlaskClient, **options: Any) -> str:
     with app.app_context(), db.unit_of_work():
-        registered, secret = create_client("Photo Club", ["http://localhost:9999/callback"], **options)
+        registered, secret = create_client("Photo Club", [REDIRECT_URI], **options)
     rp = RelyingParty("http://127.0.0.1:8000", registered.client_id, secret)
     response = client.get(rp.authorize_url().removeprefix(rp.idp_url), headers=HTML)
     assert response.status_code == 200
