@@ -191,22 +191,23 @@ def _print_banner(rp_url: str, issuer: str, phone: str, invitation: str) -> None
  1. Open the demo website:   {rp_url}/
     and click "Sign in with your phone". The IdP ({issuer}) shows a QR code.
 
- 2. Approve with the demo phone (already enrolled as user "{DEMO_USER}"):
-    the exact command for each new code is printed below as it appears, e.g.
+ 2. Approve with the phone web app, {issuer}/app/ : open this one-time link
+    (1 hour) in another browser window (or in a phone browser that reaches this
+    address over https) to set it up as user "{DEMO_USER}", no password needed:
+    {invitation}
+{qr_for_terminal(invitation, sys.stdout)}
+    Then, on the sign-in page, open "Can't scan?": type its code in the app, or
+    open its link in that window (a phone's camera opens the same link).
+
+    Or approve with the terminal phone (already enrolled as "{DEMO_USER}"): the
+    exact command for each new code is printed below as it appears, e.g.
         {phone} scan {issuer}/q/<id> --approve
-    or scan a screenshot of the page:
-        {phone} scan screenshot.png --approve
 
  3. The page goes back to the website, signed in, with the ID token's claims.
 
- Enroll your own phone profile:  idp-phone enroll --server {issuer} \\
+ Another terminal phone profile:  idp-phone enroll --server {issuer} \\
         --username {DEMO_USER} --password-stdin    (password: {DEMO_PASSWORD})
 
- Or use the phone web app:  {issuer}/app/
-    (a phone browser that reaches this address, or a second browser window here),
-    set up as user "{DEMO_USER}" without a password by this one-time link (1 hour):
-    {invitation}
-{qr_for_terminal(invitation, sys.stdout)}
  Press Ctrl-C to stop.
 ================================================================================
 """,

@@ -97,7 +97,7 @@ def test_demo_sign_in_as_a_new_user(demo, tmp_path):
 def test_demo_prints_the_phone_app_and_an_invitation_that_enrolls(demo):
     issuer, _, log = demo
     banner = log.read_text()
-    assert f"Or use the phone web app:  {issuer}/app/\n" in banner
+    assert f"Approve with the phone web app, {issuer}/app/ :" in banner
     [link] = re.findall(re.escape(f"{issuer}/app/invite/") + r"[A-Za-z0-9_-]{43}", banner)
     assert terminal_qr_text(banner) == link  # the QR code beside it is the same link
     token = link.rsplit("/", 1)[1]
