@@ -29,6 +29,8 @@ def expect_signed_in(desktop: Page, site) -> None:
 
 def test_approve_from_the_qr_url(chromium, site):
     phone = enroll_in_app(phone_context(chromium), site.issuer)
+    # Not installed to the home screen: it says what a browser may do to its key.
+    expect(phone.locator("#storage-note")).to_contain_text("Safari")
     shot(phone, "phone-home")
     desktop = start_sign_in(new_context(chromium), site)
     open_qr(phone, read_qr(desktop, site.tmp))
@@ -310,3 +312,22 @@ def test_an_invitation_sets_up_a_phone_without_a_password_once(chromium, site):
     open_qr(phone, read_qr(desktop, site.tmp))
     phone.get_by_role("button", name="Approve").tap()
     expect_signed_in(desktop, site)
+
+
+def test_plain_http_off_localhost_says_why_nothing_works(chromium, site):
+    """The IdP's real answers, routed to http://phone.example: not a secure context, so
+    no WebCrypto and no camera, and the app says so instead of failing silently."""
+    context = phone_context(chromium)
+
+    def forward(route) -> None:
+        real = route.request.url.replace("http://phone.example", site.issuer, 1)
+        route.fulfill(response=route.fetch(url=real))
+
+    context.route("http://phone.example/**", forward)
+    phone = context.new_page()
+    phone.goto("http://phone.example/app/")
+    expect(phone.get_by_role("alert")).to_have_text(
+        "This page must be opened over https: the camera and this phone's key work only"
+        " on a secure connection."
+    )
+    expect(phone.locator("#screen-enroll")).to_be_hidden()
