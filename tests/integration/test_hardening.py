@@ -261,6 +261,7 @@ API_ROUTES = {
 PAGE_ROUTES = {
     "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout",
     "/ws/login/<request_id>", "/static/<path:filename>",
+    "/app", "/app/", "/app/invite/<token>", "/app/manifest.webmanifest", "/app/sw.js",
 }  # fmt: skip
 
 

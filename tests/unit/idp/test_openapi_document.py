@@ -23,6 +23,11 @@ NOT_DOCUMENTED = {
     "/authorize/short-code/{request_id}",
     "/authorize/complete/{request_id}",
     "/q/{request_id}",
+    "/app",  # the phone web app: pages and their files, not an API
+    "/app/",
+    "/app/invite/{token}",
+    "/app/manifest.webmanifest",
+    "/app/sw.js",
     "/ws/login/{request_id}",
     "/healthz",
     "/readyz",
