@@ -5,12 +5,20 @@ opened in the phone browser, as its camera app would open it."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
+import time
+from pathlib import Path
 
 import pytest
+from joserfc import jws
+from joserfc.jwk import ECKey
 from playwright.sync_api import Page, expect
 
 from desktop import new_context, read_qr, shot, start_sign_in
+from idp.webapp.views import APP_FILES
 from phone import enroll_in_app, idp_command, phone_context
 from support import PASSWORD
 
@@ -271,8 +279,6 @@ OFFLINE_FETCHES = """async (paths) => {
 
 
 def test_the_service_worker_keeps_the_apps_files_and_nothing_else(chromium, site):
-    from idp.webapp.views import APP_FILES
-
     context = phone_context(chromium)
     phone = enroll_in_app(context, site.issuer)
     state = phone.evaluate(SERVICE_WORKER_STATE)
@@ -331,3 +337,84 @@ def test_plain_http_off_localhost_says_why_nothing_works(chromium, site):
         " on a secure connection."
     )
     expect(phone.locator("#screen-enroll")).to_be_hidden()
+
+
+@pytest.mark.idp_config(IDP_LIMIT_PASSWORD="2 per 15 minutes")
+def test_a_locked_username_says_how_long_to_wait(chromium, site):
+    phone = phone_context(chromium).new_page()
+    phone.goto(f"{site.issuer}/app/")
+    phone.get_by_label("Username").fill("alice")
+    for _ in range(2):
+        phone.get_by_label("Password").fill("not the password")
+        phone.get_by_role("button", name="Set up this phone").tap()
+        expect(phone.get_by_role("alert")).to_have_text("The username or password is wrong.")
+        phone.evaluate("() => { document.getElementById('message').hidden = true; }")
+    phone.get_by_label("Password").fill(PASSWORD)  # even the right one, until the wait is over
+    phone.get_by_role("button", name="Set up this phone").tap()
+    expect(phone.get_by_role("alert")).to_have_text(
+        re.compile(r"^Too many attempts\. Try again in \d+ seconds\.$")
+    )
+
+
+def test_the_network_down_and_a_code_another_phone_took(chromium, site):
+    first = enroll_in_app(phone_context(chromium), site.issuer)
+    second_context = phone_context(chromium)
+    second = enroll_in_app(second_context, site.issuer, name="Second phone")
+    desktop = start_sign_in(new_context(chromium), site)
+    url = read_qr(desktop, site.tmp)
+    open_qr(first, url)
+    expect(first.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    open_qr(second, url)
+    expect(second.get_by_role("alert")).to_have_text(
+        "This sign-in code was already used. Get a new code on the computer."
+    )
+    first.context.set_offline(True)
+    first.get_by_role("button", name="Approve").tap()
+    expect(first.get_by_role("alert")).to_have_text(
+        "The sign-in service could not be reached. Check your connection and try again."
+    )
+    first.context.set_offline(False)
+    first.get_by_role("button", name="Approve").tap()  # worth another try: it works now
+    expect(first.get_by_role("heading", name="Done: return to your computer")).to_be_visible()
+    expect_signed_in(desktop, site)
+
+
+MAKE_PROOFS = """async (issuer) => {
+  const { makeProof, newDeviceKey, publicJwk } = await import("/static/app/proof.js");
+  const keyPair = await newDeviceKey();
+  const jwk = await publicJwk(keyPair);
+  const body = JSON.stringify({ qr: issuer + "/q/abc", "émoji": "✓" });
+  const url = issuer + "/api/mobile/v1/login-requests/scan";
+  return {
+    jwk, body,
+    enrollment: await makeProof(keyPair, { method: "post", url, body, jwk }),
+    device: await makeProof(keyPair, { method: "GET", url, body: "", kid: "device-1" }),
+  };
+}"""
+
+
+def test_the_web_apps_proof_follows_the_wire_contract(chromium, site):
+    """The same contract idp-phone and the server are held to (tests/data/phone_wire.json):
+    the proofs the browser makes, checked in Python, signature included."""
+    wire = json.loads((Path(__file__).parents[1] / "data" / "phone_wire.json").read_text())
+    contract = wire["proof"]
+    page = phone_context(chromium).new_page()
+    page.goto(f"{site.issuer}/app/")
+    made = page.evaluate(MAKE_PROOFS, site.issuer)
+    key = ECKey.import_key(made["jwk"])
+    assert sorted(made["jwk"]) == sorted(contract["key"]["public_members"])
+    for kind, body in (("enrollment", made["body"].encode()), ("device", b"")):
+        token = jws.deserialize_compact(made[kind], key, algorithms=[contract["alg"]])
+        header, claims = token.headers(), json.loads(token.payload)
+        assert sorted(header) == contract["header_names"][kind]
+        assert header["typ"] == contract["typ"] and header["alg"] == contract["alg"]
+        assert sorted(claims) == contract["claim_names"]
+        assert claims["htu"] == f"{site.issuer}/api/mobile/v1/login-requests/scan"
+        assert claims["htm"] == ("POST" if kind == "enrollment" else "GET")
+        digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+        assert claims["bh"] == digest
+        assert abs(claims["iat"] - time.time()) < contract["iat_max_skew_seconds"]
+        jti = claims["jti"]
+        assert contract["jti"]["min_length"] <= len(jti) <= contract["jti"]["max_length"]
+        assert all(0x21 <= ord(c) <= 0x7E for c in jti)
+    assert made["enrollment"].split(".")[1] != made["device"].split(".")[1]
