@@ -82,6 +82,11 @@ def test_number_matching_the_right_and_a_wrong_number(chromium, site):
     expect(choices).to_have_count(3)
     shown = desktop.locator("#match-number")
     expect(shown).to_be_visible()
+    row, deny = (
+        phone.locator("#number-choices").bounding_box(),
+        phone.locator("#deny").bounding_box(),
+    )
+    assert row and deny and deny["width"] == row["width"]  # Deny as wide as the three numbers
     shot(phone, "phone-number-matching")
     phone.get_by_role("button", name=shown.inner_text().strip(), exact=True).tap()
     expect(phone.get_by_role("heading", name="Done: return to your computer")).to_be_visible()

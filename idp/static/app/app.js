@@ -336,6 +336,7 @@ function showRequest(view) {
   const matching = view.number_matching;
   byId("numbers").hidden = !matching;
   approve.hidden = Boolean(matching);
+  byId("decision").classList.toggle("single", Boolean(matching)); // Deny as wide as the numbers
   if (matching) {
     byId("numbers-label").textContent = say("choose_number");
     byId("number-choices").replaceChildren(...matching.choices.map((number) => {
