@@ -10,6 +10,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from camera import write_y4m
 from desktop import new_context, read_qr, shot, start_sign_in
 from phone import enroll_in_app, idp_command, phone_context
 from support import PASSWORD
@@ -310,3 +311,36 @@ def test_an_invitation_sets_up_a_phone_without_a_password_once(chromium, site):
     open_qr(phone, read_qr(desktop, site.tmp))
     phone.get_by_role("button", name="Approve").tap()
     expect_signed_in(desktop, site)
+
+
+STALL_THE_CAMERA = """() => {
+  // The person takes a while to allow the camera; every stream it gives is kept here.
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  window.streams = [];
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const stream = await original(constraints);
+    window.streams.push(stream);
+    return stream;
+  };
+}"""
+
+LIVE_TRACKS = """() => window.streams.flatMap((stream) => stream.getTracks())
+  .filter((track) => track.readyState === "live").length"""
+
+
+def test_stop_scanning_before_the_camera_starts_leaves_it_off(chromium, fake_camera, site):
+    desktop = start_sign_in(new_context(chromium), site)
+    qr_picture = site.tmp / "qr.png"
+    desktop.locator("#qr").screenshot(path=str(qr_picture))
+    context = phone_context(fake_camera(write_y4m(qr_picture, site.tmp / "qr.y4m")))
+    context.add_init_script(script=f"({STALL_THE_CAMERA})()")
+    phone = enroll_in_app(context, site.issuer)
+    phone.get_by_role("button", name="Scan").tap()
+    phone.get_by_role("button", name="Stop scanning").tap()  # before the camera came on
+    phone.wait_for_timeout(3000)  # the camera came on, and a running scanner reads the code
+    assert phone.evaluate("() => window.streams.length") == 1
+    assert phone.evaluate(LIVE_TRACKS) == 0
+    assert phone.url == f"{site.issuer}/app/"  # nothing read, nothing opened
+    expect(phone.locator("#scanner")).to_be_hidden()
+    expect(phone.get_by_role("button", name="Scan")).to_be_visible()

@@ -17,6 +17,7 @@ let record = null; // this phone's enrollment (keystore.js)
 let api = null;
 let countdown = null;
 let stopScanner = null;
+let scanSession = 0; // which tap of Scan is current (see the Scan button)
 
 // --- Saying things ---------------------------------------------------------------
 
@@ -257,17 +258,24 @@ byId("scan-button").onclick = async () => {
   byId("scanner").hidden = false;
   byId("scan-button").hidden = true;
   byId("scanner-note").textContent = say("scanning");
+  // Starting the camera waits for the person to allow it: "Stop scanning" may be tapped
+  // meanwhile. A scan that was closed before its camera came on turns that camera off
+  // at once and reports nothing (else it would film on, hidden, and act on what it reads).
+  const session = ++scanSession;
+  const current = (handler) => (value) => { if (session === scanSession) { handler(value); } };
   try {
     const { startScanner } = await import("./scanner.js");
-    stopScanner = await startScanner(video, onScanned, onScannerError);
+    const stop = await startScanner(video, current(onScanned), current(onScannerError));
+    if (session === scanSession) { stopScanner = stop; } else { stop(); }
   } catch (error) {
-    onScannerError("failed");
+    current(onScannerError)("failed");
   }
 };
 
 byId("scan-stop").onclick = () => closeScanner();
 
 function closeScanner() {
+  scanSession += 1; // whatever the scan in progress reports after this is ignored
   if (stopScanner) { stopScanner(); }
   stopScanner = null;
   byId("scanner").hidden = true;
