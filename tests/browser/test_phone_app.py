@@ -6,6 +6,7 @@ opened in the phone browser, as its camera app would open it."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -311,6 +312,30 @@ def test_an_invitation_sets_up_a_phone_without_a_password_once(chromium, site):
     open_qr(phone, read_qr(desktop, site.tmp))
     phone.get_by_role("button", name="Approve").tap()
     expect_signed_in(desktop, site)
+
+
+def test_a_double_tap_on_continue_sends_the_typed_code_once(chromium, site):
+    # The scan uses the code up: a second scan of it would be a wrong code, counted.
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    desktop.get_by_text("Can't scan?").click()
+    code = desktop.locator("#short-code")
+    expect(code).to_have_text(re.compile(r"^[A-Z]{4}-[A-Z]{4}$"))
+    typed: list[str] = []
+
+    def slow_scan(route) -> None:  # the answer comes after the second tap
+        if '"code"' in (route.request.post_data or ""):
+            typed.append(route.request.post_data)
+            time.sleep(0.5)
+        route.continue_()
+
+    phone.route("**/login-requests/scan", slow_scan)
+    phone.get_by_label("Can't scan? Type the code the computer shows").fill(code.inner_text())
+    field = phone.get_by_label("Can't scan? Type the code the computer shows")
+    field.press("Enter")
+    field.press("Enter")
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    assert len(typed) == 1, typed
 
 
 STALL_THE_CAMERA = """() => {

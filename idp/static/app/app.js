@@ -239,11 +239,16 @@ byId("code-form").onsubmit = async (event) => {
     return;
   }
   notify("");
+  // One scan per code: the scan uses the code up, so a second tap (or Enter) sent before
+  // the answer came would be a wrong code, counted against the user's few tries.
+  const button = byId("code-button");
+  button.disabled = true;
   try {
     const answer = await api.scanCode(code);
     // The request's own page: the same approval screen a camera app opens.
     window.location.assign(`/q/${encodeURIComponent(answer.login_request.id)}`);
   } catch (error) {
+    button.disabled = false;
     if (error instanceof ApiError && error.code === "invalid_request") {
       notify(say("not_a_code")); // not even the shape of a code
     } else {
@@ -251,6 +256,11 @@ byId("code-form").onsubmit = async (event) => {
     }
   }
 };
+
+// Back from the request's page, out of the back-forward cache: the code can be typed again.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) { byId("code-button").disabled = false; }
+});
 
 byId("scan-button").onclick = async () => {
   notify("");
