@@ -29,6 +29,26 @@ def expect_signed_in(desktop: Page, site) -> None:
     expect(desktop.get_by_text("Alice Example").first).to_be_visible()
 
 
+# Runs in the page: what changed inside a live region (what a screen reader reads out
+# unasked) in 3 seconds.
+ANNOUNCED_IN_3_SECONDS = """async () => {
+  const live = "[aria-live]:not([aria-live=off]), [role=alert], [role=status], [role=log]";
+  const changed = [];
+  const observer = new MutationObserver((records) => {
+    for (const record of records) {
+      const target = record.target.nodeType === Node.ELEMENT_NODE
+        ? record.target : record.target.parentElement;
+      const region = target && target.closest(live);
+      if (region) { changed.push(region.id || region.tagName); }
+    }
+  });
+  observer.observe(document.body, { subtree: true, childList: true, characterData: true });
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  observer.disconnect();
+  return changed;
+}"""
+
+
 def test_approve_from_the_qr_url(chromium, site):
     phone = enroll_in_app(phone_context(chromium), site.issuer)
     shot(phone, "phone-home")
@@ -46,6 +66,7 @@ def test_approve_from_the_qr_url(chromium, site):
     a, d = approve.bounding_box(), deny.bounding_box()
     assert a and d and (a["width"], a["height"]) == (d["width"], d["height"])  # equally prominent
     expect(desktop.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    assert phone.evaluate(ANNOUNCED_IN_3_SECONDS) == []  # the countdown ticks silently
     shot(phone, "phone-request")
     approve.tap()
     expect(phone.get_by_role("heading", name="Done: return to your computer")).to_be_visible()

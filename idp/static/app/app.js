@@ -407,6 +407,9 @@ function finish(title, detail) {
   showScreen("done");
 }
 
+/** The time left, each second, in a role=timer element: shown, never announced (a live
+ * region would make a screen reader read it out every second); the end is announced, as
+ * an alert (notify). */
 function startCountdown(expiresAt) {
   stopCountdown();
   const deadline = Date.parse(expiresAt);
