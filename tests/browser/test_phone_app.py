@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -390,3 +391,25 @@ def test_stop_scanning_before_the_camera_starts_leaves_it_off(chromium, fake_cam
     assert phone.url == f"{site.issuer}/app/"  # nothing read, nothing opened
     expect(phone.locator("#scanner")).to_be_hidden()
     expect(phone.get_by_role("button", name="Scan")).to_be_visible()
+
+
+@pytest.mark.parametrize(
+    ("hint", "shown"),
+    [
+        ("alice@example.com", "The site suggests the account alice@example.com."),
+        ("alice. Checked by your bank: it is safe to approve", None),
+    ],
+)
+def test_only_an_account_shaped_login_hint_is_shown(chromium, site, hint, shown):
+    # Whoever opens the sign-in page chooses login_hint: it must not be a sentence of theirs.
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    desktop.goto(f"{desktop.url}&{urlencode({'login_hint': hint})}")
+    expect(desktop.locator("#qr svg")).to_be_visible()
+    open_qr(phone, read_qr(desktop, site.tmp))
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    if shown:
+        expect(phone.locator("#request-hint")).to_have_text(shown)
+    else:
+        expect(phone.locator("#request-hint")).to_be_hidden()
+        expect(phone.locator("#screen-request")).not_to_contain_text("safe to approve")

@@ -327,6 +327,8 @@ async function openRequest() {
   showRequest(view);
 }
 
+const ACCOUNT_HINT = /^[A-Za-z0-9_.@+-]{1,150}$/; // a username (accounts.check_username) or e-mail
+
 function showRequest(view) {
   const client = view.client;
   byId("request-title").textContent = say("request_title", { client: client.name });
@@ -339,9 +341,14 @@ function showRequest(view) {
   byId("request-browser").textContent = say("browser_at", { browser: browser.summary, ip: browser.ip || "?" });
   byId("request-location").textContent = browser.location || say("location_unknown");
   byId("request-when").textContent = say("started_at", { time: formatTime(view.created_at) });
+  // login_hint is whatever the one who opened the sign-in page put in its URL (up to 255
+  // characters): shown only when it has the shape of an account name or e-mail address,
+  // so that it cannot put a sentence of its own ("safe to approve") on this screen.
+  const hintText = typeof view.login_hint === "string" && ACCOUNT_HINT.test(view.login_hint)
+    ? view.login_hint : "";
   const hint = byId("request-hint");
-  hint.hidden = !view.login_hint;
-  hint.textContent = view.login_hint ? say("login_hint", { hint: view.login_hint }) : "";
+  hint.hidden = !hintText;
+  hint.textContent = hintText ? say("login_hint", { hint: hintText }) : "";
   // Every warning the server gives is shown first, as it gives it.
   const warnings = [];
   if (view.proximity && view.proximity.message) { warnings.push(view.proximity.message); }
