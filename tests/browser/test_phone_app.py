@@ -413,3 +413,13 @@ def test_only_an_account_shaped_login_hint_is_shown(chromium, site, hint, shown)
     else:
         expect(phone.locator("#request-hint")).to_be_hidden()
         expect(phone.locator("#screen-request")).not_to_contain_text("safe to approve")
+
+
+def test_a_username_no_account_can_have_is_a_plain_sentence(chromium, site):
+    phone = phone_context(chromium).new_page()
+    phone.goto(f"{site.issuer}/app/")
+    phone.get_by_label("Username").fill("alice example")  # a space: no username has one
+    phone.get_by_label("Password").fill(PASSWORD)
+    phone.get_by_role("button", name="Set up this phone").tap()
+    expect(phone.get_by_role("alert")).to_have_text("The username or password is wrong.")
+    expect(phone.get_by_label("Username")).to_be_focused()

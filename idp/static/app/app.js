@@ -110,7 +110,14 @@ function showEnroll({ invitation = null, note = null } = {}) {
     try {
       await enroll(fields);
     } catch (error) {
-      await fail(error);
+      if (!invitation && error instanceof ApiError && error.code === "invalid_request") {
+        // A username no account can have ("alice smith"): say what the person can fix,
+        // not that the service refused (the device name is checked here already).
+        notify(say("invalid_credentials"));
+        byId("username").focus();
+      } else {
+        await fail(error);
+      }
     } finally {
       button.disabled = false;
     }
