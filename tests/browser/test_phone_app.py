@@ -423,3 +423,26 @@ def test_a_username_no_account_can_have_is_a_plain_sentence(chromium, site):
     phone.get_by_role("button", name="Set up this phone").tap()
     expect(phone.get_by_role("alert")).to_have_text("The username or password is wrong.")
     expect(phone.get_by_label("Username")).to_be_focused()
+
+
+@pytest.mark.idp_config(IDP_LOGIN_REQUEST_TTL=6)
+def test_an_answer_lost_after_the_code_expired_does_not_offer_approve_again(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(desktop, site.tmp))
+    approve = phone.get_by_role("button", name="Approve")
+    expect(approve).to_be_enabled()
+
+    def lost_after_expiry(route) -> None:  # the network fails, after the code's time is up
+        time.sleep(7)
+        route.abort()
+
+    phone.route("**/approve", lost_after_expiry)
+    approve.tap()
+    expect(phone.get_by_role("alert")).to_have_text(
+        "The sign-in service could not be reached. Check your connection and try again."
+    )
+    left = phone.locator("#request-left")
+    expect(left).to_have_text("Time is up: this sign-in code has expired.")
+    expect(approve).to_be_disabled()
+    expect(phone.get_by_role("button", name="Deny")).to_be_disabled()

@@ -402,8 +402,10 @@ async function decide(view, choice, number) {
       return;
     }
     await fail(error);
-    if (!(error instanceof ApiError) || ["network", "unavailable", "too_many", "invalid_proof"].includes(error.kind)) {
-      setButtons(true); // worth another try
+    const again = !(error instanceof ApiError)
+      || ["network", "unavailable", "too_many", "invalid_proof"].includes(error.kind);
+    if (again && countdown !== null) {
+      setButtons(true); // worth another try, while the code lasts (the countdown runs)
     }
     return;
   }
