@@ -446,3 +446,56 @@ def test_an_answer_lost_after_the_code_expired_does_not_offer_approve_again(chro
     expect(left).to_have_text("Time is up: this sign-in code has expired.")
     expect(approve).to_be_disabled()
     expect(phone.get_by_role("button", name="Deny")).to_be_disabled()
+
+
+# Runs in the page: the app's own proofs, for a device and for an enrollment.
+APP_PROOFS = """async ([url, body]) => {
+  const { makeProof, newDeviceKey, publicJwk } = await import("/static/app/proof.js");
+  const keyPair = await newDeviceKey();
+  const jwk = await publicJwk(keyPair);
+  return {
+    jwk,
+    device: await makeProof(keyPair, { method: "post", url, body, kid: "d-123" }),
+    enrollment: await makeProof(keyPair, { method: "POST", url, body, jwk }),
+  };
+}"""
+
+
+def test_the_apps_proof_follows_the_wire_contract(chromium, site):
+    # The server checks the app's proofs in every test above; this holds the app to
+    # tests/data/phone_wire.json as idp-phone is (tests/unit/phone/test_wire_format.py).
+    import base64
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    wire = json.loads((Path(__file__).parents[1] / "data" / "phone_wire.json").read_text())
+    proof = wire["proof"]
+    page = phone_context(chromium).new_page()
+    page.goto(f"{site.issuer}/app/")
+    url = f"{site.issuer}{wire['api_prefix']}/login-requests/scan"
+    body = '{"qr":"caf\u00e9 \u4e2d"}'
+    made = page.evaluate(APP_PROOFS, [url, body])
+    assert sorted(made["jwk"]) == sorted(proof["key"]["public_members"])
+    key = ECKey.import_key(made["jwk"])
+    for kind, names in proof["header_names"].items():
+        token = jwt.decode(made[kind], key, algorithms=[proof["alg"]])
+        assert sorted(token.header) == names, kind
+        assert token.header["typ"] == proof["typ"] and token.header["alg"] == proof["alg"]
+        claims = token.claims
+        assert sorted(claims) == proof["claim_names"], kind
+        assert claims["htm"] == "POST" and claims["htu"] == url
+        digest = hashlib.sha256(body.encode()).digest()
+        assert claims["bh"] == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        assert isinstance(claims["iat"], int) and abs(claims["iat"] - time.time()) < 30
+        jti = claims["jti"]
+        assert proof["jti"]["min_length"] <= len(jti) <= proof["jti"]["max_length"]
+        assert all(0x21 <= ord(c) <= 0x7E for c in jti)
+    assert jwt.decode(made["device"], key).header["kid"] == "d-123"
+    assert (
+        jwt.decode(made["device"], key).claims["jti"]
+        != jwt.decode(made["enrollment"], key).claims["jti"]
+    )
