@@ -499,3 +499,22 @@ def test_the_apps_proof_follows_the_wire_contract(chromium, site):
         jwt.decode(made["device"], key).claims["jti"]
         != jwt.decode(made["enrollment"], key).claims["jti"]
     )
+
+
+def test_a_sign_in_another_website_opens_is_scanned_only_after_a_tap(chromium, site):
+    # Any site the phone visits could navigate it to a stranger's /q/<id>: that alone
+    # must not scan it (tie it to this phone, tell the stranger's page it was scanned).
+    from a11y import axe_violations
+
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    qr = read_qr(desktop, site.tmp)
+    phone.goto(site.rp_url + "/")  # another site (localhost is not 127.0.0.1)
+    phone.evaluate("(url) => { window.location.assign(url); }", qr)
+    expect(phone.get_by_role("heading", name="Did you scan this code yourself?")).to_be_visible()
+    assert axe_violations(phone) == []
+    phone.wait_for_timeout(1000)
+    expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")  # not scanned
+    phone.get_by_role("button", name="Continue").tap()
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    expect(desktop.locator("#status")).to_have_text("Scanned — confirm on your phone")

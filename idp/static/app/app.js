@@ -484,7 +484,12 @@ async function start() {
     return;
   }
   api = new PhoneApi(state, record.keyPair, record.deviceId);
-  if (state.screen === "request") {
+  if (state.screen === "request" && state.sent_by_site) {
+    // Another website sent this phone here: scanning would tie a stranger's sign-in to
+    // this phone and put it on screen, unasked. Only a person's tap goes on.
+    byId("sent-continue").onclick = () => openRequest();
+    showScreen("sent");
+  } else if (state.screen === "request") {
     await openRequest();
   } else {
     await showHome();
