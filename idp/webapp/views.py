@@ -66,7 +66,17 @@ def approve_page(request_id: str) -> Response:
     origin = _logo_origin_of(request_id)
     if origin:  # the site's logo, as on its authorize page: that origin, nothing else
         extra["img_src"] = [origin]
-    return _app_page(screen="request", request_id=request_id, csp=extra)
+    return _app_page(
+        screen="request", request_id=request_id, sent_by_site=_sent_by_a_site(), csp=extra
+    )
+
+
+def _sent_by_a_site() -> bool:
+    """Whether another website navigated the phone here (``Sec-Fetch-Site``). A camera
+    app, a typed or pasted link send ``none``; the app itself ``same-origin``. Any site
+    the phone visits could otherwise make it scan a stranger's sign-in unasked, so the app
+    asks first. (A browser that sends no such header is not asked: it cannot be told.)"""
+    return http_request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site")
 
 
 @bp.get("/app/invite/<token>")

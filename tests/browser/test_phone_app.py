@@ -11,12 +11,14 @@ import json
 import re
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from joserfc import jws
 from joserfc.jwk import ECKey
 from playwright.sync_api import Page, expect
 
+from camera import write_y4m
 from desktop import new_context, read_qr, shot, start_sign_in
 from idp.webapp.views import APP_FILES
 from phone import enroll_in_app, idp_command, phone_context
@@ -33,6 +35,26 @@ def open_qr(phone: Page, url: str) -> None:
 def expect_signed_in(desktop: Page, site) -> None:
     desktop.wait_for_url(f"{site.rp_url}/")  # the RP validated the ID token to get here
     expect(desktop.get_by_text("Alice Example").first).to_be_visible()
+
+
+# Runs in the page: what changed inside a live region (what a screen reader reads out
+# unasked) in 3 seconds.
+ANNOUNCED_IN_3_SECONDS = """async () => {
+  const live = "[aria-live]:not([aria-live=off]), [role=alert], [role=status], [role=log]";
+  const changed = [];
+  const observer = new MutationObserver((records) => {
+    for (const record of records) {
+      const target = record.target.nodeType === Node.ELEMENT_NODE
+        ? record.target : record.target.parentElement;
+      const region = target && target.closest(live);
+      if (region) { changed.push(region.id || region.tagName); }
+    }
+  });
+  observer.observe(document.body, { subtree: true, childList: true, characterData: true });
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  observer.disconnect();
+  return changed;
+}"""
 
 
 def test_approve_from_the_qr_url(chromium, site):
@@ -54,6 +76,7 @@ def test_approve_from_the_qr_url(chromium, site):
     a, d = approve.bounding_box(), deny.bounding_box()
     assert a and d and (a["width"], a["height"]) == (d["width"], d["height"])  # equally prominent
     expect(desktop.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    assert phone.evaluate(ANNOUNCED_IN_3_SECONDS) == []  # the countdown ticks silently
     shot(phone, "phone-request")
     approve.tap()
     expect(phone.get_by_role("heading", name="Done: return to your computer")).to_be_visible()
@@ -423,3 +446,137 @@ def test_the_web_apps_proof_follows_the_wire_contract(chromium, site):
         assert contract["jti"]["min_length"] <= len(jti) <= contract["jti"]["max_length"]
         assert all(0x21 <= ord(c) <= 0x7E for c in jti)
     assert made["enrollment"].split(".")[1] != made["device"].split(".")[1]
+
+
+def test_a_double_tap_on_continue_sends_the_typed_code_once(chromium, site):
+    # The scan uses the code up: a second scan of it would be a wrong code, counted.
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    desktop.get_by_text("Can't scan?").click()
+    code = desktop.locator("#short-code")
+    expect(code).to_have_text(re.compile(r"^[A-Z]{4}-[A-Z]{4}$"))
+    typed: list[str] = []
+
+    def slow_scan(route) -> None:  # the answer comes after the second tap
+        if '"code"' in (route.request.post_data or ""):
+            typed.append(route.request.post_data)
+            time.sleep(0.5)
+        route.continue_()
+
+    phone.route("**/login-requests/scan", slow_scan)
+    phone.get_by_label("Can't scan? Type the code the computer shows").fill(code.inner_text())
+    field = phone.get_by_label("Can't scan? Type the code the computer shows")
+    field.press("Enter")
+    field.press("Enter")
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    assert len(typed) == 1, typed
+
+
+STALL_THE_CAMERA = """() => {
+  // The person takes a while to allow the camera; every stream it gives is kept here.
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  window.streams = [];
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const stream = await original(constraints);
+    window.streams.push(stream);
+    return stream;
+  };
+}"""
+
+LIVE_TRACKS = """() => window.streams.flatMap((stream) => stream.getTracks())
+  .filter((track) => track.readyState === "live").length"""
+
+
+def test_stop_scanning_before_the_camera_starts_leaves_it_off(chromium, fake_camera, site):
+    desktop = start_sign_in(new_context(chromium), site)
+    qr_picture = site.tmp / "qr.png"
+    desktop.locator("#qr").screenshot(path=str(qr_picture))
+    context = phone_context(fake_camera(write_y4m(qr_picture, site.tmp / "qr.y4m")))
+    context.add_init_script(script=f"({STALL_THE_CAMERA})()")
+    phone = enroll_in_app(context, site.issuer)
+    phone.get_by_role("button", name="Scan").tap()
+    phone.get_by_role("button", name="Stop scanning").tap()  # before the camera came on
+    phone.wait_for_timeout(3000)  # the camera came on, and a running scanner reads the code
+    assert phone.evaluate("() => window.streams.length") == 1
+    assert phone.evaluate(LIVE_TRACKS) == 0
+    assert phone.url == f"{site.issuer}/app/"  # nothing read, nothing opened
+    expect(phone.locator("#scanner")).to_be_hidden()
+    expect(phone.get_by_role("button", name="Scan")).to_be_visible()
+
+
+@pytest.mark.parametrize(
+    ("hint", "shown"),
+    [
+        ("alice@example.com", "The site suggests the account alice@example.com."),
+        ("alice. Checked by your bank: it is safe to approve", None),
+    ],
+)
+def test_only_an_account_shaped_login_hint_is_shown(chromium, site, hint, shown):
+    # Whoever opens the sign-in page chooses login_hint: it must not be a sentence of theirs.
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    desktop.goto(f"{desktop.url}&{urlencode({'login_hint': hint})}")
+    expect(desktop.locator("#qr svg")).to_be_visible()
+    open_qr(phone, read_qr(desktop, site.tmp))
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    if shown:
+        expect(phone.locator("#request-hint")).to_have_text(shown)
+    else:
+        expect(phone.locator("#request-hint")).to_be_hidden()
+        expect(phone.locator("#screen-request")).not_to_contain_text("safe to approve")
+
+
+def test_a_username_no_account_can_have_is_a_plain_sentence(chromium, site):
+    phone = phone_context(chromium).new_page()
+    phone.goto(f"{site.issuer}/app/")
+    phone.get_by_label("Username").fill("alice example")  # a space: no username has one
+    phone.get_by_label("Password").fill(PASSWORD)
+    phone.get_by_role("button", name="Set up this phone").tap()
+    expect(phone.get_by_role("alert")).to_have_text("The username or password is wrong.")
+    expect(phone.get_by_label("Username")).to_be_focused()
+
+
+@pytest.mark.idp_config(IDP_LOGIN_REQUEST_TTL=6)
+def test_an_answer_lost_after_the_code_expired_does_not_offer_approve_again(chromium, site):
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(desktop, site.tmp))
+    approve = phone.get_by_role("button", name="Approve")
+    expect(approve).to_be_enabled()
+
+    def lost_after_expiry(route) -> None:  # the network fails, after the code's time is up
+        time.sleep(7)
+        route.abort()
+
+    phone.route("**/approve", lost_after_expiry)
+    approve.tap()
+    expect(phone.get_by_role("alert")).to_have_text(
+        "The sign-in service could not be reached. Check your connection and try again."
+    )
+    left = phone.locator("#request-left")
+    expect(left).to_have_text("Time is up: this sign-in code has expired.")
+    expect(approve).to_be_disabled()
+    expect(phone.get_by_role("button", name="Deny")).to_be_disabled()
+
+
+# Runs in the page: the app's own proofs, for a device and for an enrollment.
+
+
+def test_a_sign_in_another_website_opens_is_scanned_only_after_a_tap(chromium, site):
+    # Any site the phone visits could navigate it to a stranger's /q/<id>: that alone
+    # must not scan it (tie it to this phone, tell the stranger's page it was scanned).
+    from a11y import axe_violations
+
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    qr = read_qr(desktop, site.tmp)
+    phone.goto(site.rp_url + "/")  # another site (localhost is not 127.0.0.1)
+    phone.evaluate("(url) => { window.location.assign(url); }", qr)
+    expect(phone.get_by_role("heading", name="Did you scan this code yourself?")).to_be_visible()
+    assert axe_violations(phone) == []
+    phone.wait_for_timeout(1000)
+    expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")  # not scanned
+    phone.get_by_role("button", name="Continue").tap()
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    expect(desktop.locator("#status")).to_have_text("Scanned — confirm on your phone")

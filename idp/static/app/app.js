@@ -17,6 +17,7 @@ let record = null; // this phone's enrollment (keystore.js)
 let api = null;
 let countdown = null;
 let stopScanner = null;
+let scanSession = 0; // which tap of Scan is current (see the Scan button)
 
 // --- Saying things ---------------------------------------------------------------
 
@@ -109,7 +110,14 @@ function showEnroll({ invitation = null, note = null } = {}) {
     try {
       await enroll(fields);
     } catch (error) {
-      await fail(error);
+      if (!invitation && error instanceof ApiError && error.code === "invalid_request") {
+        // A username no account can have ("alice smith"): say what the person can fix,
+        // not that the service refused (the device name is checked here already).
+        notify(say("invalid_credentials"));
+        byId("username").focus();
+      } else {
+        await fail(error);
+      }
     } finally {
       button.disabled = false;
     }
@@ -238,11 +246,16 @@ byId("code-form").onsubmit = async (event) => {
     return;
   }
   notify("");
+  // One scan per code: the scan uses the code up, so a second tap (or Enter) sent before
+  // the answer came would be a wrong code, counted against the user's few tries.
+  const button = byId("code-button");
+  button.disabled = true;
   try {
     const answer = await api.scanCode(code);
     // The request's own page: the same approval screen a camera app opens.
     window.location.assign(`/q/${encodeURIComponent(answer.login_request.id)}`);
   } catch (error) {
+    button.disabled = false;
     if (error instanceof ApiError && error.code === "invalid_request") {
       notify(say("not_a_code")); // not even the shape of a code
     } else {
@@ -251,23 +264,35 @@ byId("code-form").onsubmit = async (event) => {
   }
 };
 
+// Back from the request's page, out of the back-forward cache: the code can be typed again.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) { byId("code-button").disabled = false; }
+});
+
 byId("scan-button").onclick = async () => {
   notify("");
   const video = byId("camera");
   byId("scanner").hidden = false;
   byId("scan-button").hidden = true;
   byId("scanner-note").textContent = say("scanning");
+  // Starting the camera waits for the person to allow it: "Stop scanning" may be tapped
+  // meanwhile. A scan that was closed before its camera came on turns that camera off
+  // at once and reports nothing (else it would film on, hidden, and act on what it reads).
+  const session = ++scanSession;
+  const current = (handler) => (value) => { if (session === scanSession) { handler(value); } };
   try {
     const { startScanner } = await import("./scanner.js");
-    stopScanner = await startScanner(video, onScanned, onScannerError);
+    const stop = await startScanner(video, current(onScanned), current(onScannerError));
+    if (session === scanSession) { stopScanner = stop; } else { stop(); }
   } catch (error) {
-    onScannerError("failed");
+    current(onScannerError)("failed");
   }
 };
 
 byId("scan-stop").onclick = () => closeScanner();
 
 function closeScanner() {
+  scanSession += 1; // whatever the scan in progress reports after this is ignored
   if (stopScanner) { stopScanner(); }
   stopScanner = null;
   byId("scanner").hidden = true;
@@ -309,6 +334,8 @@ async function openRequest() {
   showRequest(view);
 }
 
+const ACCOUNT_HINT = /^[A-Za-z0-9_.@+-]{1,150}$/; // a username (accounts.check_username) or e-mail
+
 function showRequest(view) {
   const client = view.client;
   byId("request-title").textContent = say("request_title", { client: client.name });
@@ -321,9 +348,14 @@ function showRequest(view) {
   byId("request-browser").textContent = say("browser_at", { browser: browser.summary, ip: browser.ip || "?" });
   byId("request-location").textContent = browser.location || say("location_unknown");
   byId("request-when").textContent = say("started_at", { time: formatTime(view.created_at) });
+  // login_hint is whatever the one who opened the sign-in page put in its URL (up to 255
+  // characters): shown only when it has the shape of an account name or e-mail address,
+  // so that it cannot put a sentence of its own ("safe to approve") on this screen.
+  const hintText = typeof view.login_hint === "string" && ACCOUNT_HINT.test(view.login_hint)
+    ? view.login_hint : "";
   const hint = byId("request-hint");
-  hint.hidden = !view.login_hint;
-  hint.textContent = view.login_hint ? say("login_hint", { hint: view.login_hint }) : "";
+  hint.hidden = !hintText;
+  hint.textContent = hintText ? say("login_hint", { hint: hintText }) : "";
   // Every warning the server gives is shown first, as it gives it.
   const warnings = [];
   if (view.proximity && view.proximity.message) { warnings.push(view.proximity.message); }
@@ -371,8 +403,10 @@ async function decide(view, choice, number) {
       return;
     }
     await fail(error);
-    if (!(error instanceof ApiError) || ["network", "unavailable", "too_many", "invalid_proof"].includes(error.kind)) {
-      setButtons(true); // worth another try
+    const again = !(error instanceof ApiError)
+      || ["network", "unavailable", "too_many", "invalid_proof"].includes(error.kind);
+    if (again && countdown !== null) {
+      setButtons(true); // worth another try, while the code lasts (the countdown runs)
     }
     return;
   }
@@ -390,6 +424,9 @@ function finish(title, detail) {
   showScreen("done");
 }
 
+/** The time left, each second, in a role=timer element: shown, never announced (a live
+ * region would make a screen reader read it out every second); the end is announced, as
+ * an alert (notify). */
 function startCountdown(expiresAt) {
   stopCountdown();
   const deadline = Date.parse(expiresAt);
@@ -448,7 +485,12 @@ async function start() {
     return;
   }
   api = new PhoneApi(state, record.keyPair, record.deviceId);
-  if (state.screen === "request") {
+  if (state.screen === "request" && state.sent_by_site) {
+    // Another website sent this phone here: scanning would tie a stranger's sign-in to
+    // this phone and put it on screen, unasked. Only a person's tap goes on.
+    byId("sent-continue").onclick = () => openRequest();
+    showScreen("sent");
+  } else if (state.screen === "request") {
     await openRequest();
   } else {
     await showHome();

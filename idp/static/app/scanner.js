@@ -122,8 +122,10 @@ export async function startScanner(video, onText, onError) {
     stopped = true;
     clearTimeout(timer);
     for (const track of stream.getTracks()) track.stop();
-    video.pause();
-    video.srcObject = null;
+    if (video.srcObject === stream) { // not a newer scan's camera, started meanwhile
+      video.pause();
+      video.srcObject = null;
+    }
   };
   const fail = () => {
     if (stopped) return;
