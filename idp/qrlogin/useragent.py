@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext
+
 # Order matters: Edge and Opera say "Chrome" too, Chrome says "Safari".
 _BROWSERS = (
     ("Edg/", "Edge"),
@@ -27,10 +29,15 @@ _SYSTEMS = (
 
 
 def summarize_user_agent(user_agent: str | None) -> str:
-    """E.g. ``"Chrome on Linux"``; ``"Unknown browser"`` when nothing is recognized."""
+    """E.g. ``"Chrome on Linux"``; ``"Unknown browser"`` when nothing is recognized. In
+    the request's language (the phone's): the names themselves are never translated."""
     ua = user_agent or ""
     browser = next((name for marker, name in _BROWSERS if marker in ua), None)
     system = next((name for marker, name in _SYSTEMS if marker in ua), None)
     if browser and system:
-        return f"{browser} on {system}"
-    return browser or (f"A browser on {system}" if system else "Unknown browser")
+        return gettext("%(browser)s on %(system)s", browser=browser, system=system)
+    if browser:
+        return browser
+    return (
+        gettext("A browser on %(system)s", system=system) if system else gettext("Unknown browser")
+    )

@@ -19,6 +19,9 @@ def app_messages() -> dict[str, str]:
         "request_title": gettext("Sign in to {client}?"),
         "request_for": gettext("Set up this phone first, then you can answer this sign-in."),
         "invited": gettext("This invitation sets up this phone for {name} ({username})."),
+        "invited_replaces": gettext(
+            "This phone signs in as {name} now: setting it up with this invitation replaces that."
+        ),
         "choose_number": gettext("Which number does the computer show?"),
         "choose_number_note": gettext("Tap the number on the computer's screen to approve."),
         "time_left": gettext("{time} left to answer"),

@@ -58,10 +58,14 @@ def app_home() -> Response:
 
 
 @bp.get("/q/<request_id>")
+@bp.get("/app/q/<request_id>")
 def approve_page(request_id: str) -> Response:
     """What a sign-in QR code holds. Opened in the phone browser that holds this IdP's
     key, the app scans it (a signed POST) and shows the approval screen; elsewhere it
-    offers to set up this phone first. Opening it changes nothing."""
+    offers to set up this phone first. Opening it changes nothing. The app's own scanner
+    and typed codes open it as ``/app/q/<id>``, inside the installed app's scope: an app
+    added to the home screen keeps its own storage on some phones (iOS), apart from the
+    browser's, and must not leave its scope to find its key."""
     extra = {}
     origin = _logo_origin_of(request_id)
     if origin:  # the site's logo, as on its authorize page: that origin, nothing else

@@ -580,3 +580,36 @@ def test_a_sign_in_another_website_opens_is_scanned_only_after_a_tap(chromium, s
     phone.get_by_role("button", name="Continue").tap()
     expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
     expect(desktop.locator("#status")).to_have_text("Scanned — confirm on your phone")
+
+
+def test_an_invitation_on_a_phone_already_set_up_replaces_it_and_retires_the_old_one(
+    chromium, site
+):
+    context = phone_context(chromium)
+    phone = enroll_in_app(context, site.issuer, name="First setup")
+    printed = idp_command(site.idp, "users", "invite", "alice", "--no-qr")
+    phone.goto(next(word for word in printed.split() if "/app/invite/" in word))
+    expect(phone.locator("#enroll-note")).to_contain_text(
+        "This phone signs in as Alice Example now: setting it up with this invitation"
+        " replaces that."
+    )
+    phone.get_by_label("Name of this phone").fill("Second setup")
+    phone.get_by_role("button", name="Set up this phone").tap()
+    expect(phone.locator("#devices li")).to_have_count(1)
+    expect(phone.locator("#devices")).to_contain_text("Second setup")
+    listed = idp_command(site.idp, "devices", "list", "alice")
+    assert re.search(r"revoked .* First setup$", listed, re.MULTILINE), listed
+
+
+def test_the_in_app_paths_stay_inside_the_apps_scope(chromium, site):
+    """An app added to the home screen keeps its own storage on some phones: a typed code
+    opens the approval screen under /app/, where the installed app still has its key."""
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    desktop.get_by_text("Can't scan?").click()
+    code = desktop.locator("#short-code")
+    expect(code).to_have_text(re.compile(r"^[A-Z]{4}-[A-Z]{4}$"))
+    phone.get_by_label("Can't scan? Type the code the computer shows").fill(code.inner_text())
+    phone.get_by_role("button", name="Continue").tap()
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    assert phone.url.startswith(f"{site.issuer}/app/q/")

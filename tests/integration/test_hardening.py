@@ -262,6 +262,7 @@ PAGE_ROUTES = {
     "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout",
     "/ws/login/<request_id>", "/static/<path:filename>",
     "/app", "/app/", "/app/invite/<token>", "/app/manifest.webmanifest", "/app/sw.js",
+    "/app/q/<request_id>",
 }  # fmt: skip
 
 

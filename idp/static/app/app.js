@@ -130,6 +130,7 @@ async function enroll(fields) {
   const enrolling = new PhoneApi(state, keyPair);
   const device = await enrolling.enroll(fields, await publicJwk(keyPair));
   byId("password").value = "";
+  const replaced = record; // set up again over an enrollment (an invitation does that)
   record = {
     issuer: state.issuer,
     keyPair,
@@ -138,6 +139,12 @@ async function enroll(fields) {
     user: device.user,
   };
   await keystore.save(record);
+  if (replaced) {
+    // Its key is gone from this browser: retire that device too, so that the list of
+    // phones shows no phone that can never sign in again. (It may be revoked already.)
+    await new PhoneApi(state, replaced.keyPair, replaced.deviceId).revoke(replaced.deviceId)
+      .catch(() => null);
+  }
   api = new PhoneApi(state, keyPair, record.deviceId);
   if (navigator.storage && navigator.storage.persist) {
     navigator.storage.persist().catch(() => false); // ask the browser not to evict the key
@@ -253,7 +260,7 @@ byId("code-form").onsubmit = async (event) => {
   try {
     const answer = await api.scanCode(code);
     // The request's own page: the same approval screen a camera app opens.
-    window.location.assign(`/q/${encodeURIComponent(answer.login_request.id)}`);
+    window.location.assign(`/app/q/${encodeURIComponent(answer.login_request.id)}`);
   } catch (error) {
     button.disabled = false;
     if (error instanceof ApiError && error.code === "invalid_request") {
@@ -309,7 +316,7 @@ function onScanned(scanned) {
     notify(say("not_a_login_code"));
     return;
   }
-  window.location.assign(`/q/${value.slice(prefix.length)}`);
+  window.location.assign(`/app/q/${value.slice(prefix.length)}`);
 }
 
 function onScannerError(kind) {
@@ -477,7 +484,12 @@ async function start() {
   }
   if (state.screen === "invitation_gone") { showScreen("gone"); return; }
   if (state.screen === "invitation") {
-    showEnroll({ invitation: state.invitation, note: say("invited", state.invited) });
+    let note = say("invited", state.invited);
+    if (record) {
+      const user = record.user || {};
+      note += ` ${say("invited_replaces", { name: user.name || user.username })}`;
+    }
+    showEnroll({ invitation: state.invitation, note });
     return;
   }
   if (!record) {

@@ -26,6 +26,7 @@ NOT_DOCUMENTED = {
     "/app",  # the phone web app: pages and their files, not an API
     "/app/",
     "/app/invite/{token}",
+    "/app/q/{request_id}",
     "/app/manifest.webmanifest",
     "/app/sw.js",
     "/ws/login/{request_id}",
