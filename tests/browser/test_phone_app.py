@@ -613,3 +613,32 @@ def test_the_in_app_paths_stay_inside_the_apps_scope(chromium, site):
     phone.get_by_role("button", name="Continue").tap()
     expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
     assert phone.url.startswith(f"{site.issuer}/app/q/")
+
+
+def test_every_warning_the_server_gives_is_shown_first(chromium, site):
+    """The scan answer's ``proximity`` and ``warnings`` (the relay-resistance work adds
+    them) are shown above everything else, as the server words them: here the real
+    answer, with both added on its way to the page."""
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+
+    def with_warnings(route) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        body["login_request"]["proximity"] = {
+            "verdict": "different_network",
+            "message": "This sign-in was started on a different network than your phone.",
+        }
+        body["login_request"]["warnings"] = [{"code": "first_sign_in", "message": "<b>New</b>"}]
+        route.fulfill(response=answer, json=body)
+
+    phone.route("**/login-requests/scan", with_warnings)
+    desktop = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(desktop, site.tmp))
+    warnings = phone.locator("#request-warnings li")
+    expect(warnings).to_have_text(
+        ["This sign-in was started on a different network than your phone.", "<b>New</b>"]
+    )  # as text: the server's words are never parsed as HTML
+    title = phone.get_by_role("heading", name="Sign in to Demo RP?").bounding_box()
+    first = warnings.first.bounding_box()
+    facts = phone.locator("#request-host").bounding_box()
+    assert title and first and facts and title["y"] < first["y"] < facts["y"]
