@@ -43,6 +43,27 @@ def init_app(app: Flask) -> None:
 def locate(ip: str | None) -> str | None:
     """``"City, Country"`` (or just the country) for an address, in the request's
     language where the database has it, else English; ``None`` if unknown."""
+    record = _record(ip)
+    if record is None:
+        return None
+    language = html_lang()
+    parts = [_name(record.get("city"), language), _name(record.get("country"), language)]
+    found = [p for p in parts if p]
+    return ", ".join(found) or None
+
+
+def country_code(ip: str | None) -> str | None:
+    """The ISO 3166 country code of an address (``"GB"``), or ``None``: no database, an
+    address it does not know, or a record without a country."""
+    record = _record(ip)
+    country = record.get("country") if record else None
+    code = country.get("iso_code") if isinstance(country, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _record(ip: str | None) -> dict[str, Any] | None:
+    """The database's record of an address, or ``None`` (no database, not an address,
+    an address it does not know)."""
     reader = current_app.extensions.get("idp.geoip")
     if reader is None or not ip:
         return None
@@ -50,12 +71,7 @@ def locate(ip: str | None) -> str | None:
         record = reader.get(ip)
     except ValueError:  # not an IP address
         return None
-    if not isinstance(record, dict):
-        return None
-    language = html_lang()
-    parts = [_name(record.get("city"), language), _name(record.get("country"), language)]
-    found = [p for p in parts if p]
-    return ", ".join(found) or None
+    return record if isinstance(record, dict) else None
 
 
 def _name(entry: Any, language: str) -> str | None:

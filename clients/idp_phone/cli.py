@@ -124,8 +124,15 @@ def describe_login_request(
     client = _member(view, "client", dict)
     browser = _member(view, "browser", dict)
     scopes = _member(view, "scopes", list)
-    lines = [
-        f"Sign-in request to {clean(client.get('name'))}",
+    lines = [f"Sign-in request to {clean(client.get('name'))}"]
+    proximity = view.get("proximity")
+    if isinstance(proximity, dict) and proximity.get("message"):  # first: the relay's tell
+        lines.append(
+            f"  !! {clean(proximity['message'])}"
+            if far_from_browser(view)
+            else (f"  {clean(proximity['message'])}")
+        )
+    lines += [
         f"  Account:       {account}",
         f"  Application:   {clean(client.get('name'))}",
         f"  Returns to:    {clean(client.get('redirect_host'))}",
@@ -177,8 +184,21 @@ def _matching_number(view: dict, given: str | None, interactive: bool) -> str | 
     return sys.stdin.readline().strip() or None
 
 
-def _ask_approval(stdin: TextIO, stdout: TextIO) -> bool:
+#: Proximity verdicts (docs/phone-api.md) under which --approve alone is refused.
+FAR_VERDICTS = ("different_network", "different_country")
+
+
+def far_from_browser(view: dict[str, Any]) -> bool:
+    """Whether the scan says the sign-in was started on another network or in another
+    country than this phone's: what a relayed QR code looks like."""
+    proximity = view.get("proximity")
+    return isinstance(proximity, dict) and proximity.get("verdict") in FAR_VERDICTS
+
+
+def _ask_approval(stdin: TextIO, stdout: TextIO, *, far: bool = False) -> bool:
     """Ask on the terminal; only "y" or "yes" approve, anything else (or EOF, ^C) denies."""
+    if far:
+        stdout.write("It was started on another network than this phone's. ")
     stdout.write("Approve this sign-in? [y/N] ")
     stdout.flush()
     try:
@@ -288,8 +308,16 @@ def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
         print(
             describe_login_request(view, account=f"{clean(profile.username)} at {profile.server}")
         )
+    far = far_from_browser(view)
+    if decision == "approve" and far and not args.accept_different_network:
+        # The scan stands (the page says "scanned"); nothing is approved.
+        raise UsageError(
+            "not approved: this sign-in was started on a different network than this phone. "
+            "If you are at that computer, approve again with --accept-different-network"
+        )
     if interactive:
-        decision = "approve" if _ask_approval(sys.stdin, sys.stdout) else "deny"
+        approved = _ask_approval(sys.stdin, sys.stdout, far=far)
+        decision = "approve" if approved else "deny"
 
     outcome: str | None = None
     if decision == "approve":
@@ -359,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with number matching: the two digits the screen shows (asked if not given)",
     )
     choice.add_argument("--deny", action="store_true", help="deny without asking")
+    scan.add_argument(
+        "--accept-different-network",
+        action="store_true",
+        help="with --approve: approve even when the sign-in was started on another network "
+        "or in another country than this phone (what a relayed QR code looks like)",
+    )
     scan.add_argument(
         "--json",
         action="store_true",

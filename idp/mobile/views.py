@@ -36,7 +36,7 @@ from idp.mobile.services import (
     revoke_device,
 )
 from idp.oauth.models import SCOPE_DESCRIPTIONS
-from idp.qrlogin import matching, shortcodes
+from idp.qrlogin import matching, proximity, shortcodes
 from idp.qrlogin import services as logins
 from idp.qrlogin.models import LoginRequest
 from idp.qrlogin.useragent import summarize_user_agent
@@ -172,8 +172,9 @@ def scan() -> Response:
         request_id = _request_id_from_qr(_string(body, "qr"))
     else:
         request_id = _find_by_code(_string(body, "code"), device)
-    login = logins.scan_login(request_id, device, caller=Caller.from_request())
-    response = jsonify(login_request=login_request_view(login))
+    caller = Caller.from_request()
+    login = logins.scan_login(request_id, device, caller=caller)
+    response = jsonify(login_request=login_request_view(login, phone_ip=caller.ip))
     db.session.commit()
     return response
 
@@ -222,8 +223,9 @@ def deny(request_id: str) -> Response:
     return response
 
 
-def login_request_view(login: LoginRequest) -> dict[str, Any]:
-    """Everything the phone must show before it offers Approve."""
+def login_request_view(login: LoginRequest, *, phone_ip: str | None) -> dict[str, Any]:
+    """Everything the phone must show before it offers Approve; ``phone_ip``: the
+    address the phone's own request came from, compared with the browser's."""
     redirect_uri = login.params.get("redirect_uri") or login.client.redirect_uris[0]
     # What would be granted: scope values the IdP ignores are not shown either.
     scopes = login.client.get_allowed_scope(login.params.get("scope", "")).split()
@@ -254,6 +256,8 @@ def login_request_view(login: LoginRequest) -> dict[str, Any]:
         "number_matching": {"choices": matching.choices(login)} if login.match_number else None,
         "created_at": _iso(login.created_at),
         "expires_at": _iso(login.expires_at),
+        # Is the phone near the browser? A relayed QR code is approved from elsewhere.
+        "proximity": proximity.assess(login.browser_ip, phone_ip).view(),
     }
 
 

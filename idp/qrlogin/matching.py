@@ -1,8 +1,10 @@
 """Number matching: after the scan the page shows two digits, and the phone must pick
 them among three to approve.
 
-It proves that the person approving sees the screen being signed in to, which stops
-an approval given out of habit or to a QR code relayed from somebody else's screen.
+It shows that the person approving sees a screen with this sign-in on it, which stops
+an approval given out of habit. It does not stop a live relay: an attacker who shows
+his own page's QR code on a phishing page sees the digits arrive on his own page and
+can show them too. The relay's tell is the network (``proximity``).
 Off by default; on for every client with ``IDP_NUMBER_MATCHING``, or per client
 (``idp clients create --number-matching``). A wrong pick denies the sign-in at once,
 so guessing gets one try in three, once.

@@ -66,6 +66,9 @@ def test_approve_from_the_qr_url(chromium, site):
     open_qr(phone, read_qr(desktop, site.tmp))
     expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
     expect(phone.locator("#request-scopes")).to_contain_text(SCOPE_TEXT)
+    expect(phone.locator("#request-warnings")).to_have_text(  # both on 127.0.0.1
+        "This sign-in was started on the same network as your phone."
+    )
     expect(phone.locator("#request-host")).to_have_text(re.compile(r"^localhost:\d+$"))
     expect(phone.locator("#request-browser")).to_contain_text("Chrome on Linux at 127.0.0.1")
     expect(phone.locator("#request-left")).to_contain_text("left to answer")

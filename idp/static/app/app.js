@@ -364,12 +364,19 @@ function showRequest(view) {
   hint.hidden = !hintText;
   hint.textContent = hintText ? say("login_hint", { hint: hintText }) : "";
   // Every warning the server gives is shown first, as it gives it.
-  const warnings = [];
-  if (view.proximity && view.proximity.message) { warnings.push(view.proximity.message); }
-  for (const warning of view.warnings || []) {
-    warnings.push(typeof warning === "string" ? warning : warning.message || "");
+  // Proximity first: a calm line when the phone is on the browser's network, a warning
+  // when it is not (a relayed QR code is approved from elsewhere); then any other warning.
+  const shown = [];
+  const proximity = view.proximity;
+  if (proximity && proximity.message) {
+    const calm = proximity.verdict === "same_network";
+    shown.push(item(proximity.message, calm ? "proximity" : "warning"));
   }
-  byId("request-warnings").replaceChildren(...warnings.filter(Boolean).map((w) => item(w, "warning")));
+  for (const warning of view.warnings || []) {
+    const words = typeof warning === "string" ? warning : warning.message || "";
+    if (words) { shown.push(item(words, "warning")); }
+  }
+  byId("request-warnings").replaceChildren(...shown);
 
   const approve = byId("approve");
   const matching = view.number_matching;

@@ -1,0 +1,89 @@
+"""How near the phone is to the browser that started a sign-in: the relay's tell.
+
+In a relayed QR sign-in the attacker's browser shows the QR code to the victim, whose
+phone approves from wherever the victim is. So the phone's own request is compared
+with the browser's (each address as the IdP saw it, after ``IDP_TRUSTED_PROXIES``):
+
+- ``same_network``: the same address, or the same /24 (IPv4) or /48 (IPv6);
+- ``nearby``: another network in the same country (with ``IDP_GEOIP_DATABASE``);
+- ``different_country``: the GeoIP database places them in two countries;
+- ``different_network``: different networks, and no database says more;
+- ``unknown``: an address is missing or not an IP address.
+
+This is evidence, not proof: two people behind one carrier-grade NAT share a network,
+and a person on a laptop's Wi-Fi and a phone on mobile data are on two. The phone says
+what was found, in plain words; docs/security.md says what it does and does not stop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from flask_babel import gettext
+
+from idp import geoip
+
+#: The prefix lengths taken as "one network" (a home, an office, a café).
+PREFIX = {4: 24, 6: 48}
+#: Verdicts a phone should warn about before Approve.
+FAR = ("different_network", "different_country")
+
+
+@dataclass(frozen=True)
+class Proximity:
+    verdict: str
+    facts: dict[str, Any]
+
+    def view(self) -> dict[str, Any]:
+        """The scan answer's ``proximity``: the verdict, the phone's sentence, the facts."""
+        return {"verdict": self.verdict, "message": message(self.verdict), **self.facts}
+
+
+def network(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The /24 or /48 an address is in, as text (``"192.0.2.0/24"``)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return str(ipaddress.ip_network(f"{address}/{PREFIX[address.version]}", strict=False))
+
+
+def assess(browser_ip: str | None, phone_ip: str | None) -> Proximity:
+    """Compare the browser's address with the phone's (GeoIP countries when configured)."""
+    try:
+        browser = ipaddress.ip_address(browser_ip or "")
+        phone = ipaddress.ip_address(phone_ip or "")
+    except ValueError:
+        return Proximity("unknown", {"same_address": False})
+    facts: dict[str, Any] = {
+        "same_address": browser == phone,
+        "browser_network": network(browser),
+        "phone_network": network(phone),
+    }
+    if browser == phone or facts["browser_network"] == facts["phone_network"]:
+        return Proximity("same_network", facts)
+    countries = geoip.country_code(str(browser)), geoip.country_code(str(phone))
+    facts["browser_country"], facts["phone_country"] = countries
+    if all(countries):
+        return Proximity("nearby" if countries[0] == countries[1] else "different_country", facts)
+    return Proximity("different_network", facts)
+
+
+def message(verdict: str) -> str:
+    """What the phone says, first, in the phone's language."""
+    return {
+        "same_network": gettext("This sign-in was started on the same network as your phone."),
+        "nearby": gettext(
+            "This sign-in was started on another network in your phone's country. Approve"
+            " only if you are at that computer."
+        ),
+        "different_network": gettext(
+            "This sign-in was started on a different network than your phone. Approve only"
+            " if you are at that computer."
+        ),
+        "different_country": gettext(
+            "This sign-in was started in another country than your phone is in. Approve only"
+            " if you are at that computer."
+        ),
+        "unknown": gettext("Where this sign-in was started cannot be compared with your phone."),
+    }[verdict]

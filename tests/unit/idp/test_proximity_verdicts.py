@@ -1,0 +1,77 @@
+"""Proximity: the phone's address against the browser's (idp/qrlogin/proximity.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from idp.qrlogin.proximity import assess, network
+from support import make_app
+
+GEOIP = str(Path(__file__).parents[2] / "data" / "geoip" / "GeoLite2-City-Test.mmdb")
+
+
+@pytest.fixture
+def plain(tmp_path: Path) -> Flask:
+    return make_app(tmp_path)
+
+
+@pytest.fixture
+def with_geoip(tmp_path: Path) -> Flask:
+    return make_app(tmp_path, IDP_GEOIP_DATABASE=GEOIP)
+
+
+@pytest.mark.parametrize(
+    ("browser", "phone", "verdict"),
+    [
+        ("203.0.113.7", "203.0.113.7", "same_network"),
+        ("203.0.113.7", "203.0.113.200", "same_network"),  # one /24
+        ("203.0.113.7", "203.0.114.7", "different_network"),
+        ("2001:db8:1:2::1", "2001:db8:1:ffff::9", "same_network"),  # one /48
+        ("2001:db8:1::1", "2001:db8:2::1", "different_network"),
+        ("::ffff:203.0.113.7", "203.0.113.9", "same_network"),  # IPv4 written as IPv6
+        ("127.0.0.1", "127.0.0.1", "same_network"),
+        (None, "203.0.113.7", "unknown"),
+        ("203.0.113.7", "not an address", "unknown"),
+    ],
+)
+def test_verdicts_without_a_database(plain, browser, phone, verdict):
+    with plain.test_request_context():
+        assert assess(browser, phone).verdict == verdict
+
+
+def test_countries_decide_with_a_database(with_geoip):
+    with with_geoip.test_request_context():
+        # London and Chinese test addresses from MaxMind's test database.
+        far = assess("81.2.69.142", "175.16.199.1")
+        assert far.verdict == "different_country"
+        assert (far.facts["browser_country"], far.facts["phone_country"]) == ("GB", "CN")
+        assert assess("81.2.69.142", "81.2.69.160").verdict == "same_network"
+        # Two addresses the database does not know: no country, so only "different".
+        assert assess("203.0.113.7", "198.51.100.7").verdict == "different_network"
+
+
+def test_the_view_says_it_in_plain_words(plain):
+    with plain.test_request_context():
+        view = assess("203.0.113.7", "198.51.100.7").view()
+    assert view["verdict"] == "different_network"
+    assert view["message"] == (
+        "This sign-in was started on a different network than your phone. Approve only if"
+        " you are at that computer."
+    )
+    assert view["browser_network"] == "203.0.113.0/24"
+    assert view["phone_network"] == "198.51.100.0/24"
+
+
+def test_the_words_are_in_the_phones_language(plain):
+    with plain.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        assert "不同" in assess("203.0.113.7", "198.51.100.7").view()["message"]
+
+
+def test_network_of_an_address():
+    import ipaddress
+
+    assert network(ipaddress.ip_address("192.0.2.77")) == "192.0.2.0/24"
+    assert network(ipaddress.ip_address("2001:db8:abcd:12::1")) == "2001:db8:abcd::/48"
