@@ -106,6 +106,7 @@ def test_db_upgrade_creates_the_schema_and_can_run_again(fresh):
         "signing_keys",
         "short_code_failures",
         "browser_sessions",
+        "browser_session_clients",
         "audit_events",
     }
     assert fresh.rows("SELECT version_num FROM alembic_version") == [("0007",)]
