@@ -242,6 +242,9 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     "IDP_PROOF_MAX_AGE": (Seconds(), 60),
     # Seconds a browser stays signed in at the IdP after a QR sign-in (single sign-on).
     "IDP_SESSION_TTL": (Seconds(), 8 * 3600),
+    # Which clients that session answers without a scan: "per_client", only those
+    # approved on the phone in it (one approval signs in one site); "all", any client.
+    "IDP_SSO_SCOPE": (Choice("per_client", "all"), "per_client"),
     # Seconds between a waiting page's heartbeats (they keep proxies from closing it).
     "IDP_WS_HEARTBEAT": (Seconds(minimum=1), 25),
     # "Can't scan?": seconds a short typable code lives (at most as long as its request),

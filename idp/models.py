@@ -6,13 +6,14 @@ from idp.db import Base
 from idp.mobile.models import Device, Invitation, UsedProof
 from idp.oauth.models import AuthorizationCode, Client, ClientOrigin, SigningKey, Token
 from idp.qrlogin.models import LoginRequest, ShortCodeFailure
-from idp.sso.models import BrowserSession
+from idp.sso.models import BrowserSession, BrowserSessionClient
 
 __all__ = [
     "AuditEvent",
     "AuthorizationCode",
     "Base",
     "BrowserSession",
+    "BrowserSessionClient",
     "Client",
     "ClientOrigin",
     "Device",

@@ -81,7 +81,10 @@ def usable_session() -> BrowserSession | None:
         return None
     hint = request.values.get("id_token_hint")
     hinted = hinted_claims(hint) if hint else None
-    if not sso.session_satisfies(browser_session, request.values, hinted=hinted, now=utcnow()):
+    approved = sso.approved_clients(browser_session)
+    if not sso.session_satisfies(
+        browser_session, request.values, approved=approved, hinted=hinted, now=utcnow()
+    ):
         return None
     return browser_session
 
@@ -208,13 +211,15 @@ def complete(request_id: str) -> Response:
 
 
 def sign_in(response: Response, login: LoginRequest) -> None:
-    """The browser is now signed in at the IdP too (single sign-on): a new session, in
-    place of the one it had, and its cookie."""
+    """The browser is now signed in at the IdP too (single sign-on): a new session for
+    this client (and the old session's clients, if the same user), in place of the one
+    it had, and its cookie."""
     assert login.user is not None  # the phone that approved it named its user
     secret = sso.start_session(
         login.user,
         login.device_pk,
         login.decided_at or utcnow(),
+        client_id=login.client_id,
         replacing=web.read_cookie(web.SESSION_COOKIE),
     )
     ttl = current_app.config["IDP_SESSION_TTL"]

@@ -14,7 +14,9 @@ from idp.mobile.models import Device
 
 class BrowserSession(Base):
     """Signed in at the IdP in one browser: later authorization requests from it are
-    answered without a new scan (unless ``prompt=login`` or ``max_age`` says otherwise).
+    answered without a new scan (unless ``prompt=login`` or ``max_age`` says otherwise),
+    for the clients approved in it (``IDP_SSO_SCOPE=per_client``) or for any client
+    (``all``).
 
     The browser holds the secret in an HttpOnly cookie; only its digest is stored.
     """
@@ -35,3 +37,25 @@ class BrowserSession(Base):
 
     user: Mapped[User] = relationship(lazy="joined")
     device: Mapped[Device | None] = relationship(lazy="joined")
+    # Read only when a request may be answered from the session (idp.sso.services).
+    approvals: Mapped[list[BrowserSessionClient]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class BrowserSessionClient(Base):
+    """A client approved on the phone in this session (by the scan that made it, or by
+    one that replaced an earlier session of the same user, see
+    ``idp.sso.services.start_session``): the session answers it silently.
+
+    No foreign key to ``clients``: a deleted client's row is harmless (client ids are
+    random, never reused) and goes with its session.
+    """
+
+    __tablename__ = "browser_session_clients"
+
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("browser_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    approved_at: Mapped[datetime]

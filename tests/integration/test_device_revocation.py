@@ -175,6 +175,7 @@ def test_a_sign_in_the_phone_scanned_is_refused_too(world, tmp_path):
     assert events(live.app, "login.denied")[-1].detail["reason"] == "device_revoked"
 
 
+@pytest.mark.idp_config(IDP_SSO_SCOPE="all")  # a session answering another site
 def test_the_sessions_it_made_end_with_the_tokens_they_gave(world, tmp_path):
     """A session made by the phone's approval signs the browser in elsewhere without a
     scan: those tokens descend from the phone too, and die with it."""

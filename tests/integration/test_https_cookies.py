@@ -50,7 +50,7 @@ def test_the_sso_cookie_on_https(https_app):
     user = add_user(https_app, "alice")
     with https_app.test_request_context("/", base_url=ISSUER):
         response = Response()
-        secret = sso.start_session(user, None, utcnow(), replacing=None)
+        secret = sso.start_session(user, None, utcnow(), client_id="c1", replacing=None)
         web.set_cookie(response, web.SESSION_COOKIE, secret, max_age=3600)
         cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("__Host-idp_sso=")

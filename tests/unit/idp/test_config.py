@@ -159,6 +159,7 @@ def test_defaults(tmp_path):
         "IDP_KEY_PUBLISH_AHEAD": 600,
         "IDP_PROOF_MAX_AGE": 60,
         "IDP_SESSION_TTL": 28800,
+        "IDP_SSO_SCOPE": "per_client",
         "IDP_WS_HEARTBEAT": 25,
         "IDP_SHORT_CODE_TTL": 120,
         "IDP_SHORT_CODE_ATTEMPTS": 5,
@@ -187,6 +188,20 @@ def test_defaults(tmp_path):
         "IDP_WS_MAX_PER_REQUEST": 4,
         "IDP_WS_MAX_PER_IP": 100,
     }
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [("all", "all"), (" Per_Client ", "per_client")])
+def test_the_sso_scope_is_a_choice(tmp_path, monkeypatch, raw, parsed):
+    monkeypatch.setenv("IDP_SSO_SCOPE", raw)
+    assert load(tmp_path)["IDP_SSO_SCOPE"] == parsed
+
+
+@pytest.mark.parametrize("raw", ["any", "per-client", "all,per_client", "none"])
+def test_a_malformed_sso_scope_is_refused(tmp_path, monkeypatch, raw):
+    monkeypatch.setenv("IDP_SSO_SCOPE", raw)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == f"IDP_SSO_SCOPE must be per_client or all, not {raw!r}"
 
 
 def test_limit_counters_live_in_the_brokers_redis(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect
 
 from idp.migrate import alembic_config, upgrade
 from idp.models import Base
@@ -130,3 +130,57 @@ def test_upgrades_use_the_options_of_the_checkouts_alembic_ini():
     config = alembic_config("sqlite://")
     assert config.get_main_option("script_location") == str(migrations_path())
     assert all(config.get_main_option(k) == v for k, v in UPGRADE_OPTIONS.items())
+
+
+@pytest.mark.parametrize(
+    "engine_name", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_0008_adds_the_clients_approved_in_each_session(tmp_path, engine_name):
+    """Sessions made before 0008 keep living with no client approved (each asks for a
+    scan again); one row per session and client; gone with the session; and back down."""
+    if engine_name == "postgresql":
+        with postgres_database() as url:
+            session_clients_across_0008(url)
+    else:
+        session_clients_across_0008(f"sqlite:///{tmp_path / 'sessions.sqlite3'}")
+
+
+def session_clients_across_0008(url: str) -> None:
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    upgrade(url, "0007")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (id, subject, username, password_hash, created_at)"
+            " VALUES (1, 's1', 'alice', 'x', '2026-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO browser_sessions (id, secret_hash, user_id, auth_time, created_at,"
+            " expires_at) VALUES (7, 'h', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00',"
+            " '2026-01-01 08:00:00')"
+        )
+    upgrade(url)
+    approve = (
+        "INSERT INTO browser_session_clients (session_id, client_id, approved_at)"
+        " VALUES (7, 'a', '2026-01-01 00:00:00')"
+    )
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        assert connection.exec_driver_sql("SELECT * FROM browser_session_clients").all() == []
+        connection.exec_driver_sql(approve)
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.exec_driver_sql(approve)  # once per session and client
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.exec_driver_sql("DELETE FROM browser_sessions WHERE id = 7")
+        assert connection.exec_driver_sql("SELECT * FROM browser_session_clients").all() == []
+    command.downgrade(alembic_config(url), "0007")
+    with engine.connect() as connection:
+        tables = set(inspect(connection).get_table_names())
+    engine.dispose()
+    assert "browser_session_clients" not in tables
+    assert "browser_sessions" in tables

@@ -1,5 +1,6 @@
 """When an authorization request may be answered from the browser's IdP session: a pure
-function of the session and the parameters (idp.sso.services.session_satisfies)."""
+function of the session, the parameters and the clients approved in the session
+(idp.sso.services.session_satisfies)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,34 @@ SESSION = SimpleNamespace(
 )
 
 
-def satisfies(params: dict[str, str], hinted: dict | None = None) -> bool:
-    return session_satisfies(SESSION, params, hinted=hinted, now=NOW)  # type: ignore[arg-type]
+def satisfies(
+    params: dict[str, str], hinted: dict | None = None, approved: frozenset | None = None
+) -> bool:
+    return session_satisfies(
+        SESSION,  # type: ignore[arg-type]
+        params,
+        approved=approved,
+        hinted=hinted,
+        now=NOW,
+    )
+
+
+def test_per_client_only_the_clients_approved_in_the_session_are_answered():
+    approved = frozenset({"a", "b"})
+    assert satisfies({"client_id": "a"}, approved=approved)
+    assert satisfies({"client_id": "b", "prompt": "none"}, approved=approved)
+    assert not satisfies({"client_id": "c"}, approved=approved)
+    assert not satisfies({"client_id": "c", "prompt": "none"}, approved=approved)
+    assert not satisfies({}, approved=approved)  # no client named: none approved
+    assert not satisfies({"client_id": "a"}, approved=frozenset())
+    # The other rules still hold for an approved client.
+    assert not satisfies({"client_id": "a", "prompt": "login"}, approved=approved)
+    assert not satisfies({"client_id": "a", "max_age": "299"}, approved=approved)
+    assert not satisfies({"client_id": "a"}, hinted={"sub": "someone else"}, approved=approved)
+
+
+def test_with_every_client_approved_any_client_is_answered():
+    assert satisfies({"client_id": "c"}, approved=None)
 
 
 def test_a_plain_request_is_answered_from_the_session():
