@@ -4,6 +4,7 @@ RP to the authorize page, and reads the QR code back from the pixels on its scre
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,11 @@ def shot(page: Page, name: str) -> None:
     if folder := os.environ.get("IDP_SCREENSHOTS"):
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def show_short_code(page: Page) -> str:
+    """Open "Can't scan?" on the authorize page: the code it shows, to type on the phone."""
+    page.get_by_text("Can't scan?").click()
+    code = page.locator("#short-code")
+    expect(code).to_have_text(re.compile(r"^[A-Z]{4}-[A-Z]{4}$"))
+    return code.inner_text()

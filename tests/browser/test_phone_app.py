@@ -19,7 +19,7 @@ from joserfc.jwk import ECKey
 from playwright.sync_api import Page, expect
 
 from camera import write_y4m
-from desktop import new_context, read_qr, shot, start_sign_in
+from desktop import new_context, read_qr, shot, show_short_code, start_sign_in
 from idp.webapp.views import APP_FILES
 from phone import enroll_in_app, idp_command, phone_context
 from support import PASSWORD
@@ -157,11 +157,9 @@ def test_an_expired_code_says_so_and_cannot_be_approved(chromium, site):
 def test_a_short_code_typed_in_the_app(chromium, site):
     phone = enroll_in_app(phone_context(chromium), site.issuer)
     desktop = start_sign_in(new_context(chromium), site)
-    desktop.get_by_text("Can't scan?").click()
-    code = desktop.locator("#short-code")
-    expect(code).to_have_text(re.compile(r"^[A-Z]{4}-[A-Z]{4}$"))
+    code = show_short_code(desktop)
     phone.get_by_label("Can't scan? Type the code the computer shows").fill(
-        code.inner_text().lower().replace("-", " ")  # as a person might type it
+        code.lower().replace("-", " ")  # as a person might type it
     )
     phone.get_by_role("button", name="Continue").tap()
     expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
@@ -455,9 +453,7 @@ def test_a_double_tap_on_continue_sends_the_typed_code_once(chromium, site):
     # The scan uses the code up: a second scan of it would be a wrong code, counted.
     phone = enroll_in_app(phone_context(chromium), site.issuer)
     desktop = start_sign_in(new_context(chromium), site)
-    desktop.get_by_text("Can't scan?").click()
-    code = desktop.locator("#short-code")
-    expect(code).to_have_text(re.compile(r"^[A-Z]{4}-[A-Z]{4}$"))
+    code = show_short_code(desktop)
     typed: list[str] = []
 
     def slow_scan(route) -> None:  # the answer comes after the second tap
@@ -467,7 +463,7 @@ def test_a_double_tap_on_continue_sends_the_typed_code_once(chromium, site):
         route.continue_()
 
     phone.route("**/login-requests/scan", slow_scan)
-    phone.get_by_label("Can't scan? Type the code the computer shows").fill(code.inner_text())
+    phone.get_by_label("Can't scan? Type the code the computer shows").fill(code)
     field = phone.get_by_label("Can't scan? Type the code the computer shows")
     field.press("Enter")
     field.press("Enter")
@@ -609,10 +605,8 @@ def test_the_in_app_paths_stay_inside_the_apps_scope(chromium, site):
     opens the approval screen under /app/, where the installed app still has its key."""
     phone = enroll_in_app(phone_context(chromium), site.issuer)
     desktop = start_sign_in(new_context(chromium), site)
-    desktop.get_by_text("Can't scan?").click()
-    code = desktop.locator("#short-code")
-    expect(code).to_have_text(re.compile(r"^[A-Z]{4}-[A-Z]{4}$"))
-    phone.get_by_label("Can't scan? Type the code the computer shows").fill(code.inner_text())
+    code = show_short_code(desktop)
+    phone.get_by_label("Can't scan? Type the code the computer shows").fill(code)
     phone.get_by_role("button", name="Continue").tap()
     expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
     assert phone.url.startswith(f"{site.issuer}/app/q/")
