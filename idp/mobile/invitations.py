@@ -20,7 +20,6 @@ audited in a transaction of its own (``db.stand_alone``); the caller commits a s
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from datetime import timedelta
@@ -36,6 +35,7 @@ from idp.db import utcnow
 from idp.errors import InvalidInvitation, InvalidRequest
 from idp.mobile.models import Device, Invitation
 from idp.mobile.services import add_device, check_device_name
+from idp.oauth.models import digest  # SHA-256 hex: only this is stored, never the token
 from idp.terminal import has_control_characters
 from idp.web import Caller
 
@@ -45,11 +45,6 @@ MAX_TTL = timedelta(hours=24)
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 #: One answer for used, expired and unknown links: a guesser learns nothing from it.
 REFUSED = "this invitation link was already used, has expired or is unknown: ask for a new one"
-
-
-def digest_of(token: str) -> str:
-    """The SHA-256 hex digest stored for a token (the token itself never is)."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def create_invitation(
@@ -70,7 +65,7 @@ def create_invitation(
     now = utcnow()
     invitation = Invitation(
         user=user,
-        digest=digest_of(token),
+        digest=digest(token),
         created_at=now,
         expires_at=now + ttl,
         created_by=created_by,
@@ -93,7 +88,7 @@ def open_invitation(token: str) -> Invitation | None:
         return None
     return db.session.scalar(
         select(Invitation).where(
-            Invitation.digest == digest_of(token),
+            Invitation.digest == digest(token),
             Invitation.used_at.is_(None),
             Invitation.expires_at > utcnow(),
         )
@@ -144,7 +139,7 @@ def _refuse(token: str, caller: Caller | None) -> NoReturn:
         known = db.session.scalar(
             select(User.username)
             .join(Invitation, Invitation.user_id == User.id)
-            .where(Invitation.digest == digest_of(token))
+            .where(Invitation.digest == digest(token))
         )
     with db.stand_alone():  # this request's work (a device it added) is rolled back first
         audit.record("invitation.refused", caller=caller, username=known)

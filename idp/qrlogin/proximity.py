@@ -27,8 +27,6 @@ from idp import geoip
 
 #: The prefix lengths taken as "one network" (a home, an office, a café).
 PREFIX = {4: 24, 6: 48}
-#: Verdicts a phone should warn about before Approve.
-FAR = ("different_network", "different_country")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from flask_babel import gettext
 from idp import web
 from idp.admin.services import logo_origin
 from idp.errors import UnknownRequest
+from idp.i18n import html_lang
 from idp.mobile import invitations
 from idp.qrlogin import services as logins
 from idp.qrlogin.useragent import summarize_user_agent
@@ -103,7 +104,7 @@ def manifest() -> Response:
         "name": name,
         "short_name": name,
         "description": gettext("Sign in to websites by scanning their QR code"),
-        "lang": web_lang(),
+        "lang": html_lang(),
         "start_url": "/app/",
         "scope": "/app/",
         "id": "/app/",
@@ -129,12 +130,6 @@ def service_worker() -> Response:
     response.headers["Content-Type"] = "text/javascript; charset=utf-8"
     response.headers["Cache-Control"] = "no-cache"  # a new version is seen at once
     return response
-
-
-def web_lang() -> str:
-    from idp.i18n import html_lang
-
-    return html_lang()
 
 
 def _app_page(

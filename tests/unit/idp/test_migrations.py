@@ -76,15 +76,20 @@ def test_every_foreign_key_is_indexed(table):
         assert fk.parent.name in leading, f"{table}.{fk.parent.name} has no index"
 
 
+def run_on(engine_name: str, tmp_path, check) -> None:
+    """``check(url)`` on a new database of that engine (a PostgreSQL one is dropped after)."""
+    if engine_name == "postgresql":
+        with postgres_database() as url:
+            check(url)
+    else:
+        check(f"sqlite:///{tmp_path / 'migrations.sqlite3'}")
+
+
 @pytest.mark.parametrize(
     "engine_name", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
 def test_upgrade_to_0006_gives_existing_clients_their_redirect_uris_origins(tmp_path, engine_name):
-    if engine_name == "postgresql":
-        with postgres_database() as url:
-            origins_after_upgrade(url)
-    else:
-        origins_after_upgrade(f"sqlite:///{tmp_path / 'origins.sqlite3'}")
+    run_on(engine_name, tmp_path, origins_after_upgrade)
 
 
 def origins_after_upgrade(url: str) -> None:
@@ -138,11 +143,7 @@ def test_upgrades_use_the_options_of_the_checkouts_alembic_ini():
 def test_0008_adds_the_clients_approved_in_each_session(tmp_path, engine_name):
     """Sessions made before 0008 keep living with no client approved (each asks for a
     scan again); one row per session and client; gone with the session; and back down."""
-    if engine_name == "postgresql":
-        with postgres_database() as url:
-            session_clients_across_0008(url)
-    else:
-        session_clients_across_0008(f"sqlite:///{tmp_path / 'sessions.sqlite3'}")
+    run_on(engine_name, tmp_path, session_clients_across_0008)
 
 
 def session_clients_across_0008(url: str) -> None:
