@@ -25,6 +25,15 @@ class Status(StrEnum):
     COMPLETED = "completed"
 
 
+class DenialReason(StrEnum):
+    """Why a sign-in was denied (``login_requests.denied_reason``)."""
+
+    DENIED = "denied"  # the user tapped Deny
+    WRONG_NUMBER = "wrong_number"  # number matching: another number was picked
+    DEVICE_REVOKED = "device_revoked"  # the phone that scanned or approved it was revoked
+    DIFFERENT_NETWORK = "different_network"  # IDP_PROXIMITY=require_same_network refused it
+
+
 class LoginRequest(Base):
     """A QR sign-in waiting on a browser page.
 
@@ -66,6 +75,9 @@ class LoginRequest(Base):
     # Number matching (idp.qrlogin.matching): the two digits the page shows after the
     # scan; the phone must pick them to approve. Set only when matching is required.
     match_number: Mapped[str | None] = mapped_column(String(2))
+    # Why a denied request was denied, for the page (its socket and its completion):
+    # DENIAL_REASONS. Set by every denial, in the same compare-and-set.
+    denied_reason: Mapped[str | None] = mapped_column(String(24))
 
     client: Mapped[Client] = relationship(lazy="joined")
     device: Mapped[Device | None] = relationship()
