@@ -34,6 +34,19 @@ class DenialReason(StrEnum):
     DIFFERENT_NETWORK = "different_network"  # IDP_PROXIMITY=require_same_network refused it
 
 
+#: The ``error_description`` of the ``access_denied`` the browser takes back to the site
+#: (for its developers: ASCII, RFC 6749 §4.1.2.1).
+DENIAL_DESCRIPTIONS = {
+    DenialReason.DENIED: "the user denied the sign-in on the phone",
+    DenialReason.WRONG_NUMBER: "the phone picked another number than the page showed",
+    DenialReason.DEVICE_REVOKED: "the phone that scanned the code was revoked",
+    DenialReason.DIFFERENT_NETWORK: (
+        "the phone was not on the network of the browser that started the sign-in,"
+        " which the proximity policy require_same_network requires"
+    ),
+}
+
+
 class LoginRequest(Base):
     """A QR sign-in waiting on a browser page.
 
@@ -82,6 +95,14 @@ class LoginRequest(Base):
     client: Mapped[Client] = relationship(lazy="joined")
     device: Mapped[Device | None] = relationship()
     user: Mapped[User | None] = relationship()
+
+    @property
+    def denial_description(self) -> str | None:
+        """Why it was denied, for the site's developers; ``None`` if it was not (or before
+        reasons were kept)."""
+        if self.status != Status.DENIED or self.denied_reason is None:
+            return None
+        return DENIAL_DESCRIPTIONS.get(self.denied_reason)  # type: ignore[call-overload]
 
     def is_expired(self) -> bool:
         """Past its lifetime while still unfinished."""
