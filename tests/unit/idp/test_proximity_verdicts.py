@@ -117,3 +117,9 @@ def test_only_the_same_network_may_approve_when_required(plain, policy, phone, a
         assert view["message"].startswith(
             "This site accepts sign-ins only from a phone on the same network as the computer"
         )
+
+
+def test_the_refusal_is_in_the_phones_language(plain):
+    with plain.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        view = assess("203.0.113.7", "198.51.100.7").view("require_same_network")
+    assert view["message"].startswith("这个网站只接受与电脑在同一网络上的手机登录")
