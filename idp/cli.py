@@ -153,7 +153,7 @@ def clients_list(as_json: bool) -> None:
     from idp.admin.services import list_clients
 
     with _app().app_context():
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "client_id": c.client_id,
                 "name": c.name,

@@ -36,7 +36,7 @@ class DenialReason(StrEnum):
 
 #: The ``error_description`` of the ``access_denied`` the browser takes back to the site
 #: (for its developers: ASCII, RFC 6749 §4.1.2.1).
-DENIAL_DESCRIPTIONS = {
+DENIAL_DESCRIPTIONS: dict[str, str] = {
     DenialReason.DENIED: "the user denied the sign-in on the phone",
     DenialReason.WRONG_NUMBER: "the phone picked another number than the page showed",
     DenialReason.DEVICE_REVOKED: "the phone that scanned the code was revoked",
@@ -89,7 +89,7 @@ class LoginRequest(Base):
     # scan; the phone must pick them to approve. Set only when matching is required.
     match_number: Mapped[str | None] = mapped_column(String(2))
     # Why a denied request was denied, for the page (its socket and its completion):
-    # DENIAL_REASONS. Set by every denial, in the same compare-and-set.
+    # a DenialReason. Set by every denial, in the same compare-and-set.
     denied_reason: Mapped[str | None] = mapped_column(String(24))
 
     client: Mapped[Client] = relationship(lazy="joined")
@@ -102,7 +102,7 @@ class LoginRequest(Base):
         reasons were kept)."""
         if self.status != Status.DENIED or self.denied_reason is None:
             return None
-        return DENIAL_DESCRIPTIONS.get(self.denied_reason)  # type: ignore[call-overload]
+        return DENIAL_DESCRIPTIONS.get(self.denied_reason)
 
     def is_expired(self) -> bool:
         """Past its lifetime while still unfinished."""

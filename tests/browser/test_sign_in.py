@@ -7,11 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
 from desktop import PHONE, new_context, read_qr, shot, start_sign_in
-import requests
-
 from idp_phone.api import PhoneApiError, PhoneClient
 from phone import enroll
 from support import PASSWORD

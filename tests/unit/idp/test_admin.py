@@ -302,7 +302,7 @@ def test_an_unknown_id_token_alg_is_refused(ctx):
 
 @pytest.mark.parametrize("policy", ["warn", "require_same_network", "off", None])
 def test_a_client_may_have_its_own_proximity_policy(ctx, policy):
-    client, _ = create_client("X", ["https://rp.example/cb"], proximity=policy)
+    create_client("X", ["https://rp.example/cb"], proximity=policy)
     db.session.commit()
     assert [c.proximity for c in stored_clients()] == [policy]
 

@@ -364,7 +364,9 @@ def test_clients_create_with_a_proximity_policy_and_list_it(idp):
 
 @pytest.mark.parametrize("value", ["same_network", "strict", "OFF "])
 def test_clients_create_refuses_an_unknown_proximity_policy(idp, value):
-    result = idp(f"clients create --name J --redirect-uri https://rp.example/cb --proximity {value!r}")
+    result = idp(
+        f"clients create --name J --redirect-uri https://rp.example/cb --proximity {value!r}"
+    )
     assert "Invalid value for '--proximity'" in failed(result, code=2)
     assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
 
