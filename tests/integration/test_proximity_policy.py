@@ -6,6 +6,8 @@ the page and the site; ``off`` measures nothing."""
 
 from __future__ import annotations
 
+import io
+import sys
 from typing import Any
 
 import pytest
@@ -243,3 +245,32 @@ def test_idp_phone_says_so_and_offers_only_deny(world, phone_at, capsys):
     params = redirect_params(browser.complete(page))
     assert params["error"] == "access_denied"
     assert params["error_description"] == "the user denied the sign-in on the phone"
+
+
+class Terminal(io.StringIO):
+    """A terminal's stdin, typed in advance."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.idp_config(IDP_TRUSTED_PROXIES=1, IDP_PROXIMITY="require_same_network")
+def test_idp_phone_asks_only_whether_to_deny(world, phone_at, monkeypatch, capsys):
+    live, rp, _, phone = world
+    profile = ["--profile", str(phone.profile_dir)]
+    browser, page = open_page(live, rp)
+    monkeypatch.setattr(sys, "stdin", Terminal("\n"))  # Enter: no answer, nothing decided
+    assert main([*profile, "scan", page.qr_url]) == 0
+    out = capsys.readouterr().out
+    assert "This phone cannot approve it from here. Deny this sign-in? [y/N]" in out
+    assert "Approve this sign-in?" not in out
+    assert out.endswith("Not decided: the sign-in waits until it expires.\n")
+    ws = browser.socket(page)
+    try:
+        assert next_message(ws) == {"status": "scanned"}
+        monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
+        assert main([*profile, "scan", page.qr_url]) == 0
+        assert capsys.readouterr().out.endswith("Denied: the browser will not be signed in.\n")
+        assert next_message(ws) == {"status": "denied", "reason": "denied"}
+    finally:
+        close_socket(ws)
