@@ -96,6 +96,12 @@ def clients() -> None:
                    "repeatable.")  # fmt: skip
 @click.option("--id-token-alg", type=click.Choice(["RS256", "ES256"]), default="RS256",
               show_default=True, help="How this client's ID tokens are signed.")  # fmt: skip
+@click.option("--proximity", type=click.Choice(["warn", "require_same_network", "off"]),
+              default=None,
+              help="How near the phone must be to the browser for this client: "
+                   "require_same_network refuses an approval from another network. The "
+                   "stricter of this and IDP_PROXIMITY applies (default: IDP_PROXIMITY).",
+              )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_create(
     name: str,
@@ -107,6 +113,7 @@ def clients_create(
     number_matching: bool,
     web_origins: tuple[str, ...],
     id_token_alg: str,
+    proximity: str | None,
     as_json: bool,
 ) -> None:
     """Register a client. A confidential client's secret is printed once, here."""
@@ -126,6 +133,7 @@ def clients_create(
                     number_matching=number_matching,
                     web_origins=list(web_origins),
                     id_token_alg=id_token_alg,
+                    proximity=proximity,
                 )
         except IdPError as error:
             _fail(error.description)
@@ -145,12 +153,14 @@ def clients_list(as_json: bool) -> None:
     from idp.admin.services import list_clients
 
     with _app().app_context():
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "client_id": c.client_id,
                 "name": c.name,
                 "type": "public" if c.is_public else "confidential",
                 "redirect_uris": c.redirect_uris,
+                # The client's own policy; the stricter of it and IDP_PROXIMITY applies.
+                "proximity": c.proximity,
             }
             for c in list_clients()
         ]
@@ -159,7 +169,8 @@ def clients_list(as_json: bool) -> None:
         return
     for row in rows:
         uris = " ".join(row["redirect_uris"])
-        _echo(f"{row['client_id']}  {row['type']:<12}  {row['name']}  {uris}")
+        policy = f"  proximity={row['proximity']}" if row["proximity"] else ""
+        _echo(f"{row['client_id']}  {row['type']:<12}  {row['name']}  {uris}{policy}")
 
 
 @clients.command("delete")

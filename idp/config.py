@@ -266,6 +266,11 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     # Number matching for every client (else only for clients registered with it): after
     # the scan the page shows two digits, and the phone must pick them to approve.
     "IDP_NUMBER_MATCHING": (bool, False),
+    # How near the phone must be to the browser (idp.qrlogin.proximity): "warn", the phone
+    # says where the sign-in was started; "require_same_network", only a phone on the
+    # browser's network may approve (the relay's defence); "off", nothing is measured.
+    # A client may ask for more (``idp clients create --proximity``), never for less.
+    "IDP_PROXIMITY": (Choice("warn", "require_same_network", "off"), "warn"),
     # Abuse limits (see idp/limits.py), in Flask-Limiter's notation ("10/minute;50/hour").
     "IDP_RATELIMIT_ENABLED": (bool, True),
     # Where the counters live: "memory://" or a Redis URL (default: the broker's Redis,

@@ -79,6 +79,18 @@ class WrongNumber(IdPError):
     title = _l("The number picked on the phone is not the one on the screen: the sign-in is denied")
 
 
+class DifferentNetwork(IdPError):
+    """``IDP_PROXIMITY=require_same_network`` (or the client's own policy): the approving
+    phone is not on the network of the browser that started the sign-in, which is now
+    denied."""
+
+    status, code = 403, "different_network"
+    title = _l(
+        "This phone is not on the network of the computer that started the sign-in, and this"
+        " site requires it: the sign-in is denied"
+    )
+
+
 class BindingMismatch(IdPError):
     status, code = 403, "binding_mismatch"
     title = _l("This sign-in was started elsewhere or is over: start again from the site")

@@ -129,7 +129,7 @@ def describe_login_request(
     if isinstance(proximity, dict) and proximity.get("message"):  # first: the relay's tell
         lines.append(
             f"  !! {clean(proximity['message'])}"
-            if far_from_browser(view)
+            if far_from_browser(view) or refused_here(view)
             else (f"  {clean(proximity['message'])}")
         )
     lines += [
@@ -193,6 +193,26 @@ def far_from_browser(view: dict[str, Any]) -> bool:
     country than this phone's: what a relayed QR code looks like."""
     proximity = view.get("proximity")
     return isinstance(proximity, dict) and proximity.get("verdict") in FAR_VERDICTS
+
+
+def refused_here(view: dict[str, Any]) -> bool:
+    """Whether the IdP's proximity policy (``require_same_network``) will not let this phone
+    approve from where it is (``proximity.allowed`` false): only Deny is offered."""
+    proximity = view.get("proximity")
+    return isinstance(proximity, dict) and proximity.get("allowed") is False
+
+
+def _ask_denial(stdin: TextIO, stdout: TextIO) -> bool:
+    """Only Deny is offered: "y" or "yes" denies; anything else leaves the sign-in as it is."""
+    stdout.write("This phone cannot approve it from here. Deny this sign-in? [y/N] ")
+    stdout.flush()
+    try:
+        answer = stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+    if not answer.endswith("\n"):
+        stdout.write("\n")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _ask_approval(stdin: TextIO, stdout: TextIO, *, far: bool = False) -> bool:
@@ -309,13 +329,25 @@ def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
             describe_login_request(view, account=f"{clean(profile.username)} at {profile.server}")
         )
     far = far_from_browser(view)
+    if decision == "approve" and refused_here(view):
+        # The server's policy, which no option overrides; the scan stands, nothing is approved.
+        raise UsageError(
+            "not approved: this site accepts sign-ins only from a phone on the same network "
+            "as the computer, and this phone is not on it. If you are at that computer, "
+            "connect this phone to its network and scan again; or --deny"
+        )
     if decision == "approve" and far and not args.accept_different_network:
         # The scan stands (the page says "scanned"); nothing is approved.
         raise UsageError(
             "not approved: this sign-in was started on a different network than this phone. "
             "If you are at that computer, approve again with --accept-different-network"
         )
-    if interactive:
+    if interactive and refused_here(view):
+        if not _ask_denial(sys.stdin, sys.stdout):
+            print("Not decided: the sign-in waits until it expires.")
+            return EXIT_OK
+        decision = "deny"
+    elif interactive:
         approved = _ask_approval(sys.stdin, sys.stdout, far=far)
         decision = "approve" if approved else "deny"
 
@@ -391,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--accept-different-network",
         action="store_true",
         help="with --approve: approve even when the sign-in was started on another network "
-        "or in another country than this phone (what a relayed QR code looks like)",
+        "or in another country than this phone (what a relayed QR code looks like); "
+        "an IdP that requires the same network refuses it all the same",
     )
     scan.add_argument(
         "--json",

@@ -14,6 +14,7 @@ from idp.config import is_loopback
 from idp.errors import InvalidRequest
 from idp.oauth.keys import ALGORITHMS
 from idp.oauth.models import Client, ClientOrigin, digest
+from idp.qrlogin.proximity import POLICIES
 from idp.terminal import has_control_characters
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -128,9 +129,13 @@ def create_client(
     number_matching: bool = False,
     web_origins: list[str] | None = None,
     id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name)
+    proximity: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client in the caller's transaction; returns it and, for a confidential
     one, its secret (shown once).
+
+    ``proximity``: its own proximity policy (``warn``, ``require_same_network``, ``off``),
+    or ``None`` to follow ``IDP_PROXIMITY``; the stricter of the two applies.
 
     Its web origins (CORS) are ``web_origins`` and the origins of its http(s) redirect URIs.
     """
@@ -153,6 +158,8 @@ def create_client(
     )
     if id_token_alg not in ALGORITHMS:
         raise InvalidRequest(f"the ID-token algorithm must be one of {', '.join(ALGORITHMS)}")
+    if proximity is not None and proximity not in POLICIES:
+        raise InvalidRequest(f"the proximity policy must be one of {', '.join(POLICIES)}")
     origins = {check_web_origin(o) for o in web_origins or []}
     origins |= {o for o in map(origin_of, uris) if o is not None and len(o) <= 300}
     secret = None if public else secrets.token_urlsafe(32)
@@ -166,6 +173,7 @@ def create_client(
         grant_types=grant_types,
         token_endpoint_auth_method="none" if public else "client_secret_basic",
         number_matching=number_matching,
+        proximity=proximity,
         id_token_signed_response_alg=id_token_alg,
         web_origins=[ClientOrigin(origin=o) for o in sorted(origins)],
     )

@@ -15,6 +15,7 @@ from idp import audit, db, geoip, limits
 from idp.errors import (
     DeviceExists,
     DeviceNotFound,
+    DifferentNetwork,
     Expired,
     InvalidCredentials,
     InvalidRequest,
@@ -202,8 +203,8 @@ def approve(request_id: str) -> Response:
         raise InvalidRequest("'number' must be the two digits the page shows, as a string")
     try:
         login = logins.approve_login(request_id, device, number, caller=Caller.from_request())
-    except WrongNumber:
-        db.session.commit()  # a wrong number denied the sign-in: that stands
+    except (WrongNumber, DifferentNetwork):
+        db.session.commit()  # a wrong number, or a phone off the browser's network, denied it
         raise
     response = jsonify(login_request={"id": login.id, "status": login.status})
     db.session.commit()
@@ -257,7 +258,8 @@ def login_request_view(login: LoginRequest, *, phone_ip: str | None) -> dict[str
         "created_at": _iso(login.created_at),
         "expires_at": _iso(login.expires_at),
         # Is the phone near the browser? A relayed QR code is approved from elsewhere.
-        "proximity": proximity.assess(login.browser_ip, phone_ip).view(),
+        # None when the policy is off; with require_same_network, whether it may approve.
+        "proximity": proximity.for_phone(login, phone_ip),
     }
 
 

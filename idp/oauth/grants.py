@@ -15,7 +15,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, grants
+from authlib.oauth2.rfc6749 import (
+    AccessDeniedError,
+    InvalidGrantError,
+    InvalidRequestError,
+    grants,
+)
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import current_app
 from sqlalchemy import bindparam, insert, select, update
@@ -78,6 +83,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def generate_authorization_code(self) -> str:
         return new_secret_token()
+
+    def create_authorization_response(self, redirect_uri: str, grant_user: Any) -> Any:
+        """Authlib's answer; a denial says why (``error_description``), when the login
+        request knows (``LoginRequest.denial_description``)."""
+        if not grant_user:
+            login = getattr(self.request, "login_request", None)
+            why = getattr(login, "denial_description", None)
+            raise AccessDeniedError(description=why, redirect_uri=redirect_uri)
+        return super().create_authorization_response(redirect_uri, grant_user)
 
     def save_authorization_code(self, code: str, request: Any) -> None:
         self.code_issued = True

@@ -56,6 +56,10 @@ class Client(Base):
     )
     # Number matching for this client's sign-ins, even when IDP_NUMBER_MATCHING is off.
     number_matching: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # How near the phone must be to the browser for this client's sign-ins: "warn",
+    # "require_same_network" or "off"; None follows IDP_PROXIMITY. The stricter of the two
+    # applies (idp.qrlogin.proximity.policy_for): a client may raise the bar, never lower it.
+    proximity: Mapped[str | None] = mapped_column(String(24))
     scope: Mapped[str] = mapped_column(String(500), default=" ".join(SUPPORTED_SCOPES))
     grant_types: Mapped[list[str]] = mapped_column(JSON)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))

@@ -25,6 +25,28 @@ class Status(StrEnum):
     COMPLETED = "completed"
 
 
+class DenialReason(StrEnum):
+    """Why a sign-in was denied (``login_requests.denied_reason``)."""
+
+    DENIED = "denied"  # the user tapped Deny
+    WRONG_NUMBER = "wrong_number"  # number matching: another number was picked
+    DEVICE_REVOKED = "device_revoked"  # the phone that scanned or approved it was revoked
+    DIFFERENT_NETWORK = "different_network"  # IDP_PROXIMITY=require_same_network refused it
+
+
+#: The ``error_description`` of the ``access_denied`` the browser takes back to the site
+#: (for its developers: ASCII, RFC 6749 §4.1.2.1).
+DENIAL_DESCRIPTIONS: dict[str, str] = {
+    DenialReason.DENIED: "the user denied the sign-in on the phone",
+    DenialReason.WRONG_NUMBER: "the phone picked another number than the page showed",
+    DenialReason.DEVICE_REVOKED: "the phone that scanned the code was revoked",
+    DenialReason.DIFFERENT_NETWORK: (
+        "the phone was not on the network of the browser that started the sign-in,"
+        " which the proximity policy require_same_network requires"
+    ),
+}
+
+
 class LoginRequest(Base):
     """A QR sign-in waiting on a browser page.
 
@@ -66,10 +88,21 @@ class LoginRequest(Base):
     # Number matching (idp.qrlogin.matching): the two digits the page shows after the
     # scan; the phone must pick them to approve. Set only when matching is required.
     match_number: Mapped[str | None] = mapped_column(String(2))
+    # Why a denied request was denied, for the page (its socket and its completion):
+    # a DenialReason. Set by every denial, in the same compare-and-set.
+    denied_reason: Mapped[str | None] = mapped_column(String(24))
 
     client: Mapped[Client] = relationship(lazy="joined")
     device: Mapped[Device | None] = relationship()
     user: Mapped[User | None] = relationship()
+
+    @property
+    def denial_description(self) -> str | None:
+        """Why it was denied, for the site's developers; ``None`` if it was not (or before
+        reasons were kept)."""
+        if self.status != Status.DENIED or self.denied_reason is None:
+            return None
+        return DENIAL_DESCRIPTIONS.get(self.denied_reason)
 
     def is_expired(self) -> bool:
         """Past its lifetime while still unfinished."""

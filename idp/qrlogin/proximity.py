@@ -13,20 +13,36 @@ with the browser's (each address as the IdP saw it, after ``IDP_TRUSTED_PROXIES`
 This is evidence, not proof: two people behind one carrier-grade NAT share a network,
 and a person on a laptop's Wi-Fi and a phone on mobile data are on two. The phone says
 what was found, in plain words; docs/security.md says what it does and does not stop.
+
+What is done with it is a policy (:func:`policy_for`: the stricter of ``IDP_PROXIMITY``
+and the client's own): ``off``, nothing is measured or shown; ``warn``, the phone shows
+the verdict; ``require_same_network``, only ``same_network`` may approve (anything else,
+``unknown`` included, is refused: when in doubt, refuse). The approval is judged with the
+approving request's own address (:func:`refusal`), since the phone may have moved since
+it scanned.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from flask import current_app
 from flask_babel import gettext
 
 from idp import geoip
 
+if TYPE_CHECKING:
+    from idp.oauth.models import Client
+    from idp.qrlogin.models import LoginRequest
+
 #: The prefix lengths taken as "one network" (a home, an office, a café).
 PREFIX = {4: 24, 6: 48}
+
+OFF, WARN, REQUIRE_SAME_NETWORK = "off", "warn", "require_same_network"
+#: The policies, weakest first: a client may ask for a stricter one than the server's.
+POLICIES = (OFF, WARN, REQUIRE_SAME_NETWORK)
 
 
 @dataclass(frozen=True)
@@ -34,9 +50,54 @@ class Proximity:
     verdict: str
     facts: dict[str, Any]
 
-    def view(self) -> dict[str, Any]:
-        """The scan answer's ``proximity``: the verdict, the phone's sentence, the facts."""
-        return {"verdict": self.verdict, "message": message(self.verdict), **self.facts}
+    def allowed(self, policy: str) -> bool:
+        """Whether a phone this near may approve under ``policy``."""
+        return policy != REQUIRE_SAME_NETWORK or self.verdict == "same_network"
+
+    def view(self, policy: str = WARN) -> dict[str, Any]:
+        """The scan answer's ``proximity``: the verdict, the phone's sentence (the refusal,
+        when the policy will not let this phone approve), the facts, the policy and whether
+        it allows an approval from here."""
+        allowed = self.allowed(policy)
+        return {
+            "verdict": self.verdict,
+            "message": message(self.verdict) if allowed else refusal_message(),
+            **self.facts,
+            "policy": policy,
+            "allowed": allowed,
+        }
+
+
+def policy_for(client: Client) -> str:
+    """The proximity policy of a client's sign-ins: the stricter of ``IDP_PROXIMITY`` and
+    the client's own (``clients.proximity``; NULL follows the server). A client may raise
+    the bar, never lower it; a value this code does not know counts as the strictest."""
+    configured = current_app.config["IDP_PROXIMITY"]
+    own = client.proximity
+    if own is None:
+        return str(configured)
+    if own not in POLICIES:
+        return REQUIRE_SAME_NETWORK
+    return max(configured, own, key=POLICIES.index)
+
+
+def for_phone(login: LoginRequest, phone_ip: str | None) -> dict[str, Any] | None:
+    """The scan answer's ``proximity`` for a phone at ``phone_ip``: ``None`` when the
+    policy is ``off`` (nothing measured, nothing shown)."""
+    policy = policy_for(login.client)
+    if policy == OFF:
+        return None
+    return assess(login.browser_ip, phone_ip).view(policy)
+
+
+def refusal(login: LoginRequest, phone_ip: str | None) -> Proximity | None:
+    """What refuses an approval from ``phone_ip`` (the approving request's own address),
+    or ``None`` if the policy lets it through."""
+    policy = policy_for(login.client)
+    if policy != REQUIRE_SAME_NETWORK:
+        return None
+    found = assess(login.browser_ip, phone_ip)
+    return None if found.allowed(policy) else found
 
 
 def network(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -85,3 +146,12 @@ def message(verdict: str) -> str:
         ),
         "unknown": gettext("Where this sign-in was started cannot be compared with your phone."),
     }[verdict]
+
+
+def refusal_message() -> str:
+    """What the phone says instead when the policy will not let it approve."""
+    return gettext(
+        "This site accepts sign-ins only from a phone on the same network as the computer,"
+        " and this phone is not on it: this sign-in can only be denied. If you are at that"
+        " computer, connect this phone to its network (its Wi-Fi), then scan the code again."
+    )

@@ -4,11 +4,13 @@
 
     pending --scan--> scanned --approve--> approved --complete--> completed
        |                 |
-       |                 +------deny-----> denied
+       |                 +--deny, wrong number, far phone--> denied
        +-----------------+--(lifetime passes)--> expired
 
 Revoking the phone that scanned or approved a request not yet completed moves it
-from ``scanned`` or ``approved`` to ``denied`` (``refuse_device_logins``).
+from ``scanned`` or ``approved`` to ``denied`` (``refuse_device_logins``). Every denial
+stores its reason (``denied_reason``, a ``DenialReason``) and publishes it, so that the
+page says why, even when it reconnects or completes after the fact.
 
 Each transition is one compare-and-set ``UPDATE ... WHERE status IN (...)``:
 of two racing transitions exactly one changes the row, and the other sees the
@@ -42,6 +44,7 @@ from idp.db import utcnow
 from idp.errors import (
     AlreadyUsed,
     BindingMismatch,
+    DifferentNetwork,
     Expired,
     InvalidRequest,
     NotApproved,
@@ -53,8 +56,8 @@ from idp.errors import (
 from idp.mobile.models import Device
 from idp.oauth.models import Client, digest
 from idp.ops import metrics
-from idp.qrlogin import matching
-from idp.qrlogin.models import LoginRequest, Status
+from idp.qrlogin import matching, proximity
+from idp.qrlogin.models import DenialReason, LoginRequest, Status
 from idp.web import Caller
 
 #: 32 random bytes, base64url: 256 bits, far past guessing.
@@ -131,6 +134,14 @@ def peek_status(request_id: str) -> tuple[str, str | None, bool]:
         raise UnknownRequest()
     status, number, expires_at = row
     return status, number, status in UNFINISHED and utcnow() >= expires_at
+
+
+def denial_reason(request_id: str) -> str | None:
+    """Why a denied request was denied (a ``DenialReason``), or ``None``: one column by
+    primary key, read once when a page learns of the denial."""
+    return db.session.scalar(
+        select(LoginRequest.denied_reason).where(LoginRequest.id == request_id)
+    )
 
 
 def find_for_browser(
@@ -232,10 +243,32 @@ def approve_login(
 ) -> LoginRequest:
     """The user approved on the phone that scanned: ``scanned -> approved``.
 
-    With number matching, ``number`` must be the one the page shows; a wrong one
-    denies the sign-in (``scanned -> denied``) and raises ``WrongNumber``.
+    With the proximity policy ``require_same_network``, the approving request (``caller``,
+    whose address is judged now: the phone may have moved since it scanned) must come
+    from the browser's network; else the sign-in is denied (``scanned -> denied``, reason
+    ``different_network``) and ``DifferentNetwork`` is raised. With number matching,
+    ``number`` must be the one the page shows; a wrong one denies the sign-in too and
+    raises ``WrongNumber``. The caller commits either denial before failing.
     """
     login = _find_scanned_by(request_id, device)
+    if far := proximity.refusal(login, caller.ip if caller else None):
+        _transition(
+            login,
+            from_states=(Status.SCANNED,),
+            to=Status.DENIED,
+            by=device,
+            caller=caller,
+            reason=DenialReason.DIFFERENT_NETWORK,
+            detail={
+                "verdict": far.verdict,
+                "browser_network": far.facts.get("browser_network"),
+                "phone_network": far.facts.get("phone_network"),
+            },
+            extra_where=(LoginRequest.device_pk == device.id,),
+            decided_at=utcnow(),
+            denied_reason=DenialReason.DIFFERENT_NETWORK,
+        )
+        raise DifferentNetwork()
     if login.match_number is not None:
         if number is None:
             raise InvalidRequest(
@@ -251,6 +284,7 @@ def approve_login(
                 reason="wrong number",
                 extra_where=(LoginRequest.device_pk == device.id,),
                 decided_at=utcnow(),
+                denied_reason=DenialReason.WRONG_NUMBER,
             )
             raise WrongNumber()
     _transition(
@@ -277,6 +311,7 @@ def deny_login(request_id: str, device: Device, *, caller: Caller | None = None)
         caller=caller,
         extra_where=(LoginRequest.device_pk == device.id,),
         decided_at=utcnow(),
+        denied_reason=DenialReason.DENIED,
     )
     return login
 
@@ -315,7 +350,11 @@ def refuse_device_logins(device: Device, *, caller: Caller | None) -> list[str]:
     refused = db.session.execute(
         update(LoginRequest)
         .where(LoginRequest.device_pk == device.id, completable)
-        .values(status=Status.DENIED, decided_at=func.coalesce(LoginRequest.decided_at, now))
+        .values(
+            status=Status.DENIED,
+            decided_at=func.coalesce(LoginRequest.decided_at, now),
+            denied_reason=DenialReason.DEVICE_REVOKED,
+        )
         .returning(LoginRequest.id, LoginRequest.client_id, LoginRequest.browser_ip)
         .execution_options(synchronize_session=False)
     ).all()
@@ -328,9 +367,13 @@ def refuse_device_logins(device: Device, *, caller: Caller | None) -> list[str]:
             client_id=client_id,
             request=request_id[:8],
             browser_ip=browser_ip,
-            reason="device_revoked",
+            reason=DenialReason.DEVICE_REVOKED,
         )
-        db.on_commit(functools.partial(publish_status, request_id, Status.DENIED))
+        db.on_commit(
+            functools.partial(
+                publish_status, request_id, Status.DENIED, reason=DenialReason.DEVICE_REVOKED
+            )
+        )
     return [request_id for request_id, _, _ in refused]
 
 
@@ -422,11 +465,13 @@ def _transition(
     by: Device,
     caller: Caller | None,
     reason: str | None = None,
+    detail: dict[str, Any] | None = None,
     extra_where: tuple[Any, ...] = (),
     **values: Any,
 ) -> None:
-    """Compare-and-set and audit, in the caller's transaction, and publish once that
-    commits; refuse if another transition won."""
+    """Compare-and-set and audit (``reason`` and ``detail`` join the audit row), in the
+    caller's transaction, and publish once that commits (a denial with its
+    ``denied_reason``); refuse if another transition won."""
     result = db.session.execute(
         update(LoginRequest)
         .where(
@@ -448,11 +493,14 @@ def _transition(
             request=login.id[:8],
             browser_ip=login.browser_ip,
             reason=reason,
+            **(detail or {}),
         )
     if changed:
         # With number matching, the page shows the number as soon as the phone has scanned.
         number = values.get("match_number")
         extra = {"number": number} if number else {}
+        if denied_reason := values.get("denied_reason"):
+            extra["reason"] = str(denied_reason)  # the page says why
         db.on_commit(lambda: publish_status(login.id, to, **extra))
     if not changed:
         current = find_login_request(login.id)

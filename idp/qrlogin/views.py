@@ -273,6 +273,13 @@ def page_messages() -> dict[str, str]:
         "match": gettext("Scanned — on your phone, tap {number} to approve"),
         "approved": gettext("Approved — signing you in…"),
         "denied": gettext("Denied on the phone"),
+        "denied_different_network": gettext(
+            "This sign-in was refused: the phone that scanned the code is not on this"
+            " computer's network. Start again, and scan the new code with your own phone,"
+            " on this network."
+        ),
+        "denied_wrong_number": gettext("Denied: the wrong number was picked on the phone"),
+        "denied_device_revoked": gettext("Denied: the phone that scanned the code was removed"),
         "expired": gettext("Expired — getting a new code…"),
         "completed": gettext("This sign-in was already used"),
         "code_expired": gettext("This code expired"),

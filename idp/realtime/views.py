@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: After one of these the page moves on and the socket closes.
 FINAL = {Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.COMPLETED}
+#: What of a broker message the page gets: the status, the number to match, a denial's reason.
+SENT = ("status", "number", "reason")
 #: Put in a socket's subscription when its peer sent a frame or closed: look at the socket.
 SOCKET_NEWS: dict[str, Any] = {"socket": True}
 
@@ -148,7 +150,7 @@ def login_socket(ws: Server, request_id: str) -> None:
                     return
                 state = reread or {"status": status}
             else:
-                state = {k: v for k, v in message.items() if k in ("status", "number")}
+                state = {k: v for k, v in message.items() if k in SENT}
                 state.setdefault("status", status)
             if state["status"] != status:
                 status = state["status"]
@@ -183,7 +185,8 @@ def _reread_state(request_id: str) -> dict[str, str] | None:
 def _current_state(request_id: str, login: LoginRequest | None = None) -> dict[str, str]:
     """The state in the database (``login``: just read), expiring the request if its time
     has passed: ``{"status": ...}``, with the number to match once scanned, if matching
-    is on. Ends the transaction: the socket holds none while it waits."""
+    is on, and a denial's ``reason``. Ends the transaction: the socket holds none while
+    it waits."""
     if login is None:  # every heartbeat of every page: three columns by primary key
         status, number, expired = logins.peek_status(request_id)
     else:
@@ -195,6 +198,10 @@ def _current_state(request_id: str, login: LoginRequest | None = None) -> dict[s
     state = {"status": str(status)}
     if status == Status.SCANNED and number:
         state["number"] = number
+    if status == Status.DENIED:  # once per page: the denial is final
+        reason = login.denied_reason if login is not None else logins.denial_reason(request_id)
+        if reason:
+            state["reason"] = str(reason)
     db.session.close()
     return state
 

@@ -22,6 +22,9 @@
   // pages of a restarted server do not all come back in the same instant.
   var RETRY_FIRST = 500;
   var RETRY_CAP = 5000;
+  // A refusal the person must read (the phone was not on this computer's network) stays
+  // this long before the page goes on, as after any denial, back to the site.
+  var REFUSAL_PAUSE = 6000;
   var deadline = Date.now() + state.expires_in * 1000;
 
   var text = state.messages;
@@ -33,16 +36,23 @@
     expired: [text.expired, "bad"],
     completed: [text.completed, "bad"]
   };
+  // Why a sign-in was denied, when the server says (the socket's "reason").
+  var DENIALS = {
+    different_network: text.denied_different_network,
+    wrong_number: text.denied_wrong_number,
+    device_revoked: text.denied_device_revoked
+  };
 
   function show(text, kind) {
     statusEl.textContent = text;
     statusEl.className = "status" + (kind ? " " + kind : "");
   }
 
-  function onStatus(status, number) {
+  function onStatus(status, number, reason) {
     var message = MESSAGES[status];
     if (!message) { return; }
-    show(message[0], message[1]);
+    var denial = status === "denied" && DENIALS.hasOwnProperty(reason) ? DENIALS[reason] : "";
+    show(denial || message[0], message[1]);
     // Number matching: the phone must pick the number shown here.
     var matching = status === "scanned" && /^[0-9]{2}$/.test(number || "");
     matchEl.hidden = !matching;
@@ -50,7 +60,9 @@
     if (matching) { show(text.match.replace("{number}", number), "scanned"); }
     if (status === "approved" || status === "denied") {
       finished = true;
-      window.location.assign(state.complete_url);
+      var pause = reason === "different_network" ? REFUSAL_PAUSE : 0;
+      if (pause) { qrEl.classList.add("dimmed"); countdownEl.textContent = ""; }
+      window.setTimeout(function () { window.location.assign(state.complete_url); }, pause);
     } else if (status === "expired") {
       renew();
     } else if (status === "completed") {
@@ -65,7 +77,7 @@
     socket.onopen = function () { retries = 0; };
     socket.onmessage = function (event) {
       var data = JSON.parse(event.data);
-      if (data.status) { onStatus(data.status, data.number); }
+      if (data.status) { onStatus(data.status, data.number, data.reason); }
     };
     socket.onclose = function () {
       if (finished || mine !== socket) { return; }

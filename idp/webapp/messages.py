@@ -39,6 +39,12 @@ def app_messages() -> dict[str, str]:
             "That was not the number on the computer, so nobody was signed in. If you"
             " were signing in, start again on the computer."
         ),
+        "different_network_title": gettext("Refused: this phone is not on the computer's network"),
+        "different_network_text": gettext(
+            "This site accepts sign-ins only from a phone on the same network as the"
+            " computer, so nobody was signed in. If you are at that computer, connect this"
+            " phone to its network (its Wi-Fi) and start again on the computer."
+        ),
         "enrolled": gettext("This phone is set up. Scan a website's QR code to sign in."),
         "this_device": gettext("This phone"),
         "added_on": gettext("Added {date}"),
@@ -85,6 +91,10 @@ def app_messages() -> dict[str, str]:
         ),
         "wrong_number": gettext(
             "That was not the number on the computer, so the sign-in was denied."
+        ),
+        "different_network": gettext(
+            "This phone is not on the computer's network, which this site requires, so the"
+            " sign-in was denied."
         ),
         "wrong_device": gettext("Another phone already scanned this code."),
         "unknown_code": gettext(

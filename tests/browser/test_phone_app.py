@@ -132,6 +132,54 @@ def test_number_matching_the_right_and_a_wrong_number(chromium, site):
     assert "error=access_denied" in other.url
 
 
+FAR = {"X-Forwarded-For": "198.51.100.9"}  # through the trusted proxy: another network
+
+
+@pytest.mark.idp_config(IDP_TRUSTED_PROXIES=1, IDP_PROXIMITY="require_same_network")
+def test_a_phone_off_the_computers_network_is_offered_only_deny(chromium, site):
+    """The scan answer says in advance that this phone may not approve (``allowed``
+    false): the app shows the refusal first and offers Deny alone."""
+    phone = enroll_in_app(phone_context(chromium, extra_http_headers=FAR), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(desktop, site.tmp))
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    expect(phone.locator("#request-warnings")).to_have_text(
+        "This site accepts sign-ins only from a phone on the same network as the computer,"
+        " and this phone is not on it: this sign-in can only be denied. If you are at that"
+        " computer, connect this phone to its network (its Wi-Fi), then scan the code again."
+    )
+    expect(phone.get_by_role("button", name="Approve")).to_be_hidden()
+    deny = phone.get_by_role("button", name="Deny")
+    expect(deny).to_be_visible()
+    shot(phone, "phone-refused-network")
+    deny.tap()
+    expect(phone.get_by_role("heading", name="Denied: nobody was signed in")).to_be_visible()
+    desktop.wait_for_url(f"{site.rp_url}/callback?*")
+    assert "error=access_denied" in desktop.url
+
+
+@pytest.mark.idp_config(IDP_TRUSTED_PROXIES=1, IDP_PROXIMITY="require_same_network")
+def test_a_phone_that_left_the_network_before_approving_is_refused(chromium, site):
+    """Scanned on the computer's network, approved from another: the approval's own
+    address decides. The phone says so, and so does the page."""
+    context = phone_context(chromium)
+    phone = enroll_in_app(context, site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    open_qr(phone, read_qr(desktop, site.tmp))
+    approve = phone.get_by_role("button", name="Approve")
+    expect(approve).to_be_visible()  # both on 127.0.0.1: allowed
+    context.set_extra_http_headers(FAR)  # off the Wi-Fi, onto mobile data
+    approve.tap()
+    expect(
+        phone.get_by_role("heading", name="Refused: this phone is not on the computer's network")
+    ).to_be_visible()
+    expect(desktop.locator("#status")).to_have_text(
+        re.compile(r"^This sign-in was refused: the phone that scanned the code is not on")
+    )
+    desktop.wait_for_url(f"{site.rp_url}/callback?*")
+    assert "error=access_denied" in desktop.url
+
+
 @pytest.mark.idp_config(IDP_LOGIN_REQUEST_TTL=6)
 def test_an_expired_code_says_so_and_cannot_be_approved(chromium, site):
     phone = enroll_in_app(phone_context(chromium), site.issuer)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
 from desktop import PHONE, new_context, read_qr, shot, start_sign_in
-from idp_phone.api import PhoneApiError
+from idp_phone.api import PhoneApiError, PhoneClient
 from phone import enroll
+from support import PASSWORD
 
 
 def test_approve(chromium, site):
@@ -64,6 +66,35 @@ def test_deny(chromium, site):
     assert "error=access_denied" in page.url
     expect(page.get_by_role("heading", name="Sign-in was denied on the phone")).to_be_visible()
     shot(page, "denied")
+    context.close()
+
+
+REFUSED_ON_THE_PAGE = (
+    "This sign-in was refused: the phone that scanned the code is not on this computer's"
+    " network. Start again, and scan the new code with your own phone, on this network."
+)
+
+
+@pytest.mark.idp_config(IDP_TRUSTED_PROXIES=1, IDP_PROXIMITY="require_same_network")
+def test_a_relayed_code_is_refused_and_the_page_says_why(chromium, site):
+    """The relay: this page's QR code approved by a phone on another network (its requests
+    reach the IdP through a trusted proxy saying 198.51.100.9; the page's come from
+    127.0.0.1). The page says why it was refused, then goes back to the site."""
+    far = requests.Session()
+    far.headers["X-Forwarded-For"] = "198.51.100.9"
+    phone = PhoneClient(site.tmp / "phone", session=far)
+    phone.enroll(site.issuer, "alice", PASSWORD, "Alice's phone")
+    context = new_context(chromium)
+    page = start_sign_in(context, site)
+    view = phone.scan(read_qr(page, site.tmp))["login_request"]
+    assert view["proximity"]["allowed"] is False
+    with pytest.raises(PhoneApiError) as refused:
+        phone.approve(view["id"])
+    assert (refused.value.status, refused.value.error) == (403, "different_network")
+    expect(page.locator("#status")).to_have_text(REFUSED_ON_THE_PAGE)
+    shot(page, "refused-relay")
+    page.wait_for_url(f"{site.rp_url}/callback?*")  # the usual way on, once it was read
+    assert "error=access_denied" in page.url
     context.close()
 
 

@@ -24,6 +24,7 @@ from support import (
     approve_and_exchange,
     close_socket,
     enroll_phone,
+    next_message,
     next_status,
     redirect_params,
 )
@@ -167,11 +168,18 @@ def test_a_sign_in_the_phone_scanned_is_refused_too(world, tmp_path):
     try:
         assert next_status(ws) == "scanned"  # the state as the page connects
         revoke_from_another_phone(live, phone, tmp_path)
-        assert next_status(ws) == "denied"  # the page is told at once, and moves on
+        # The page is told at once, and why, and moves on.
+        assert next_message(ws) == {"status": "denied", "reason": "device_revoked"}
     finally:
         close_socket(ws)
+    again = browser.socket(page)  # a page that reconnects reads the reason too
+    try:
+        assert next_message(again) == {"status": "denied", "reason": "device_revoked"}
+    finally:
+        close_socket(again)
     params = redirect_params(browser.complete(page))
     assert params["error"] == "access_denied"
+    assert params["error_description"] == "the phone that scanned the code was revoked"
     assert events(live.app, "login.denied")[-1].detail["reason"] == "device_revoked"
 
 

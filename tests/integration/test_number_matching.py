@@ -84,13 +84,17 @@ def test_a_wrong_number_denies_the_sign_in(world, matching_rp):
     with pytest.raises(PhoneApiError) as refused:
         phone.approve(view["id"], wrong)
     assert (refused.value.status, refused.value.error) == (403, "wrong_number")
-    assert next_status(ws) == "denied"
+    assert next_message(ws) == {"status": "denied", "reason": "wrong_number"}  # the page says why
     close_socket(ws)
     # No second try: the request is decided.
     with pytest.raises(PhoneApiError) as again:
         phone.approve(view["id"], message["number"])
     assert again.value.error == "already_used"
-    assert redirect_params(browser.complete(page))["error"] == "access_denied"
+    params = redirect_params(browser.complete(page))
+    assert (params["error"], params["error_description"]) == (
+        "access_denied",
+        "the phone picked another number than the page showed",
+    )
     with live.app.app_context():
         denied = audit.query()[-1]
     assert (denied.event, denied.detail["reason"]) == ("login.denied", "wrong number")

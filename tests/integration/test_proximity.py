@@ -50,6 +50,8 @@ def test_a_relayed_code_is_flagged_as_another_network(world, monkeypatch):
         "phone_network": "198.51.100.0/24",
         "browser_country": None,
         "phone_country": None,
+        "policy": "warn",
+        "allowed": True,
     }
     assert view["browser"]["ip"] == ATTACKER
     # The default policy warns: the person may still approve (they may be at that computer).

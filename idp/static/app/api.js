@@ -25,6 +25,7 @@ export const ERROR_KINDS = {
   invalid_credentials: "invalid_credentials",
   wrong_device: "wrong_device",
   wrong_number: "wrong_number",
+  different_network: "different_network",
   device_not_found: "refused",
   unknown_code: "unknown_code",
   already_used: "already_used",

@@ -366,10 +366,14 @@ function showRequest(view) {
   // Every warning the server gives is shown first, as it gives it.
   // Proximity first: a calm line when the phone is on the browser's network, a warning
   // when it is not (a relayed QR code is approved from elsewhere); then any other warning.
+  // No proximity (null: the policy is off) shows nothing. When the policy does not allow
+  // an approval from here (require_same_network), its message is the refusal, and only
+  // Deny is offered.
   const shown = [];
   const proximity = view.proximity;
+  const refused = Boolean(proximity) && proximity.allowed === false;
   if (proximity && proximity.message) {
-    const calm = proximity.verdict === "same_network";
+    const calm = proximity.verdict === "same_network" && !refused;
     shown.push(item(proximity.message, calm ? "proximity" : "warning"));
   }
   for (const warning of view.warnings || []) {
@@ -379,10 +383,11 @@ function showRequest(view) {
   byId("request-warnings").replaceChildren(...shown);
 
   const approve = byId("approve");
-  const matching = view.number_matching;
+  const matching = refused ? null : view.number_matching;
   byId("numbers").hidden = !matching;
-  approve.hidden = Boolean(matching);
-  byId("decision").classList.toggle("single", Boolean(matching)); // Deny as wide as the numbers
+  approve.hidden = Boolean(matching) || refused;
+  // Deny as wide as the numbers, or alone.
+  byId("decision").classList.toggle("single", Boolean(matching) || refused);
   if (matching) {
     byId("numbers-label").textContent = say("choose_number");
     byId("number-choices").replaceChildren(...matching.choices.map((number) => {
@@ -414,6 +419,10 @@ async function decide(view, choice, number) {
   } catch (error) {
     if (error instanceof ApiError && error.kind === "wrong_number") {
       finish(say("wrong_number_title"), say("wrong_number_text"));
+      return;
+    }
+    if (error instanceof ApiError && error.kind === "different_network") {
+      finish(say("different_network_title"), say("different_network_text"));
       return;
     }
     await fail(error);

@@ -298,3 +298,20 @@ def test_an_unknown_id_token_alg_is_refused(ctx):
         create_client("X", ["https://rp.example/cb"], id_token_alg="HS256")
     assert refused.value.description == "the ID-token algorithm must be one of RS256, ES256"
     assert stored_clients() == []
+
+
+@pytest.mark.parametrize("policy", ["warn", "require_same_network", "off", None])
+def test_a_client_may_have_its_own_proximity_policy(ctx, policy):
+    create_client("X", ["https://rp.example/cb"], proximity=policy)
+    db.session.commit()
+    assert [c.proximity for c in stored_clients()] == [policy]
+
+
+@pytest.mark.parametrize("policy", ["same_network", "Warn", "", "require"])
+def test_an_unknown_proximity_policy_is_refused(ctx, policy):
+    with pytest.raises(InvalidRequest) as refused:
+        create_client("X", ["https://rp.example/cb"], proximity=policy)
+    assert refused.value.description == (
+        "the proximity policy must be one of off, warn, require_same_network"
+    )
+    assert stored_clients() == []

@@ -109,7 +109,7 @@ def test_db_upgrade_creates_the_schema_and_can_run_again(fresh):
         "browser_session_clients",
         "audit_events",
     }
-    assert fresh.rows("SELECT version_num FROM alembic_version") == [("0008",)]
+    assert fresh.rows("SELECT version_num FROM alembic_version") == [("0009",)]
     assert ok(fresh("db upgrade")) == "database is up to date\n"
     # The instance folder got the secret key, private.
     secret = fresh.tmp / "instance" / "secret_key"
@@ -327,12 +327,14 @@ def test_clients_list(idp):
             "name": "Web RP",
             "type": "confidential",
             "redirect_uris": ["https://rp.example/cb", "http://127.0.0.1:5000/cb"],
+            "proximity": None,
         },
         {
             "client_id": app["client_id"],
             "name": "App",
             "type": "public",
             "redirect_uris": ["com.example.app:/cb"],
+            "proximity": None,
         },
     ]
     assert ok(idp("clients list")) == (
@@ -340,6 +342,33 @@ def test_clients_list(idp):
         "https://rp.example/cb http://127.0.0.1:5000/cb\n"
         f"{app['client_id']}  public        App  com.example.app:/cb\n"
     )
+
+
+def test_clients_create_with_a_proximity_policy_and_list_it(idp):
+    bank = create_json(
+        idp, "--name Bank --redirect-uri https://bank.example/cb --proximity require_same_network"
+    )
+    plain = create_json(idp, "--name Plain --redirect-uri https://plain.example/cb")
+    assert idp.rows("SELECT client_id, proximity FROM clients ORDER BY id") == [
+        (bank["client_id"], "require_same_network"),
+        (plain["client_id"], None),  # follows IDP_PROXIMITY
+    ]
+    listed = json.loads(ok(idp("clients list --json")))
+    assert [row["proximity"] for row in listed] == ["require_same_network", None]
+    assert ok(idp("clients list")).splitlines() == [
+        f"{bank['client_id']}  confidential  Bank  https://bank.example/cb"
+        "  proximity=require_same_network",
+        f"{plain['client_id']}  confidential  Plain  https://plain.example/cb",
+    ]
+
+
+@pytest.mark.parametrize("value", ["same_network", "strict", "OFF "])
+def test_clients_create_refuses_an_unknown_proximity_policy(idp, value):
+    result = idp(
+        f"clients create --name J --redirect-uri https://rp.example/cb --proximity {value!r}"
+    )
+    assert "Invalid value for '--proximity'" in failed(result, code=2)
+    assert idp.rows("SELECT count(*) FROM clients") == [(0,)]
 
 
 def test_clients_delete_then_delete_again(idp):

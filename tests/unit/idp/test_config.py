@@ -170,6 +170,7 @@ def test_defaults(tmp_path):
         "IDP_GEOIP_DATABASE": "",
         "IDP_AUDIT_RETENTION_DAYS": 365,
         "IDP_NUMBER_MATCHING": False,
+        "IDP_PROXIMITY": "warn",
         "IDP_RATELIMIT_ENABLED": True,
         "IDP_RATELIMIT_STORAGE_URL": "memory://",
         "IDP_RATELIMIT_PREFIX": "qridp-limits",
@@ -202,6 +203,25 @@ def test_a_malformed_sso_scope_is_refused(tmp_path, monkeypatch, raw):
     with pytest.raises(ConfigError) as caught:
         load(tmp_path)
     assert str(caught.value) == f"IDP_SSO_SCOPE must be per_client or all, not {raw!r}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [("warn", "warn"), (" Require_Same_Network ", "require_same_network"), ("OFF", "off")],
+)
+def test_the_proximity_policy_is_a_choice(tmp_path, monkeypatch, raw, parsed):
+    monkeypatch.setenv("IDP_PROXIMITY", raw)
+    assert load(tmp_path)["IDP_PROXIMITY"] == parsed
+
+
+@pytest.mark.parametrize("raw", ["require", "same_network", "none", "warn,off"])
+def test_a_malformed_proximity_policy_is_refused(tmp_path, monkeypatch, raw):
+    monkeypatch.setenv("IDP_PROXIMITY", raw)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == (
+        f"IDP_PROXIMITY must be warn, require_same_network or off, not {raw!r}"
+    )
 
 
 def test_limit_counters_live_in_the_brokers_redis(tmp_path, monkeypatch):

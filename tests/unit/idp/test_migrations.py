@@ -185,3 +185,51 @@ def session_clients_across_0008(url: str) -> None:
     engine.dispose()
     assert "browser_session_clients" not in tables
     assert "browser_sessions" in tables
+
+
+@pytest.mark.parametrize(
+    "engine_name", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_0009_adds_the_client_proximity_and_the_denial_reason(tmp_path, engine_name):
+    """Clients made before 0009 follow IDP_PROXIMITY (NULL), requests denied before it have
+    no reason; both columns take their values; and back down, the rows kept."""
+    run_on(engine_name, tmp_path, proximity_across_0009)
+
+
+def proximity_across_0009(url: str) -> None:
+    from alembic import command
+
+    upgrade(url, "0008")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO clients (client_id, name, redirect_uris, scope, grant_types,"
+            " token_endpoint_auth_method, id_token_signed_response_alg, created_at)"
+            " VALUES ('c1', 'Old RP', '[]', 'openid', '[]', 'none', 'RS256',"
+            " '2026-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO login_requests (id, binding_hash, client_id, params, status, renewals,"
+            " created_at, expires_at) VALUES ('r1', 'h', 'c1', '{}', 'denied', 0,"
+            " '2026-01-01 00:00:00', '2026-01-01 00:02:00')"
+        )
+    upgrade(url)
+    with engine.begin() as connection:
+        assert connection.exec_driver_sql("SELECT proximity FROM clients").all() == [(None,)]
+        assert connection.exec_driver_sql("SELECT denied_reason FROM login_requests").all() == [
+            (None,)
+        ]
+        connection.exec_driver_sql("UPDATE clients SET proximity = 'require_same_network'")
+        connection.exec_driver_sql("UPDATE login_requests SET denied_reason = 'different_network'")
+        assert connection.exec_driver_sql("SELECT proximity FROM clients").all() == [
+            ("require_same_network",)
+        ]
+    command.downgrade(alembic_config(url), "0008")
+    with engine.connect() as connection:
+        clients = {c["name"] for c in inspect(connection).get_columns("clients")}
+        requests = {c["name"] for c in inspect(connection).get_columns("login_requests")}
+        kept = connection.exec_driver_sql("SELECT client_id, status FROM login_requests").all()
+    engine.dispose()
+    assert "proximity" not in clients and "number_matching" in clients
+    assert "denied_reason" not in requests and "match_number" in requests
+    assert kept == [("c1", "denied")]

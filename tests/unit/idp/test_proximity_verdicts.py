@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from idp.qrlogin.proximity import assess, network
+from idp.oauth.models import Client
+from idp.qrlogin.proximity import assess, network, policy_for
 from support import make_app
 
 GEOIP = str(Path(__file__).parents[2] / "data" / "geoip" / "GeoLite2-City-Test.mmdb")
@@ -75,3 +76,50 @@ def test_network_of_an_address():
 
     assert network(ipaddress.ip_address("192.0.2.77")) == "192.0.2.0/24"
     assert network(ipaddress.ip_address("2001:db8:abcd:12::1")) == "2001:db8:abcd::/48"
+
+
+@pytest.mark.parametrize(
+    ("server", "client", "effective"),
+    [
+        ("warn", None, "warn"),  # NULL follows the server
+        ("off", None, "off"),
+        ("require_same_network", None, "require_same_network"),
+        ("warn", "require_same_network", "require_same_network"),  # a client raises the bar
+        ("off", "warn", "warn"),
+        ("require_same_network", "off", "require_same_network"),  # ... never lowers it
+        ("require_same_network", "warn", "require_same_network"),
+        ("warn", "off", "warn"),
+        ("off", "off", "off"),
+        ("warn", "something new", "require_same_network"),  # unknown: the strictest
+    ],
+)
+def test_the_stricter_of_the_server_and_the_client_applies(tmp_path, server, client, effective):
+    app = make_app(tmp_path, IDP_PROXIMITY=server)
+    with app.app_context():
+        assert policy_for(Client(proximity=client)) == effective
+
+
+@pytest.mark.parametrize(
+    ("policy", "phone", "allowed"),
+    [
+        ("warn", "198.51.100.7", True),
+        ("warn", None, True),
+        ("require_same_network", "203.0.113.50", True),  # same /24
+        ("require_same_network", "198.51.100.7", False),
+        ("require_same_network", None, False),  # unknown: when in doubt, refuse
+    ],
+)
+def test_only_the_same_network_may_approve_when_required(plain, policy, phone, allowed):
+    with plain.test_request_context():
+        view = assess("203.0.113.7", phone).view(policy)
+    assert (view["policy"], view["allowed"]) == (policy, allowed)
+    if not allowed:
+        assert view["message"].startswith(
+            "This site accepts sign-ins only from a phone on the same network as the computer"
+        )
+
+
+def test_the_refusal_is_in_the_phones_language(plain):
+    with plain.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        view = assess("203.0.113.7", "198.51.100.7").view("require_same_network")
+    assert view["message"].startswith("这个网站只接受与电脑在同一网络上的手机登录")
