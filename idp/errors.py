@@ -163,8 +163,7 @@ class InvalidEnrollmentCode(IdPError):
 
     status, code = 410, "invalid_enrollment_code"
     title = _l(
-        "No new phone of yours is waiting for this code: check it, or start again on the new"
-        " phone"
+        "No new phone of yours is waiting for this code: check it, or start again on the new phone"
     )
 
 

@@ -29,12 +29,12 @@ from idp.web import Caller
 UNKNOWN = "no such request to set up a phone (for this phone's key)"
 
 
-@bp.get("/enrollments/<request_id>")
+@bp.get("/enrollments/<enrollment_id>")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
-def enrollment_status(request_id: str) -> Response:
+def enrollment_status(enrollment_id: str) -> Response:
     """The new phone asks how its request stands (signed by the request's own key)."""
     proof = _verify(enrollment=True)
-    pending = enrollments.find_by_id_for_key(request_id, proof.thumbprint)
+    pending = enrollments.find_by_id_for_key(enrollment_id, proof.thumbprint)
     if pending is None:
         raise UnknownEnrollment(UNKNOWN)  # one answer for an unknown id and another key's
     device = db.session.get(Device, pending.device_pk) if pending.device_pk else None
@@ -54,13 +54,15 @@ def lookup_enrollment() -> Response:
     return jsonify(pending_enrollment=lookup_view(pending, phone_ip=Caller.from_request().ip))
 
 
-@bp.post("/enrollments/<request_id>/approve")
+@bp.post("/enrollments/<enrollment_id>/approve")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
-def approve_enrollment(request_id: str) -> Response:
+def approve_enrollment(enrollment_id: str) -> Response:
     """The user's phone approves: the new phone is enrolled."""
     device = _verified_device(action=True)
     _json_object()
-    pending, new = enrollments.approve_enrollment(request_id, device, caller=Caller.from_request())
+    pending, new = enrollments.approve_enrollment(
+        enrollment_id, device, caller=Caller.from_request()
+    )
     response = jsonify(
         pending_enrollment={"id": pending.id, "status": pending.status},
         device={"device_id": new.device_id, "device_name": new.name},
@@ -69,13 +71,13 @@ def approve_enrollment(request_id: str) -> Response:
     return response
 
 
-@bp.post("/enrollments/<request_id>/deny")
+@bp.post("/enrollments/<enrollment_id>/deny")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
-def deny_enrollment(request_id: str) -> Response:
+def deny_enrollment(enrollment_id: str) -> Response:
     """The user's phone denies: nothing is enrolled."""
     device = _verified_device(action=True)
     _json_object()
-    pending = enrollments.deny_enrollment(request_id, device, caller=Caller.from_request())
+    pending = enrollments.deny_enrollment(enrollment_id, device, caller=Caller.from_request())
     response = jsonify(pending_enrollment={"id": pending.id, "status": pending.status}, device=None)
     db.session.commit()
     return response

@@ -73,7 +73,9 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_enrollment_requests_expires_at"), ["expires_at"], unique=False
         )
-        batch_op.create_index(batch_op.f("ix_enrollment_requests_user_id"), ["user_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_enrollment_requests_user_id"), ["user_id"], unique=False
+        )
         # One pending request per key: a key waits in one request at a time.
         batch_op.create_index(
             "uq_enrollment_requests_pending_key",
