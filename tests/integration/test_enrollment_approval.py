@@ -91,6 +91,7 @@ def test_a_next_phone_waits_for_an_old_phones_approval(world):
     # Its key signs nothing but its status poll: as a device it is unknown.
     scan = new.signed("POST", "/login-requests/scan", "dev_whatever", b'{"qr": "x"}')
     assert error_of(scan) == (401, "unknown_device")
+    assert error_of(new._send("GET", "/devices/me", b"")) == (401, "invalid_proof")  # no kid
     polled = new.status(pending["id"])
     assert polled.status_code == 200
     assert polled.json() == {
