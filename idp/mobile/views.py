@@ -20,18 +20,25 @@ from idp.errors import (
     InvalidCredentials,
     InvalidRequest,
     NotALoginCode,
+    PasswordEnrollmentDisabled,
     UnknownCode,
+    UnknownEnrollment,
     UnknownRequest,
     WrongNumber,
     database_unavailable,
     json_errors,
 )
+from idp.mobile import enrollment_requests as enrollments
+from idp.mobile.enrollment_requests import (
+    current_status,
+    enroll_with_password,
+    enrollment_code,
+)
 from idp.mobile.invitations import enroll_by_invitation
-from idp.mobile.models import Device
+from idp.mobile.models import Device, EnrollmentRequest
 from idp.mobile.proof import HEADER, Proof, check_proof, record_proof, settle_proof
 from idp.mobile.services import (
     check_enrollment,
-    enroll_device,
     find_device,
     list_devices,
     revoke_device,
@@ -79,25 +86,42 @@ def enroll() -> tuple[Response, int]:
 def _enroll_with_password(
     proof: Proof, body: dict[str, Any], device_name: str
 ) -> tuple[Response, int]:
-    """The password path: counted per username (``IDP_LIMIT_PASSWORD``), audited."""
+    """The password path: counted per username (``IDP_LIMIT_PASSWORD``), audited. The user's
+    first phone is enrolled at once (201); a next one waits for a phone's approval (202,
+    see ``enrollment_requests``), as ``IDP_PASSWORD_ENROLLMENT`` says."""
     username, password = _string(body, "username"), _string(body, "password")
     check_enrollment(username, device_name)  # a malformed name is never counted or audited
     limits.charge_password(username)  # before the check: concurrent guesses cannot race it
+    caller = Caller.from_request()
     try:
-        device = enroll_device(
-            username, password, device_name, proof.key, caller=Caller.from_request()
-        )
+        result = enroll_with_password(username, password, device_name, proof.key, caller=caller)
     except InvalidCredentials:
-        audit.record("device.enroll_refused", caller=Caller.from_request(), username=username)
+        audit.record("device.enroll_refused", caller=caller, username=username)
         db.session.commit()  # the refusal is what this request did: it is logged
         raise
     except DeviceExists:  # the password was right: this phone is enrolled already
         limits.forgive_password(username)
         raise
-    response = jsonify(_device_view(device))
+    except PasswordEnrollmentDisabled:  # the password was right, but enrolls nothing here
+        db.session.rollback()
+        audit.record(
+            "device.enroll_refused",
+            caller=caller,
+            username=username,
+            reason="password_enrollment_disabled",
+        )
+        db.session.commit()
+        limits.forgive_password(username)
+        raise
+    if result.pending is not None:
+        response = jsonify(pending_enrollment=pending_enrollment_view(result.pending, code=True))
+        status = 202
+    else:
+        assert result.device is not None
+        response, status = jsonify(_device_view(result.device)), 201
     db.session.commit()
     limits.forgive_password(username)  # Redis: after the commit, holding no lock
-    return response, 201
+    return response, status
 
 
 @bp.get("/devices/me")
@@ -121,6 +145,7 @@ def my_devices() -> Response:
                 "created_at": _iso(d.created_at),
                 "last_used_at": _iso(d.last_used_at) if d.last_used_at else None,
                 "revoked_at": _iso(d.revoked_at) if d.revoked_at else None,
+                "enrolled_via": d.enrolled_via,
             }
             for d in list_devices(device.user.username)
         ]
@@ -263,6 +288,84 @@ def login_request_view(login: LoginRequest, *, phone_ip: str | None) -> dict[str
     }
 
 
+# A new phone needs an old phone: the new phone polls its request; one of the user's
+# phones looks it up by its code, then approves or denies (idp.mobile.enrollment_requests).
+
+UNKNOWN = "no such request to set up a phone (for this phone's key)"
+
+
+@bp.get("/enrollments/<enrollment_id>")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
+def enrollment_status(enrollment_id: str) -> Response:
+    """The new phone asks how its request stands (signed by the request's own key)."""
+    proof = _verify(enrollment=True)
+    pending = enrollments.find_by_id_for_key(enrollment_id, proof.thumbprint)
+    if pending is None:
+        raise UnknownEnrollment(UNKNOWN)  # one answer for an unknown id and another key's
+    device = db.session.get(Device, pending.device_pk) if pending.device_pk else None
+    return jsonify(
+        pending_enrollment=pending_enrollment_view(pending),
+        device=_device_view(device) if device else None,
+    )
+
+
+@bp.post("/enrollments/lookup")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
+def lookup_enrollment() -> Response:
+    """A phone of the user typed the code its new phone shows: what and where is it?"""
+    device = _verified_device(action=True)
+    body = _json_object()
+    pending = enrollments.lookup_by_code(_string(body, "code"), device)
+    return jsonify(pending_enrollment=lookup_view(pending, phone_ip=Caller.from_request().ip))
+
+
+@bp.post("/enrollments/<enrollment_id>/approve")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
+def approve_enrollment(enrollment_id: str) -> Response:
+    """The user's phone approves: the new phone is enrolled."""
+    device = _verified_device(action=True)
+    _json_object()
+    pending, new = enrollments.approve_enrollment(
+        enrollment_id, device, caller=Caller.from_request()
+    )
+    response = jsonify(
+        pending_enrollment={"id": pending.id, "status": pending.status},
+        device={"device_id": new.device_id, "device_name": new.name},
+    )
+    db.session.commit()  # the decision and the new phone, in one transaction
+    return response
+
+
+@bp.post("/enrollments/<enrollment_id>/deny")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
+def deny_enrollment(enrollment_id: str) -> Response:
+    """The user's phone denies: nothing is enrolled."""
+    device = _verified_device(action=True)
+    _json_object()
+    pending = enrollments.deny_enrollment(enrollment_id, device, caller=Caller.from_request())
+    response = jsonify(pending_enrollment={"id": pending.id, "status": pending.status}, device=None)
+    db.session.commit()
+    return response
+
+
+def lookup_view(pending: EnrollmentRequest, *, phone_ip: str | None) -> dict[str, Any]:
+    """What the approving phone must show: the new phone's name, and where it is, compared
+    with where this phone is (a phished password is used from the attacker's network)."""
+    return {
+        "id": pending.id,
+        "status": enrollments.current_status(pending),
+        "device_name": pending.device_name,
+        "created_at": _iso(pending.created_at),
+        "expires_at": _iso(pending.expires_at),
+        "from": {
+            "ip": pending.ip,
+            "location": geoip.locate(pending.ip),
+            "summary": summarize_user_agent(pending.user_agent),
+        },
+        "proximity": proximity.assess(pending.ip, phone_ip).view(),
+    }
+
+
 def _verify(*, enrollment: bool = False, action: bool = False) -> Proof:
     """The request's proof, checked and accepted (its ``jti`` recorded); an ``action``
     (scan, approve, deny) also counts against the device's budget (``IDP_LIMIT_DEVICE``),
@@ -318,7 +421,17 @@ def _device_view(device: Device) -> dict[str, Any]:
         "device_id": device.device_id,
         "device_name": device.name,
         "user": {"username": user.username, "name": user.name, "email": user.email},
+        "enrolled_via": device.enrolled_via,
     }
+
+
+def pending_enrollment_view(pending: EnrollmentRequest, *, code: bool = False) -> dict[str, Any]:
+    """A pending enrollment as its new phone sees it (with ``code``: the code to show)."""
+    view = {"id": pending.id, "status": current_status(pending)}
+    if code:
+        view["code"] = enrollment_code(pending.id)
+    view["expires_at"] = _iso(pending.expires_at)
+    return view
 
 
 def _iso(moment: Any) -> str:

@@ -110,6 +110,14 @@ def app_messages() -> dict[str, str]:
         "invalid_invitation": gettext(
             "This invitation link was already used, has expired or is unknown. Ask for a new one."
         ),
+        "password_enrollment_disabled": gettext(
+            "Setting up a phone with a password is switched off here. Ask your administrator"
+            " for an invitation."
+        ),
+        "invalid_enrollment_code": gettext(
+            "No new phone of yours is waiting for this code. Check the code on the new phone,"
+            " or start again there."
+        ),
         "invalid_proof": gettext(
             "This phone's request could not be verified. Check that the phone's clock is"
             " right, then try again."

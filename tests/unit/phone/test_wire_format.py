@@ -33,6 +33,8 @@ PHONE_API_MODULES = (
     "idp.mobile.views",
     "idp.mobile.proof",
     "idp.mobile.services",
+    "idp.mobile.enrollment_requests",
+    "idp.mobile.invitations",
     "idp.accounts.services",
     "idp.qrlogin.services",
     "idp.qrlogin.shortcodes",
