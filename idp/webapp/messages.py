@@ -86,6 +86,10 @@ def app_messages() -> dict[str, str]:
         "wrong_number": gettext(
             "That was not the number on the computer, so the sign-in was denied."
         ),
+        "wrong_account": gettext(
+            "This sign-in is for another account, not the one on this phone. Nothing was"
+            " approved."
+        ),
         "wrong_device": gettext("Another phone already scanned this code."),
         "unknown_code": gettext(
             "No sign-in is waiting for this code. Check the code on the computer and try again."

@@ -23,6 +23,7 @@ export const ERROR_KINDS = {
   unknown_device: "device_removed",
   device_revoked: "device_removed",
   invalid_credentials: "invalid_credentials",
+  wrong_account: "wrong_account",
   wrong_device: "wrong_device",
   wrong_number: "wrong_number",
   device_not_found: "refused",
