@@ -526,6 +526,25 @@ def test_only_an_account_shaped_login_hint_is_shown(chromium, site, hint, shown)
         expect(phone.locator("#screen-request")).not_to_contain_text("safe to approve")
 
 
+def test_a_sign_in_for_another_account_is_refused_and_shows_nothing(chromium, site):
+    """The site named bob (login_hint): alice's phone, pointed at bob's screen, is told
+    so, and sees nothing of his sign-in; bob's page still waits for bob's phone."""
+    idp_command(site.idp, "users", "create", "bob", "--email", "bob@example.com",
+                "--password-stdin", stdin=PASSWORD + "\n")  # fmt: skip
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    desktop.goto(f"{desktop.url}&{urlencode({'login_hint': 'Bob@example.com'})}")
+    expect(desktop.locator("#qr svg")).to_be_visible()
+    open_qr(phone, read_qr(desktop, site.tmp))
+    expect(phone.get_by_role("alert")).to_have_text(
+        "This sign-in is for another account, not the one on this phone. Nothing was approved."
+    )
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_hidden()
+    expect(phone.get_by_role("button", name="Approve")).to_be_hidden()
+    phone.wait_for_timeout(1000)
+    expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")  # not scanned
+
+
 def test_a_username_no_account_can_have_is_a_plain_sentence(chromium, site):
     phone = phone_context(chromium).new_page()
     phone.goto(f"{site.issuer}/app/")
