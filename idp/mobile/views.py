@@ -263,9 +263,7 @@ def login_request_view(
         # a hint naming nobody tells the phone nothing, one naming another account is
         # refused at the scan (WrongAccount).
         "login_hint": (
-            login.params.get("login_hint")
-            if logins.hint_names_user(login, user_id)
-            else None
+            login.params.get("login_hint") if logins.hint_names_user(login, user_id) else None
         ),
         # Number matching: Approve must send the one of these the page shows.
         "number_matching": {"choices": matching.choices(login)} if login.match_number else None,

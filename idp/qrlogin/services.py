@@ -201,7 +201,7 @@ def renew_login_request(
 def restart_login_request(
     request_id: str, binding_secret: str | None, *, browser: Caller
 ) -> LoginRequest:
-    """"Not you? Show a new code": the page's code was scanned by a phone that is not the
+    """ "Not you? Show a new code": the page's code was scanned by a phone that is not the
     person's (a passer-by who glimpsed the screen holds it until it expires). The scanned
     request ends, ``scanned -> denied`` (reason ``released``; the phone that scanned it
     can no longer decide it) and is marked renewed, in one compare-and-set; a fresh one

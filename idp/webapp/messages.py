@@ -87,8 +87,7 @@ def app_messages() -> dict[str, str]:
             "That was not the number on the computer, so the sign-in was denied."
         ),
         "wrong_account": gettext(
-            "This sign-in is for another account, not the one on this phone. Nothing was"
-            " approved."
+            "This sign-in is for another account, not the one on this phone. Nothing was approved."
         ),
         "wrong_device": gettext("Another phone already scanned this code."),
         "unknown_code": gettext(

@@ -61,7 +61,8 @@ def test_a_hint_naming_another_account_refuses_the_scan_and_shows_nothing(world,
     login = stored(live.app, page.id)
     assert (login.status, login.device_pk, login.scanned_at) == (Status.PENDING, None, None)
     [row] = events(live.app, "login.scan_refused")
-    assert (row.username, row.device_id, row.client_id) == ("alice", alice.profile.device_id, rp.client_id)
+    who = (row.username, row.device_id, row.client_id)
+    assert who == ("alice", alice.profile.device_id, rp.client_id)
     assert row.detail == {"request": page.id[:8], "reason": "wrong_account"}
     assert row.ip == "127.0.0.1"  # the phone's request; the browser's details are not logged
     assert events(live.app, "login.scanned") == []
