@@ -229,6 +229,19 @@ def deny(request_id: str) -> Response:
     return response
 
 
+@bp.post("/login-requests/<request_id>/release")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
+@_gone_is_gone
+def release(request_id: str) -> Response:
+    """The user tapped "Not my sign-in": the request goes back to the page, unscanned."""
+    device = _verified_device(action=True)
+    _json_object()
+    login = logins.release_login(request_id, device, caller=Caller.from_request())
+    response = jsonify(login_request={"id": login.id, "status": login.status})
+    db.session.commit()
+    return response
+
+
 def login_request_view(
     login: LoginRequest, *, phone_ip: str | None, user_id: int
 ) -> dict[str, Any]:

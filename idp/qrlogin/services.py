@@ -6,6 +6,8 @@
        |                 |
        |                 +------deny-----> denied
        |                 +--page: "Not you?"--> denied (released; a fresh request replaces it)
+       ^                 |
+       +----phone: "Not my sign-in" (release)
        +-----------------+--(lifetime passes)--> expired
 
 Revoking the phone that scanned or approved a request not yet completed moves it
@@ -353,6 +355,27 @@ def deny_login(request_id: str, device: Device, *, caller: Caller | None = None)
     return login
 
 
+def release_login(request_id: str, device: Device, *, caller: Caller | None = None) -> LoginRequest:
+    """The phone that scanned gives the request back ("Not my sign-in": it scanned someone
+    else's screen): ``scanned -> pending``, as if never scanned (no device, no number to
+    match; a typed code stays used up), so that the page shows its QR code again and the
+    right phone can scan it. Neither an approval nor a denial: the sign-in goes on."""
+    login = _find_scanned_by(request_id, device)
+    _transition(
+        login,
+        from_states=(Status.SCANNED,),
+        to=Status.PENDING,
+        by=device,
+        caller=caller,
+        event="login.released",
+        extra_where=(LoginRequest.device_pk == device.id,),
+        device_pk=None,
+        scanned_at=None,
+        match_number=None,
+    )
+    return login
+
+
 def expire_login(request_id: str) -> bool:
     """Mark an unfinished request past its lifetime ``expired``, in the caller's
     transaction; True if this call did (it is published once that commits)."""
@@ -496,11 +519,12 @@ def _transition(
     by: Device,
     caller: Caller | None,
     reason: str | None = None,
+    event: str | None = None,
     extra_where: tuple[Any, ...] = (),
     **values: Any,
 ) -> None:
-    """Compare-and-set and audit, in the caller's transaction, and publish once that
-    commits; refuse if another transition won."""
+    """Compare-and-set and audit (as ``event``, by default ``login.<to>``), in the caller's
+    transaction, and publish once that commits; refuse if another transition won."""
     result = db.session.execute(
         update(LoginRequest)
         .where(
@@ -514,7 +538,7 @@ def _transition(
     changed = result.rowcount == 1  # type: ignore[attr-defined]
     if changed:
         audit.record(
-            f"login.{to}",
+            event or f"login.{to}",
             caller=caller,
             username=by.user.username,
             device_id=by.device_id,

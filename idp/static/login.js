@@ -17,6 +17,7 @@
   var matchEl = document.getElementById("match-number");
   var socket = null;
   var finished = false;
+  var lastStatus = null;
   var retries = 0;
   // Reconnect backoff: quick at first, never more than RETRY_CAP apart, so that a page
   // is back within seconds of a restarted server (a deploy), and jittered, so that the
@@ -43,6 +44,10 @@
   function onStatus(status, number) {
     var message = MESSAGES[status];
     if (!message) { return; }
+    // The phone gave the code back ("Not my sign-in"): the scan used up any typed code.
+    var givenBack = status === "pending" && lastStatus === "scanned";
+    lastStatus = status;
+    if (givenBack && cantScan.open) { fetchShortCode(); }
     show(message[0], message[1]);
     // Number matching: the phone must pick the number shown here.
     var matching = status === "scanned" && /^[0-9]{2}$/.test(number || "");
@@ -117,6 +122,7 @@
     state = fresh;
     deadline = Date.now() + state.expires_in * 1000;
     show(MESSAGES.pending[0], "");
+    lastStatus = null;
     matchEl.hidden = true;
     notYouButton.hidden = true;
     connect();

@@ -148,6 +148,7 @@ PER_IP_LIMITS = {
     "mobile.scan": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.approve": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.deny": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.release": ("IDP_LIMIT_PHONE_IP", "phone"),
 }
 
 

@@ -258,7 +258,8 @@ API_ROUTES = {
     "/api/mobile/v1/devices", "/api/mobile/v1/devices/me",
     "/api/mobile/v1/devices/<device_id>/revoke", "/api/mobile/v1/login-requests/scan",
     "/api/mobile/v1/login-requests/<request_id>/approve",
-    "/api/mobile/v1/login-requests/<request_id>/deny", "/healthz", "/readyz", "/metrics",
+    "/api/mobile/v1/login-requests/<request_id>/deny",
+    "/api/mobile/v1/login-requests/<request_id>/release", "/healthz", "/readyz", "/metrics",
 }  # fmt: skip
 PAGE_ROUTES = {
     "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout",

@@ -13,7 +13,14 @@ from idp import db
 from idp.audit import AuditEvent
 from idp.qrlogin.models import LoginRequest, ShortCodeFailure, Status
 from idp_phone.api import PhoneApiError
-from support import add_user, close_socket, enroll_phone, next_status, redirect_params
+from support import (
+    add_user,
+    close_socket,
+    enroll_phone,
+    next_message,
+    next_status,
+    redirect_params,
+)
 
 WRONG_ACCOUNT = "This sign-in is for another account."
 
@@ -223,3 +230,70 @@ def test_a_code_is_released_once(world):
     assert browser.restart(page).status_code == 200
     again = browser.restart(page)
     assert (again.status_code, again.json()["error"]) == (409, "already_used")
+
+
+# "Not my sign-in": the phone gives it back -------------------------------------------------
+
+
+def test_the_phone_gives_back_a_code_it_scanned_by_mistake(world, bob):
+    live, rp, browser, alice = world
+    page = browser.open(rp.authorize_url())
+    ws = browser.socket(page)
+    assert next_status(ws) == "pending"
+    alice.scan(page.qr_url)
+    assert next_status(ws) == "scanned"
+
+    given_back = alice.release(page.id)["login_request"]
+    assert given_back == {"id": page.id, "status": "pending"}
+    assert next_status(ws) == "pending"  # the page shows its code again
+    login = stored(live.app, page.id)
+    assert (login.status, login.device_pk, login.scanned_at) == (Status.PENDING, None, None)
+    [row] = events(live.app, "login.released")
+    assert (row.username, row.device_id) == ("alice", alice.profile.device_id)
+    assert row.detail["request"] == page.id[:8] and row.ip == "127.0.0.1"
+    # It is no longer alice's to decide, and the right phone goes on as usual.
+    refused(lambda: alice.approve(page.id), 400, "invalid_request")
+    view = bob.scan(page.qr_url)["login_request"]
+    assert next_status(ws) == "scanned"
+    bob.approve(view["id"])
+    assert next_status(ws) == "approved"
+    close_socket(ws)
+    tokens = rp.exchange(redirect_params(browser.complete(page))["code"]).json()
+    _, claims = rp.verify_id_token(tokens["id_token"])
+    assert claims["preferred_username"] == "bob"
+
+
+@pytest.mark.idp_config(IDP_NUMBER_MATCHING=True)
+def test_giving_back_clears_the_number_to_match(world, bob):
+    live, rp, browser, alice = world
+    page = browser.open(rp.authorize_url())
+    ws = browser.socket(page)
+    assert next_status(ws) == "pending"
+    alice.scan(page.qr_url)
+    assert next_status(ws) == "scanned"
+    alice.release(page.id)
+    back = next_message(ws)
+    assert back["status"] == "pending" and "number" not in back  # no number on the page
+    assert stored(live.app, page.id).match_number is None
+    view = bob.scan(page.qr_url)["login_request"]
+    scanned = next_message(ws)
+    assert (
+        scanned["status"] == "scanned" and scanned["number"] in view["number_matching"]["choices"]
+    )
+    bob.approve(view["id"], scanned["number"])
+    assert next_status(ws) == "approved"
+    close_socket(ws)
+
+
+def test_only_the_phone_that_scanned_gives_back(world, bob):
+    live, rp, browser, alice = world
+    page = browser.open(rp.authorize_url())
+    refused(lambda: alice.release(page.id), 400, "invalid_request")  # nobody scanned it
+    alice.scan(page.qr_url)
+    refused(lambda: bob.release(page.id), 403, "wrong_device")
+    assert stored(live.app, page.id).status == Status.SCANNED
+    alice.approve(page.id)
+    refused(lambda: alice.release(page.id), 409, "already_used")  # decided: it stands
+    assert stored(live.app, page.id).status == Status.APPROVED
+    refused(lambda: alice.release("x" * 43), 410, "expired")  # unknown: as the others
+    assert events(live.app, "login.released") == []
