@@ -32,6 +32,10 @@ def app_messages() -> dict[str, str]:
         "login_hint": gettext("The site suggests the account {hint}."),
         "approved_title": gettext("Done: return to your computer"),
         "approved_text": gettext("The computer is signing you in to {client}."),
+        "released_title": gettext("Given back: nothing was approved"),
+        "released_text": gettext(
+            "The computer shows its code again, for the phone of the person signing in."
+        ),
         "denied_title": gettext("Denied: nobody was signed in"),
         "denied_text": gettext("{client} was not given access."),
         "wrong_number_title": gettext("Wrong number: the sign-in was denied"),

@@ -21,7 +21,7 @@ from playwright.sync_api import Page, expect
 from camera import write_y4m
 from desktop import new_context, read_qr, shot, show_short_code, start_sign_in
 from idp.webapp.views import APP_FILES
-from phone import enroll_in_app, idp_command, phone_context
+from phone import enroll, enroll_in_app, idp_command, phone_context
 from support import PASSWORD
 
 SCOPE_TEXT = "Sign you in with your account identifier"
@@ -543,6 +543,25 @@ def test_a_sign_in_for_another_account_is_refused_and_shows_nothing(chromium, si
     expect(phone.get_by_role("button", name="Approve")).to_be_hidden()
     phone.wait_for_timeout(1000)
     expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")  # not scanned
+
+
+def test_a_code_scanned_by_mistake_is_given_back_to_the_page(chromium, site):
+    """Someone else's screen: "Not my sign-in" gives the code back, and the page waits
+    for the right phone again (which then signs in with the same code)."""
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    url = read_qr(desktop, site.tmp)
+    open_qr(phone, url)
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    expect(desktop.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    phone.get_by_role("button", name="Not my sign-in: give it back").tap()
+    expect(phone.get_by_role("heading", name="Given back: nothing was approved")).to_be_visible()
+    expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")
+    expect(desktop.get_by_role("button", name="Not you? Show a new code")).to_be_hidden()
+
+    right_phone = enroll(site)
+    right_phone.approve(right_phone.scan(url)["login_request"]["id"])
+    expect_signed_in(desktop, site)
 
 
 def test_a_username_no_account_can_have_is_a_plain_sentence(chromium, site):

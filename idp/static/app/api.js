@@ -88,4 +88,5 @@ export class PhoneApi {
     return this.request("POST", `/login-requests/${encodeURIComponent(id)}/approve`, number ? { number } : {});
   }
   deny(id) { return this.request("POST", `/login-requests/${encodeURIComponent(id)}/deny`, {}); }
+  release(id) { return this.request("POST", `/login-requests/${encodeURIComponent(id)}/release`, {}); }
 }
