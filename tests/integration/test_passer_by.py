@@ -13,6 +13,8 @@ from idp import db
 from idp.audit import AuditEvent
 from idp.qrlogin.models import LoginRequest, ShortCodeFailure, Status
 from idp_phone.api import PhoneApiError
+from idp_phone.cli import ADVICE
+from idp_phone.cli import main as phone_main
 from support import (
     add_user,
     close_socket,
@@ -137,6 +139,17 @@ def test_a_typed_code_for_another_account_is_refused_and_not_used_up(world, bob)
     assert (view["id"], view["login_hint"]) == (page.id, "bob@example.com")
     bob.approve(view["id"])
     assert "code" in redirect_params(browser.complete(page))
+
+
+def test_idp_phone_says_so_and_exits_like_other_refusals(world, bob, capsys):
+    live, rp, browser, alice = world
+    page = browser.open(rp.authorize_url(login_hint="bob"))
+    profile = ["--profile", str(alice.profile_dir)]
+    assert phone_main([*profile, "scan", page.qr_url, "--approve"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # nothing of the sign-in was shown
+    assert err.splitlines() == [f"error: wrong_account: {WRONG_ACCOUNT}", ADVICE["wrong_account"]]
+    assert stored(live.app, page.id).status == Status.PENDING
 
 
 # "Not you? Show a new code" ------------------------------------------------------------------
