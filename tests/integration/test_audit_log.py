@@ -198,7 +198,7 @@ def test_each_event_records_the_address_of_the_request_that_made_it(world):
     # command makes, and the invitations' (tests/integration/test_invitations.py).
     not_here = {"device.enroll_refused", "client.deleted", "keys.rotated"}
     not_here |= {"invitation.created", "invitation.used", "invitation.refused"}
-    not_here |= {"login.scan_refused"}  # its IP: tests/integration/test_passer_by.py
+    not_here |= {"login.scan_refused", "login.released"}  # IPs: integration/test_passer_by.py
     assert {line.event for line in lines} == set(audit.EVENTS) - not_here
     for line in lines:
         made_by_a_command = line.event in ("user.created", "client.created")
