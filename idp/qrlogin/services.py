@@ -3,12 +3,11 @@
 ::
 
     pending --scan--> scanned --approve--> approved --complete--> completed
-       |                 |
-       |                 +------deny-----> denied
-       |                 +--page: "Not you?"--> denied (released; a fresh request replaces it)
-       ^                 |
-       +----phone: "Not my sign-in" (release)
-       +-----------------+--(lifetime passes)--> expired
+     ^  |                |
+     |  |                +------deny-----> denied
+     |  |                +--page: "Not you?"--> denied (released; a new request replaces it)
+     +--|----------------+--phone: "Not my sign-in" (release)
+        +----------------+--(lifetime passes)--> expired
 
 Revoking the phone that scanned or approved a request not yet completed moves it
 from ``scanned`` or ``approved`` to ``denied`` (``refuse_device_logins``).
