@@ -42,6 +42,8 @@ EVENTS = {
     "invitation.used": "a phone was enrolled with an invitation link",
     "invitation.refused": "an enrollment gave a used, expired or unknown invitation link",
     "login.scanned": "a phone scanned a sign-in request",
+    "login.scan_refused": "a scan refused: the login_hint names another account",
+    "login.released": "a phone gave back a sign-in request it scanned (not its user's)",
     "login.approved": "a phone approved a sign-in request",
     "login.denied": "a phone denied a sign-in request",
     "login.completed": "a browser completed a sign-in and went back to the site",

@@ -82,6 +82,13 @@ class WrongDevice(IdPError):
     status, code, title = 403, "wrong_device", _l("Another device scanned this sign-in request")
 
 
+class WrongAccount(IdPError):
+    """The request's ``login_hint`` names another account than the scanning phone's: the
+    scan is refused, and the phone is shown nothing of the sign-in."""
+
+    status, code, title = 403, "wrong_account", _l("This sign-in is for another account.")
+
+
 class WrongNumber(IdPError):
     status, code = 403, "wrong_number"
     title = _l("The number picked on the phone is not the one on the screen: the sign-in is denied")

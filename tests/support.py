@@ -493,6 +493,10 @@ class Browser:
     def renew(self, page: Page, *, origin: str | None = None) -> requests.Response:
         return self._post_json(page.state["renew_url"], origin)
 
+    def restart(self, page: Page, *, origin: str | None = None) -> requests.Response:
+        """What "Not you? Show a new code" does: release the scanned code for a new one."""
+        return self._post_json(page.state["restart_url"], origin)
+
     def short_code(self, page: Page, *, origin: str | None = None) -> requests.Response:
         """What opening "Can't scan?" does: ask for a short code to type."""
         return self._post_json(page.state["short_code_url"], origin)

@@ -452,6 +452,11 @@ class PhoneClient:
         """Deny the sign-in request ``request_id`` this device scanned."""
         return self._decide(request_id, "deny")
 
+    def release(self, request_id: str) -> dict[str, Any]:
+        """Give back the sign-in request ``request_id`` this device scanned by mistake
+        (someone else's screen): it waits for another scan again."""
+        return self._decide(request_id, "release")
+
     def _decide(
         self, request_id: str, decision: str, payload: dict[str, Any] | None = None
     ) -> dict[str, Any]:

@@ -57,6 +57,13 @@ _Json = TypeVar("_Json", dict[str, Any], list[Any])
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
+#: What to do about a refusal, printed after the server's own words.
+ADVICE = {
+    "wrong_account": "This sign-in was started for another account than this phone's: "
+    "nothing was shown or approved. If it is yours, sign in on the site as your own account.",
+}
+
+
 class UsageError(Exception):
     """A local problem with what the user asked for; exit code 2."""
 
@@ -595,6 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PhoneApiError as exc:
         wait = f" (try again in {exc.retry_after} s)" if exc.retry_after else ""
         print(f"error: {clean(exc.error)}: {clean(exc.description)}{wait}", file=sys.stderr)
+        if exc.error in ADVICE:
+            print(ADVICE[exc.error], file=sys.stderr)
         return EXIT_API
     except ServerUnreachableError as exc:
         print(f"error: {clean(exc)}", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from idp import audit, db
 from idp.accounts.models import User
@@ -110,6 +110,21 @@ def _off_the_event_loop(function: Any, *args: Any) -> Any:
 
         pool = _pools[os.getpid()] = ThreadPool(PASSWORD_THREADS)
     return pool.apply(function, args)
+
+
+def users_named(name: str) -> set[int]:
+    """The ids of the users whose username or email is ``name``, ignoring case: who an
+    OIDC ``login_hint`` names (sites send either). Empty when it names nobody."""
+    folded = name.strip().lower()
+    if not folded:
+        return set()
+    return set(
+        db.session.scalars(
+            select(User.id).where(
+                or_(func.lower(User.username) == folded, func.lower(User.email) == folded)
+            )
+        )
+    )
 
 
 def user_claims(user: User, scopes: set[str]) -> dict[str, object]:

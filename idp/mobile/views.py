@@ -24,6 +24,7 @@ from idp.errors import (
     UnknownCode,
     UnknownEnrollment,
     UnknownRequest,
+    WrongAccount,
     WrongNumber,
     database_unavailable,
     json_errors,
@@ -199,8 +200,13 @@ def scan() -> Response:
     else:
         request_id = _find_by_code(_string(body, "code"), device)
     caller = Caller.from_request()
-    login = logins.scan_login(request_id, device, caller=caller)
-    response = jsonify(login_request=login_request_view(login, phone_ip=caller.ip))
+    try:
+        login = logins.scan_login(request_id, device, caller=caller)
+    except WrongAccount:
+        db.session.commit()  # the refusal is audited: that stands (a typed code is not used)
+        raise
+    view = login_request_view(login, phone_ip=caller.ip, user_id=device.user_id)
+    response = jsonify(login_request=view)
     db.session.commit()
     return response
 
@@ -249,9 +255,25 @@ def deny(request_id: str) -> Response:
     return response
 
 
-def login_request_view(login: LoginRequest, *, phone_ip: str | None) -> dict[str, Any]:
+@bp.post("/login-requests/<request_id>/release")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
+@_gone_is_gone
+def release(request_id: str) -> Response:
+    """The user tapped "Not my sign-in": the request goes back to the page, unscanned."""
+    device = _verified_device(action=True)
+    _json_object()
+    login = logins.release_login(request_id, device, caller=Caller.from_request())
+    response = jsonify(login_request={"id": login.id, "status": login.status})
+    db.session.commit()
+    return response
+
+
+def login_request_view(
+    login: LoginRequest, *, phone_ip: str | None, user_id: int
+) -> dict[str, Any]:
     """Everything the phone must show before it offers Approve; ``phone_ip``: the
-    address the phone's own request came from, compared with the browser's."""
+    address the phone's own request came from, compared with the browser's; ``user_id``:
+    the phone's user (the ``login_hint`` is shown only when it names that account)."""
     redirect_uri = login.params.get("redirect_uri") or login.client.redirect_uris[0]
     # What would be granted: scope values the IdP ignores are not shown either.
     scopes = login.client.get_allowed_scope(login.params.get("scope", "")).split()
@@ -275,9 +297,13 @@ def login_request_view(login: LoginRequest, *, phone_ip: str | None) -> dict[str
             "user_agent": login.browser_user_agent,
             "summary": summarize_user_agent(login.browser_user_agent),
         },
-        # The site's guess at who is signing in (OIDC login_hint), shown, never trusted:
-        # the phone's own account decides.
-        "login_hint": login.params.get("login_hint"),
+        # The site's guess at who is signing in (OIDC login_hint), never trusted (the
+        # phone's own account decides), and shown only when it names this phone's account:
+        # a hint naming nobody tells the phone nothing, one naming another account is
+        # refused at the scan (WrongAccount).
+        "login_hint": (
+            login.params.get("login_hint") if logins.hint_names_user(login, user_id) else None
+        ),
         # Number matching: Approve must send the one of these the page shows.
         "number_matching": {"choices": matching.choices(login)} if login.match_number else None,
         "created_at": _iso(login.created_at),

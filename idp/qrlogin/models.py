@@ -32,6 +32,7 @@ class DenialReason(StrEnum):
     WRONG_NUMBER = "wrong_number"  # number matching: another number was picked
     DEVICE_REVOKED = "device_revoked"  # the phone that scanned or approved it was revoked
     DIFFERENT_NETWORK = "different_network"  # IDP_PROXIMITY=require_same_network refused it
+    RELEASED = "released"  # the page showed a new code instead ("Not you?")
 
 
 #: The ``error_description`` of the ``access_denied`` the browser takes back to the site
@@ -44,6 +45,7 @@ DENIAL_DESCRIPTIONS: dict[str, str] = {
         "the phone was not on the network of the browser that started the sign-in,"
         " which the proximity policy require_same_network requires"
     ),
+    DenialReason.RELEASED: "the browser asked for a new code after someone else scanned this one",
 }
 
 

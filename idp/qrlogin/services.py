@@ -3,9 +3,11 @@
 ::
 
     pending --scan--> scanned --approve--> approved --complete--> completed
-       |                 |
-       |                 +--deny, wrong number, far phone--> denied
-       +-----------------+--(lifetime passes)--> expired
+     ^  |                |
+     |  |                +--deny, wrong number, far phone--> denied
+     |  |                +--page: "Not you?"--> denied (released; a new request replaces it)
+     +--|----------------+--phone: "Not my sign-in" (release)
+        +----------------+--(lifetime passes)--> expired
 
 Revoking the phone that scanned or approved a request not yet completed moves it
 from ``scanned`` or ``approved`` to ``denied`` (``refuse_device_logins``). Every denial
@@ -40,6 +42,7 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import audit, db
+from idp.accounts.services import users_named
 from idp.db import utcnow
 from idp.errors import (
     AlreadyUsed,
@@ -50,6 +53,7 @@ from idp.errors import (
     NotApproved,
     RenewalLimit,
     UnknownRequest,
+    WrongAccount,
     WrongDevice,
     WrongNumber,
 )
@@ -206,6 +210,46 @@ def renew_login_request(
     )
 
 
+def restart_login_request(
+    request_id: str, binding_secret: str | None, *, browser: Caller
+) -> LoginRequest:
+    """ "Not you? Show a new code": the page's code was scanned by a phone that is not the
+    person's (a passer-by who glimpsed the screen holds it until it expires). The scanned
+    request ends, ``scanned -> denied`` (reason ``released``; the phone that scanned it
+    can no longer decide it) and is marked renewed, in one compare-and-set; a fresh one
+    replaces it for the same page and the same authorization request. It counts as a
+    renewal: at most ``IDP_QR_MAX_RENEWALS`` per page."""
+    old = find_for_browser(request_id, binding_secret)
+    _check_open(old)
+    if old.status == Status.PENDING:
+        raise InvalidRequest("nobody has scanned this code: it is still waiting")
+    if old.status != Status.SCANNED or old.device is None:
+        raise AlreadyUsed(f"this sign-in request is already {old.status}")
+    if old.renewals >= current_app.config["IDP_QR_MAX_RENEWALS"]:
+        raise RenewalLimit("reload the page for a new code")
+    now = utcnow()
+    _transition(
+        old,
+        from_states=(Status.SCANNED,),
+        to=Status.DENIED,
+        by=old.device,
+        caller=browser,
+        reason="released",
+        extra_where=(LoginRequest.device_pk == old.device_pk, LoginRequest.renewed_at.is_(None)),
+        denied_reason=DenialReason.RELEASED,
+        decided_at=now,
+        renewed_at=now,
+    )
+    return create_login_request(
+        client_id=old.client_id,
+        client=old.client,
+        params=old.params,
+        binding_secret=binding_secret or "",
+        browser=browser,
+        renewals=old.renewals + 1,
+    )
+
+
 def scan_login(request_id: str, device: Device, *, caller: Caller | None = None) -> LoginRequest:
     """The phone scanned the QR: ``pending -> scanned``, by this device only (``caller``:
     the phone's request, for the audit log)."""
@@ -213,6 +257,8 @@ def scan_login(request_id: str, device: Device, *, caller: Caller | None = None)
     if login.status == Status.SCANNED and login.device_pk == device.id and not login.is_expired():
         return login  # the same phone scanning again (a retry) sees the same request
     _check_open(login)
+    if hint_names_user(login, device.user_id) is False:
+        _refuse_wrong_account(login, device, caller)
     if login.status == Status.SCANNED:  # not by this device (its retry was answered above)
         raise AlreadyUsed("another device already scanned this code")
     if login.status != Status.PENDING:
@@ -236,6 +282,34 @@ def scan_login(request_id: str, device: Device, *, caller: Caller | None = None)
             return current
         raise
     return login
+
+
+def hint_names_user(login: LoginRequest, user_id: int) -> bool | None:
+    """Whom the request's ``login_hint`` names: True if this user (by username or email,
+    ignoring case), False if only other accounts, None if no account (or there is no
+    hint: sites send addresses the IdP may not know, and those refuse nothing)."""
+    hint = login.params.get("login_hint")
+    named = users_named(hint) if isinstance(hint, str) else set()
+    if not named:
+        return None
+    return user_id in named
+
+
+def _refuse_wrong_account(login: LoginRequest, device: Device, caller: Caller | None) -> None:
+    """A phone of another account scanned a sign-in the site meant for someone else (a
+    passer-by who glimpsed the screen): refused, and shown nothing of it (not the browser,
+    not the site). The request stays pending for the right phone; the refusal is audited
+    (the view commits it), without the browser's details."""
+    audit.record(
+        "login.scan_refused",
+        caller=caller,
+        username=device.user.username,
+        device_id=device.device_id,
+        client_id=login.client_id,
+        request=login.id[:8],
+        reason="wrong_account",
+    )
+    raise WrongAccount()
 
 
 def approve_login(
@@ -312,6 +386,27 @@ def deny_login(request_id: str, device: Device, *, caller: Caller | None = None)
         extra_where=(LoginRequest.device_pk == device.id,),
         decided_at=utcnow(),
         denied_reason=DenialReason.DENIED,
+    )
+    return login
+
+
+def release_login(request_id: str, device: Device, *, caller: Caller | None = None) -> LoginRequest:
+    """The phone that scanned gives the request back ("Not my sign-in": it scanned someone
+    else's screen): ``scanned -> pending``, as if never scanned (no device, no number to
+    match; a typed code stays used up), so that the page shows its QR code again and the
+    right phone can scan it. Neither an approval nor a denial: the sign-in goes on."""
+    login = _find_scanned_by(request_id, device)
+    _transition(
+        login,
+        from_states=(Status.SCANNED,),
+        to=Status.PENDING,
+        by=device,
+        caller=caller,
+        event="login.released",
+        extra_where=(LoginRequest.device_pk == device.id,),
+        device_pk=None,
+        scanned_at=None,
+        match_number=None,
     )
     return login
 
@@ -444,6 +539,8 @@ def _find_scanned_by(request_id: str, device: Device) -> LoginRequest:
         raise InvalidRequest("scan the code before approving or denying it")
     if login.device_pk != device.id:
         raise WrongDevice()
+    if login.status == Status.DENIED and login.renewed_at is not None:
+        raise AlreadyUsed("the computer showed a new code instead: this one signs nobody in")
     if login.status != Status.SCANNED:
         raise AlreadyUsed(f"this sign-in request was already {login.status}")
     return login
@@ -466,12 +563,13 @@ def _transition(
     caller: Caller | None,
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
+    event: str | None = None,
     extra_where: tuple[Any, ...] = (),
     **values: Any,
 ) -> None:
-    """Compare-and-set and audit (``reason`` and ``detail`` join the audit row), in the
-    caller's transaction, and publish once that commits (a denial with its
-    ``denied_reason``); refuse if another transition won."""
+    """Compare-and-set and audit (as ``event``, by default ``login.<to>``; ``reason`` and
+    ``detail`` join the audit row), in the caller's transaction, and publish once that
+    commits (a denial with its ``denied_reason``); refuse if another transition won."""
     result = db.session.execute(
         update(LoginRequest)
         .where(
@@ -485,7 +583,7 @@ def _transition(
     changed = result.rowcount == 1  # type: ignore[attr-defined]
     if changed:
         audit.record(
-            f"login.{to}",
+            event or f"login.{to}",
             caller=caller,
             username=by.user.username,
             device_id=by.device_id,

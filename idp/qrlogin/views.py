@@ -161,6 +161,21 @@ def renew(request_id: str) -> Response:
     return web.no_store(response)
 
 
+@bp.post("/authorize/restart/<request_id>")
+@limits.per_ip("IDP_LIMIT_BROWSER", scope="browser")
+@json_errors  # called by the page's script
+def restart(request_id: str) -> Response:
+    """ "Not you? Show a new code": a phone that is not the person's scanned the code; it
+    is released, and a fresh code replaces it for the same authorization request."""
+    web.check_same_origin()
+    login = logins.restart_login_request(
+        request_id, web.binding_secret(), browser=web.Caller.from_request()
+    )
+    response = jsonify(page_state(login) | {"qr_svg": str(qr_svg(qr_url(login), qr_label()))})
+    db.session.commit()
+    return web.no_store(response)
+
+
 @bp.post("/authorize/short-code/<request_id>")
 @limits.per_ip("IDP_LIMIT_BROWSER", scope="browser")
 @json_errors  # called by the page's script
@@ -257,6 +272,7 @@ def page_state(login: LoginRequest) -> dict[str, Any]:
         # ui_locales rides along so that what these answer is in the page's language.
         "complete_url": url_for("qrlogin.complete", request_id=login.id, ui_locales=locales),
         "renew_url": url_for("qrlogin.renew", request_id=login.id, ui_locales=locales),
+        "restart_url": url_for("qrlogin.restart", request_id=login.id, ui_locales=locales),
         "short_code_url": url_for("qrlogin.short_code", request_id=login.id, ui_locales=locales),
         "expires_in": int(lifetime),
         "renewals_left": current_app.config["IDP_QR_MAX_RENEWALS"] - login.renewals,

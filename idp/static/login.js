@@ -10,12 +10,14 @@
   var qrEl = document.getElementById("qr");
   var qrTextEl = document.getElementById("qr-text");
   var refreshButton = document.getElementById("refresh");
+  var notYouButton = document.getElementById("not-you");
   var cantScan = document.getElementById("cant-scan");
   var shortCodeEl = document.getElementById("short-code");
   var shortCodeNote = document.getElementById("short-code-note");
   var matchEl = document.getElementById("match-number");
   var socket = null;
   var finished = false;
+  var lastStatus = null;
   var retries = 0;
   // Reconnect backoff: quick at first, never more than RETRY_CAP apart, so that a page
   // is back within seconds of a restarted server (a deploy), and jittered, so that the
@@ -51,6 +53,10 @@
   function onStatus(status, number, reason) {
     var message = MESSAGES[status];
     if (!message) { return; }
+    // The phone gave the code back ("Not my sign-in"): the scan used up any typed code.
+    var givenBack = status === "pending" && lastStatus === "scanned";
+    lastStatus = status;
+    if (givenBack && cantScan.open) { fetchShortCode(); }
     var denial = status === "denied" && DENIALS.hasOwnProperty(reason) ? DENIALS[reason] : "";
     show(denial || message[0], message[1]);
     // Number matching: the phone must pick the number shown here.
@@ -58,6 +64,9 @@
     matchEl.hidden = !matching;
     matchEl.textContent = matching ? number : "";
     if (matching) { show(text.match.replace("{number}", number), "scanned"); }
+    // Scanned by a phone that is not this person's (someone who glimpsed the screen)?
+    // They can have the code back as a new one.
+    notYouButton.hidden = status !== "scanned";
     if (status === "approved" || status === "denied") {
       finished = true;
       var pause = reason === "different_network" ? REFUSAL_PAUSE : 0;
@@ -76,6 +85,7 @@
     var mine = socket;
     socket.onopen = function () { retries = 0; };
     socket.onmessage = function (event) {
+      if (mine !== socket) { return; } // a replaced request's last words
       var data = JSON.parse(event.data);
       if (data.status) { onStatus(data.status, data.number, data.reason); }
     };
@@ -112,19 +122,39 @@
     });
   }
 
+  function stopFollowing() {
+    if (socket) { var old = socket; socket = null; old.close(); }
+  }
+
+  // Show the fresh request that replaces this one (renewed or restarted), and follow it.
+  function follow(fresh) {
+    qrEl.innerHTML = fresh.qr_svg;
+    qrTextEl.textContent = fresh.qr_url;
+    delete fresh.qr_svg;
+    state = fresh;
+    deadline = Date.now() + state.expires_in * 1000;
+    show(MESSAGES.pending[0], "");
+    lastStatus = null;
+    matchEl.hidden = true;
+    notYouButton.hidden = true;
+    connect();
+    if (cantScan.open) { fetchShortCode(); }
+  }
+
   function renew() {
     if (state.renewals_left <= 0) { offerRefresh(); return; }
-    if (socket) { var old = socket; socket = null; old.close(); }
-    postJson(state.renew_url).then(function (fresh) {
-      qrEl.innerHTML = fresh.qr_svg;
-      qrTextEl.textContent = fresh.qr_url;
-      delete fresh.qr_svg;
-      state = fresh;
-      deadline = Date.now() + state.expires_in * 1000;
-      show(MESSAGES.pending[0], "");
-      connect();
-      if (cantScan.open) { fetchShortCode(); }
-    }).catch(function () { offerRefresh(); });
+    stopFollowing();
+    postJson(state.renew_url).then(follow).catch(function () { offerRefresh(); });
+  }
+
+  // "Not you? Show a new code": the scanned request is released, a fresh one replaces it.
+  function restart() {
+    notYouButton.hidden = true;
+    if (state.renewals_left <= 0) { window.location.reload(); return; }
+    stopFollowing();
+    // Refused (the phone decided meanwhile, or the code expired): the socket, back on
+    // the same request, says what became of it.
+    postJson(state.restart_url).then(follow).catch(function () { connect(); });
   }
 
   // "Can't scan?": a short code to type into the app, made only when asked for.
@@ -159,6 +189,7 @@
   }
 
   refreshButton.addEventListener("click", function () { window.location.reload(); });
+  notYouButton.addEventListener("click", restart);
   cantScan.addEventListener("toggle", function () {
     if (cantScan.open && !finished) { fetchShortCode(); }
   });

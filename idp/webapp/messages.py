@@ -32,6 +32,10 @@ def app_messages() -> dict[str, str]:
         "login_hint": gettext("The site suggests the account {hint}."),
         "approved_title": gettext("Done: return to your computer"),
         "approved_text": gettext("The computer is signing you in to {client}."),
+        "released_title": gettext("Given back: nothing was approved"),
+        "released_text": gettext(
+            "The computer shows its code again, for the phone of the person signing in."
+        ),
         "denied_title": gettext("Denied: nobody was signed in"),
         "denied_text": gettext("{client} was not given access."),
         "wrong_number_title": gettext("Wrong number: the sign-in was denied"),
@@ -95,6 +99,9 @@ def app_messages() -> dict[str, str]:
         "different_network": gettext(
             "This phone is not on the computer's network, which this site requires, so the"
             " sign-in was denied."
+        ),
+        "wrong_account": gettext(
+            "This sign-in is for another account, not the one on this phone. Nothing was approved."
         ),
         "wrong_device": gettext("Another phone already scanned this code."),
         "unknown_code": gettext(

@@ -47,17 +47,24 @@ def enroll_in_app(context: BrowserContext, issuer: str, *, name: str | None = No
     return page
 
 
-def idp_command(idp: Any, *args: str) -> str:
-    """Run ``idp ARGS`` against the running IdP's database, as its admin would."""
+def idp_command(idp: Any, *args: str, stdin: str | None = None) -> str:
+    """Run ``idp ARGS`` against the running IdP's database, as its admin would (``stdin``:
+    what it reads, e.g. a password)."""
     done = subprocess.run(
-        [str(BIN / "idp"), *args], env=idp.env, capture_output=True, text=True, timeout=60
+        [str(BIN / "idp"), *args],
+        env=idp.env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-def enroll(site: Any) -> PhoneClient:
-    """The reference phone client, idp-phone, enrolled as alice's phone."""
-    phone = PhoneClient(site.tmp / "phone")
+def enroll(site: Any, profile: str = "phone") -> PhoneClient:
+    """The reference phone client, idp-phone, enrolled as alice's phone (its profile in
+    ``site.tmp / profile``: another name for another phone)."""
+    phone = PhoneClient(site.tmp / profile)
     phone.enroll(site.issuer, "alice", PASSWORD, "Alice's phone")
     return phone

@@ -21,7 +21,7 @@ from playwright.sync_api import Page, expect
 from camera import write_y4m
 from desktop import new_context, read_qr, shot, show_short_code, start_sign_in
 from idp.webapp.views import APP_FILES
-from phone import enroll_in_app, idp_command, phone_context
+from phone import enroll, enroll_in_app, idp_command, phone_context
 from support import PASSWORD
 
 SCOPE_TEXT = "Sign you in with your account identifier"
@@ -578,6 +578,44 @@ def test_only_an_account_shaped_login_hint_is_shown(chromium, site, hint, shown)
     else:
         expect(phone.locator("#request-hint")).to_be_hidden()
         expect(phone.locator("#screen-request")).not_to_contain_text("safe to approve")
+
+
+def test_a_sign_in_for_another_account_is_refused_and_shows_nothing(chromium, site):
+    """The site named bob (login_hint): alice's phone, pointed at bob's screen, is told
+    so, and sees nothing of his sign-in; bob's page still waits for bob's phone."""
+    idp_command(site.idp, "users", "create", "bob", "--email", "bob@example.com",
+                "--password-stdin", stdin=PASSWORD + "\n")  # fmt: skip
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    desktop.goto(f"{desktop.url}&{urlencode({'login_hint': 'Bob@example.com'})}")
+    expect(desktop.locator("#qr svg")).to_be_visible()
+    open_qr(phone, read_qr(desktop, site.tmp))
+    expect(phone.get_by_role("alert")).to_have_text(
+        "This sign-in is for another account, not the one on this phone. Nothing was approved."
+    )
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_hidden()
+    expect(phone.get_by_role("button", name="Approve")).to_be_hidden()
+    phone.wait_for_timeout(1000)
+    expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")  # not scanned
+
+
+def test_a_code_scanned_by_mistake_is_given_back_to_the_page(chromium, site):
+    """Someone else's screen: "Not my sign-in" gives the code back, and the page waits
+    for the right phone again (which then signs in with the same code)."""
+    phone = enroll_in_app(phone_context(chromium), site.issuer)
+    desktop = start_sign_in(new_context(chromium), site)
+    url = read_qr(desktop, site.tmp)
+    open_qr(phone, url)
+    expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
+    expect(desktop.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    phone.get_by_role("button", name="Not my sign-in: give it back").tap()
+    expect(phone.get_by_role("heading", name="Given back: nothing was approved")).to_be_visible()
+    expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")
+    expect(desktop.get_by_role("button", name="Not you? Show a new code")).to_be_hidden()
+
+    right_phone = enroll(site)
+    right_phone.approve(right_phone.scan(url)["login_request"]["id"])
+    expect_signed_in(desktop, site)
 
 
 def test_a_username_no_account_can_have_is_a_plain_sentence(chromium, site):

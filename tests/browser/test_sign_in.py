@@ -118,6 +118,39 @@ def test_an_expired_code_is_replaced_by_itself(chromium, site):
     context.close()
 
 
+def test_a_code_scanned_by_the_wrong_phone_is_given_back_as_a_new_one(chromium, site):
+    """Someone else's phone scanned the code (a glimpse of the screen): "Not you? Show a
+    new code" ends that request, and the page shows a fresh code and follows it."""
+    passer_by = enroll(site)  # any enrolled phone; here the same account's, which is enough
+    context = new_context(chromium)
+    page = start_sign_in(context, site)
+    not_you = page.get_by_role("button", name="Not you? Show a new code")
+    expect(not_you).to_be_hidden()  # nothing to give back before a scan
+    old = read_qr(page, site.tmp, "old.png")
+    view = passer_by.scan(old)["login_request"]
+    expect(page.locator("#status")).to_have_text("Scanned — confirm on your phone")
+    shot(page, "scanned-not-you")
+
+    not_you.click()
+    expect(page.locator("#qr-text")).not_to_have_text(old)
+    expect(page.locator("#status")).to_have_text("Scan with the QR-IdP app")
+    expect(not_you).to_be_hidden()
+    new = read_qr(page, site.tmp, "new.png")
+    assert new != old
+    with pytest.raises(PhoneApiError) as refused:  # the old scan decides nothing now
+        passer_by.approve(view["id"])
+    assert refused.value.error == "already_used"
+
+    phone = enroll(site, "right-phone")
+    fresh = phone.scan(new)["login_request"]
+    expect(page.locator("#status")).to_have_text("Scanned — confirm on your phone")  # followed
+    expect(not_you).to_be_visible()
+    phone.approve(fresh["id"])
+    page.wait_for_url(f"{site.rp_url}/")
+    expect(page.get_by_text("Alice Example").first).to_be_visible()
+    context.close()
+
+
 def test_the_server_restarting_while_the_page_waits(chromium, site):
     """A deploy restarts the IdP under a waiting page: the page reconnects by itself and
     the login completes."""

@@ -144,6 +144,7 @@ PER_IP_LIMITS = {
     "qrlogin.authorize": ("IDP_LIMIT_BROWSER", "browser"),
     "qrlogin.renew": ("IDP_LIMIT_BROWSER", "browser"),
     "qrlogin.short_code": ("IDP_LIMIT_BROWSER", "browser"),
+    "qrlogin.restart": ("IDP_LIMIT_BROWSER", "browser"),
     "mobile.enroll": ("IDP_LIMIT_ENROLL", "enroll"),
     "mobile.whoami": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.my_devices": ("IDP_LIMIT_PHONE_IP", "phone"),
@@ -155,6 +156,7 @@ PER_IP_LIMITS = {
     "mobile.lookup_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.approve_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.deny_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.release": ("IDP_LIMIT_PHONE_IP", "phone"),
 }
 
 

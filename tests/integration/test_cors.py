@@ -246,6 +246,7 @@ def test_a_deleted_client_takes_its_origins_along(live_server):
         ("GET", "/authorize/complete/x"),
         ("POST", "/authorize/renew/x"),
         ("POST", "/authorize/short-code/x"),
+        ("POST", "/authorize/restart/x"),
         ("GET", "/q/x"),
         ("GET", "/ws/login/x"),
         ("POST", "/api/mobile/v1/devices"),

@@ -228,6 +228,7 @@ API_ERRORS = [
     ("POST", "/readyz", 405),
     ("POST", "/authorize/renew/x", 403),
     ("POST", "/authorize/short-code/x", 403),
+    ("POST", "/authorize/restart/x", 403),
     ("GET", "/authorize/renew/x", 405),
 ]
 
@@ -253,10 +254,12 @@ def test_api_errors_are_json_for_any_accept(client, method, path, status):
 API_ROUTES = {
     "/token", "/revoke", "/introspect", "/userinfo", "/.well-known/openid-configuration",
     "/jwks", "/authorize/renew/<request_id>", "/authorize/short-code/<request_id>",
+    "/authorize/restart/<request_id>",
     "/api/mobile/v1/devices", "/api/mobile/v1/devices/me",
     "/api/mobile/v1/devices/<device_id>/revoke", "/api/mobile/v1/login-requests/scan",
     "/api/mobile/v1/login-requests/<request_id>/approve",
-    "/api/mobile/v1/login-requests/<request_id>/deny", "/healthz", "/readyz", "/metrics",
+    "/api/mobile/v1/login-requests/<request_id>/deny",
+    "/api/mobile/v1/login-requests/<request_id>/release", "/healthz", "/readyz", "/metrics",
 }  # fmt: skip
 PAGE_ROUTES = {
     "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout",

@@ -23,6 +23,7 @@ export const ERROR_KINDS = {
   unknown_device: "device_removed",
   device_revoked: "device_removed",
   invalid_credentials: "invalid_credentials",
+  wrong_account: "wrong_account",
   wrong_device: "wrong_device",
   wrong_number: "wrong_number",
   different_network: "different_network",
@@ -91,4 +92,5 @@ export class PhoneApi {
     return this.request("POST", `/login-requests/${encodeURIComponent(id)}/approve`, number ? { number } : {});
   }
   deny(id) { return this.request("POST", `/login-requests/${encodeURIComponent(id)}/deny`, {}); }
+  release(id) { return this.request("POST", `/login-requests/${encodeURIComponent(id)}/release`, {}); }
 }

@@ -401,6 +401,8 @@ function showRequest(view) {
   }
   approve.onclick = () => decide(view, "approve");
   byId("deny").onclick = () => decide(view, "deny");
+  // Scanned someone else's screen: the code goes back to that page, for the right phone.
+  byId("release").onclick = () => decide(view, "release");
   setButtons(true);
   startCountdown(view.expires_at);
   showScreen("request");
@@ -415,7 +417,13 @@ async function decide(view, choice, number) {
   notify("");
   const client = { client: view.client.name };
   try {
-    if (choice === "approve") { await api.approve(view.id, number); } else { await api.deny(view.id); }
+    if (choice === "approve") {
+      await api.approve(view.id, number);
+    } else if (choice === "release") {
+      await api.release(view.id);
+    } else {
+      await api.deny(view.id);
+    }
   } catch (error) {
     if (error instanceof ApiError && error.kind === "wrong_number") {
       finish(say("wrong_number_title"), say("wrong_number_text"));
@@ -435,6 +443,8 @@ async function decide(view, choice, number) {
   }
   if (choice === "approve") {
     finish(say("approved_title"), say("approved_text", client));
+  } else if (choice === "release") {
+    finish(say("released_title"), say("released_text"));
   } else {
     finish(say("denied_title"), say("denied_text", client));
   }

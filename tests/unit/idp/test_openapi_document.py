@@ -20,6 +20,7 @@ NOT_DOCUMENTED = {
     "/",
     "/static/{filename}",
     "/authorize/renew/{request_id}",
+    "/authorize/restart/{request_id}",
     "/authorize/short-code/{request_id}",
     "/authorize/complete/{request_id}",
     "/q/{request_id}",
