@@ -300,3 +300,31 @@ def enrollment_requests_across_0010(url: str) -> None:
     engine.dispose()
     assert "enrollment_requests" not in tables
     assert "enrolled_via" not in device_columns and "key_thumbprint" in device_columns
+
+
+def test_a_downgrade_that_rebuilds_a_table_keeps_the_rows_that_refer_to_it(tmp_path):
+    """SQLite rebuilds a table to drop a column (batch mode): with foreign keys on, dropping
+    the old ``clients`` would cascade to every login request. The migrations run with them
+    off, and check them after."""
+    url = f"sqlite:///{tmp_path / 'rebuild.sqlite3'}"
+    upgrade(url)
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO clients (client_id, name, redirect_uris, scope, grant_types,"
+            " token_endpoint_auth_method, id_token_signed_response_alg, created_at)"
+            " VALUES ('c1', 'Old RP', '[]', 'openid', '[]', 'none', 'RS256',"
+            " '2026-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO login_requests (id, binding_hash, client_id, params, status, renewals,"
+            " created_at, expires_at) VALUES ('r1', 'h', 'c1', '{}', 'denied', 0,"
+            " '2026-01-01 00:00:00', '2026-01-01 00:02:00')"
+        )
+    from alembic import command
+
+    command.downgrade(alembic_config(url), "0003")  # 0004 drops clients.number_matching
+    with engine.connect() as connection:
+        kept = connection.exec_driver_sql("SELECT id, client_id FROM login_requests").all()
+    engine.dispose()
+    assert kept == [("r1", "c1")]
