@@ -599,6 +599,7 @@ def test_a_sign_in_for_another_account_is_refused_and_shows_nothing(chromium, si
     expect(desktop.locator("#status")).to_have_text("Scan with the QR-IdP app")  # not scanned
 
 
+@pytest.mark.idp_config(IDP_PASSWORD_ENROLLMENT="always")  # two phones of alice
 def test_a_code_scanned_by_mistake_is_given_back_to_the_page(chromium, site):
     """Someone else's screen: "Not my sign-in" gives the code back, and the page waits
     for the right phone again (which then signs in with the same code)."""

@@ -118,6 +118,7 @@ def test_an_expired_code_is_replaced_by_itself(chromium, site):
     context.close()
 
 
+@pytest.mark.idp_config(IDP_PASSWORD_ENROLLMENT="always")  # two phones of alice
 def test_a_code_scanned_by_the_wrong_phone_is_given_back_as_a_new_one(chromium, site):
     """Someone else's phone scanned the code (a glimpse of the screen): "Not you? Show a
     new code" ends that request, and the page shows a fresh code and follows it."""

@@ -259,7 +259,10 @@ API_ROUTES = {
     "/api/mobile/v1/devices/<device_id>/revoke", "/api/mobile/v1/login-requests/scan",
     "/api/mobile/v1/login-requests/<request_id>/approve",
     "/api/mobile/v1/login-requests/<request_id>/deny",
-    "/api/mobile/v1/login-requests/<request_id>/release", "/healthz", "/readyz", "/metrics",
+    "/api/mobile/v1/login-requests/<request_id>/release",
+    "/api/mobile/v1/enrollments/<enrollment_id>", "/api/mobile/v1/enrollments/lookup",
+    "/api/mobile/v1/enrollments/<enrollment_id>/approve",
+    "/api/mobile/v1/enrollments/<enrollment_id>/deny", "/healthz", "/readyz", "/metrics",
 }  # fmt: skip
 PAGE_ROUTES = {
     "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout",

@@ -78,7 +78,12 @@ def start_login(app: Flask, client: FlaskClient, **client_options: Any) -> tuple
 
 def path_values(login_id: str) -> dict[str, str]:
     """A real value for each path argument; a new argument fails until it is added."""
-    return {"request_id": login_id, "filename": "no-such-file.css", "token": "no-such-invitation"}
+    return {
+        "request_id": login_id,
+        "filename": "no-such-file.css",
+        "token": "no-such-invitation",
+        "enrollment_id": "no-such-enrollment",
+    }
 
 
 def test_every_html_page_carries_the_page_policy(app: Flask, client: FlaskClient) -> None:
