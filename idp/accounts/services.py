@@ -118,13 +118,22 @@ def users_named(name: str) -> set[int]:
     folded = name.strip().lower()
     if not folded:
         return set()
-    return set(
-        db.session.scalars(
-            select(User.id).where(
-                or_(func.lower(User.username) == folded, func.lower(User.email) == folded)
+    if folded.isascii():
+        return set(
+            db.session.scalars(
+                select(User.id).where(
+                    or_(func.lower(User.username) == folded, func.lower(User.email) == folded)
+                )
             )
         )
-    )
+    # The databases' lower() folds ASCII only (SQLite; PostgreSQL as its locale says), and
+    # usernames are ASCII: find the addresses that match but for the other letters (one
+    # character each), and compare those here.
+    pattern = "".join(("\\" + c if c in "%_\\" else c) if c.isascii() else "_" for c in folded)
+    alike = select(User.id, User.email).where(func.lower(User.email).like(pattern, escape="\\"))
+    return {
+        user_id for user_id, email in db.session.execute(alike) if (email or "").lower() == folded
+    }
 
 
 def user_claims(user: User, scopes: set[str]) -> dict[str, object]:

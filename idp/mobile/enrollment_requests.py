@@ -22,9 +22,10 @@ own user: another user's, an unknown, an expired or a decided one get one answer
 Concurrency: approving and denying are one compare-and-set ``pending -> approved |
 denied`` (``UPDATE ... WHERE status = 'pending' AND expires_at > now``); the approval
 adds the Device in the same transaction, so of two racing decisions one wins and a
-refused one enrolls nothing. Deciding whether a password is enough locks the user's
-row (PostgreSQL; SQLite's writers are serialized), so two phones enrolling at once
-cannot both be "the first". The caller commits.
+refused one enrolls nothing. The deciding phone's row is locked first, so that a
+revocation of that phone committing meanwhile refuses the decision. Deciding whether a
+password is enough locks the user's row (PostgreSQL; SQLite's writers are serialized),
+so two phones enrolling at once cannot both be "the first". The caller commits.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from idp.db import utcnow
 from idp.errors import (
     AlreadyUsed,
     DeviceExists,
+    DeviceRevoked,
     InvalidEnrollmentCode,
     InvalidRequest,
     PasswordEnrollmentDisabled,
@@ -253,6 +255,13 @@ def _decide(request_id: str, device: Device, status: str) -> EnrollmentRequest:
     pending = db.session.get(EnrollmentRequest, request_id) if len(request_id) <= 64 else None
     if pending is None or pending.user_id != device.user_id:
         raise InvalidEnrollmentCode(REFUSED)
+    # The deciding phone must still be one: its proof was checked before a revocation that
+    # may be committing right now. Its row is locked until this decision commits, so that
+    # a revocation in flight is waited for and then refuses it (PostgreSQL re-reads the
+    # locked row; SQLite's writers are serialized), and a later one waits for the decision.
+    alive = select(Device.id).where(Device.id == device.id, Device.revoked_at.is_(None))
+    if db.session.scalar(alive.with_for_update()) is None:
+        raise DeviceRevoked()
     now = utcnow()
     changed = db.session.execute(
         update(EnrollmentRequest)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
 import requests
 from joserfc.jwk import ECKey
-from sqlalchemy import select, text, update
+from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.pool import NullPool
 
 from idp import audit, db
 from idp.db import utcnow
@@ -401,3 +403,52 @@ def test_lookups_and_decisions_count_against_the_devices_budget(world):
     refused(lambda: phone.approve_enrollment(pending["id"]), 429, "too_many_requests")
     with live.app.app_context():
         assert db.session.get(EnrollmentRequest, pending["id"]).status == "pending"
+
+
+@pytest.mark.parametrize("backend", ["postgres+redis"], indirect=True)
+def test_an_approval_racing_the_approvers_revocation_enrolls_nothing(world):
+    """The approving phone is being revoked (from another phone, or by an admin) while it
+    approves: its proof was checked before the revocation committed, but its approval waits
+    for the revocation and is then refused, so a revoked phone never adds one. (A sign-in's
+    approval is safe the same way: the revocation denies the request's row.)"""
+    live, _, _, phone = world
+    pending = pending_of(NewPhone(live.url).enroll())
+    phone.lookup_enrollment(pending["code"])  # the phone was used just now: no last_used write
+    with live.app.app_context():
+        engine = db.session.get_bind()
+    answers: list[object] = []
+    with engine.connect() as revocation:  # the revocation, not committed yet
+        revocation.execute(
+            text("UPDATE devices SET revoked_at = now() AT TIME ZONE 'UTC' WHERE device_id = :d"),
+            {"d": phone.profile.device_id},
+        )
+
+        def approve() -> None:
+            try:
+                answers.append(phone.approve_enrollment(pending["id"]))
+            except PhoneApiError as error:
+                answers.append((error.status, error.error))
+
+        thread = threading.Thread(target=approve)
+        thread.start()
+        watcher = create_engine(engine.url, poolclass=NullPool)  # not the server's pool
+        with watcher.connect() as watch:  # until it waits on the revocation (or is done)
+            deadline = time.monotonic() + 10
+            while thread.is_alive() and time.monotonic() < deadline:
+                waiting = watch.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                        " current_database() AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+                if waiting:
+                    break
+                time.sleep(0.05)
+        watcher.dispose()
+        revocation.commit()
+    thread.join(timeout=30)
+    assert answers == [(401, "device_revoked")]
+    with live.app.app_context():
+        row = db.session.get(EnrollmentRequest, pending["id"])
+        assert (row.status, row.device_pk, row.decided_by) == ("pending", None, None)
+    assert device_count(live.app) == 1

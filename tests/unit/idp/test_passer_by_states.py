@@ -157,3 +157,28 @@ def test_the_page_releasing_races_the_phone_deciding_and_one_wins(world, app, de
     else:
         expected = Status.APPROVED if decision == "approve" else Status.PENDING
         assert (stored.status, stored.renewed_at, replaced) == (expected, None, 0)
+
+
+@pytest.mark.parametrize("hint", ["björn@example.com", "BJÖRN@EXAMPLE.COM", "Björn@Example.com"])
+def test_a_hint_naming_an_address_with_letters_beyond_ascii_is_matched_ignoring_case(world, hint):
+    """The databases' lower() folds ASCII only (SQLite; PostgreSQL by its locale): an
+    address like BJÖRN@… must still be named by björn@…, else the scan is let through."""
+    with db.unit_of_work():
+        create_user("bjorn", PASSWORD, email="BJÖRN@example.com", name="Björn")
+    login = create_login_request(
+        client_id=world.client_id,
+        params={"login_hint": hint},
+        binding_secret=BINDING,
+        browser=BROWSER,
+    )
+    with raises(WrongAccount, "wrong_account", 403):
+        scan_login(login.id, device(world.device))
+    assert row(login.id).status == Status.PENDING
+
+
+@pytest.mark.parametrize("hint", ["b_örn@example.com", "b%@example.com ö", "björn@example.co"])
+def test_a_hint_beyond_ascii_names_only_that_address(world, hint):
+    """The wildcards of the databases' LIKE in a hint are letters like any other."""
+    with db.unit_of_work():
+        create_user("bjorn", PASSWORD, email="BJÖRN@example.com", name="Björn")
+    assert services.hint_names_user(LoginRequest(params={"login_hint": hint}), 0) is None
