@@ -44,6 +44,10 @@ EVENTS = {
     "login.scanned": "a phone scanned a sign-in request",
     "login.scan_refused": "a scan refused: the login_hint names another account",
     "login.released": "a phone gave back a sign-in request it scanned (not its user's)",
+    "login.restarted": (
+        "the browser showed a new code instead of one another phone had scanned (user and"
+        " device: that phone's)"
+    ),
     "login.approved": "a phone approved a sign-in request",
     "login.denied": "a phone denied a sign-in request",
     "login.completed": "a browser completed a sign-in and went back to the site",

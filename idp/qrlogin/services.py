@@ -234,6 +234,7 @@ def restart_login_request(
         to=Status.DENIED,
         by=old.device,
         caller=browser,
+        event="login.restarted",  # by the browser; the user and device are the scanner's
         reason="released",
         extra_where=(LoginRequest.device_pk == old.device_pk, LoginRequest.renewed_at.is_(None)),
         denied_reason=DenialReason.RELEASED,
