@@ -31,6 +31,9 @@ export const ERROR_KINDS = {
   device_exists: "device_exists",
   expired: "expired",
   invalid_invitation: "invalid_invitation",
+  password_enrollment_disabled: "password_enrollment_disabled",
+  unknown_enrollment: "enrollment_gone",
+  invalid_enrollment_code: "invalid_enrollment_code",
   too_many_requests: "too_many",
   too_many_attempts: "too_many",
   temporarily_unavailable: "unavailable",
@@ -87,4 +90,15 @@ export class PhoneApi {
     return this.request("POST", `/login-requests/${encodeURIComponent(id)}/approve`, number ? { number } : {});
   }
   deny(id) { return this.request("POST", `/login-requests/${encodeURIComponent(id)}/deny`, {}); }
+
+  // A new phone waiting for an old one (enrollment.js): signed by the waiting key itself.
+  enrollmentStatus(id, jwk) {
+    return this.request("GET", `/enrollments/${encodeURIComponent(id)}`, null, { jwk });
+  }
+  // An active phone answering a new one's code.
+  lookupEnrollment(code) { return this.request("POST", "/enrollments/lookup", { code }); }
+  approveEnrollment(id) {
+    return this.request("POST", `/enrollments/${encodeURIComponent(id)}/approve`, {});
+  }
+  denyEnrollment(id) { return this.request("POST", `/enrollments/${encodeURIComponent(id)}/deny`, {}); }
 }
