@@ -32,7 +32,7 @@ export const ERROR_KINDS = {
   expired: "expired",
   invalid_invitation: "invalid_invitation",
   password_enrollment_disabled: "password_enrollment_disabled",
-  unknown_enrollment: "enrollment_gone",
+  unknown_enrollment: "enrollment_expired",
   invalid_enrollment_code: "invalid_enrollment_code",
   too_many_requests: "too_many",
   too_many_attempts: "too_many",
