@@ -3,8 +3,8 @@ that uses the IdP's own web app (``/app/``), as a person with only a phone brows
 
 from __future__ import annotations
 
-import subprocess
 import re
+import subprocess
 from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -58,7 +58,9 @@ def ask_for_approval(context: BrowserContext, issuer: str, *, name: str) -> tupl
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_label("Name of this phone").fill(name)
     page.get_by_role("button", name="Set up this phone").tap()
-    expect(page.get_by_role("heading", name="Approve this phone on your other phone")).to_be_visible()
+    expect(
+        page.get_by_role("heading", name="Approve this phone on your other phone")
+    ).to_be_visible()
     code = page.locator("#pending-code")
     expect(code).to_have_text(ENROLLMENT_CODE)
     return page, code.inner_text()
@@ -83,7 +85,7 @@ def enroll_approved_in_app(context: BrowserContext, issuer: str, old: Page, *, n
     return page
 
 
-def idp_command(def idp_command(idp: Any, *args: str) -> str:
+def idp_command(idp: Any, *args: str) -> str:
     """Run ``idp ARGS`` against the running IdP's database, as its admin would."""
     done = subprocess.run(
         [str(BIN / "idp"), *args], env=idp.env, capture_output=True, text=True, timeout=60

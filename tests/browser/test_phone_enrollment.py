@@ -13,8 +13,8 @@ from playwright.sync_api import expect
 
 from desktop import new_context, read_qr, shot, start_sign_in
 from phone import (
-    ask_for_approval,
     answer_code,
+    ask_for_approval,
     enroll_in_app,
     phone_context,
 )
@@ -75,7 +75,10 @@ def test_a_new_phone_approved_by_the_old_one_signs_in(chromium, site):
     kept = new.evaluate(KEPT)
     assert kept["enrolled"] and kept["pending"] is None
     expect(new.locator("#devices li")).to_have_text(
-        [re.compile("Old phone.*set up with a password"), re.compile("New phone.*approved by Old phone")]
+        [
+            re.compile("Old phone.*set up with a password"),
+            re.compile("New phone.*approved by Old phone"),
+        ]
     )
     old.goto(f"{site.issuer}/app/")
     expect(old.locator("#devices li").nth(1)).to_contain_text("approved by this phone")
@@ -147,9 +150,7 @@ def test_cancel_forgets_the_waiting_key(chromium, site):
 def test_an_unanswered_code_expires_on_both_phones(chromium, site):
     old = enroll_in_app(phone_context(chromium), site.issuer)
     new, code = ask_for_approval(phone_context(chromium), site.issuer, name="New phone")
-    expect(new.get_by_role("alert")).to_have_text(
-        "The code expired: set up again.", timeout=90_000
-    )
+    expect(new.get_by_role("alert")).to_have_text("The code expired: set up again.", timeout=90_000)
     expect(new.locator("#screen-enroll")).to_be_visible()
     assert new.evaluate(KEPT) == {"enrolled": None, "pending": None}
     old.get_by_role("button", name="Set up another phone").tap()
