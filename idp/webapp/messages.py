@@ -68,6 +68,22 @@ def app_messages() -> dict[str, str]:
         "enrollment_denied_title": gettext("The phone was refused."),
         "enrollment_denied_text": gettext("It was not set up and cannot sign in as you."),
         "enrollment_decided": gettext("This phone was already approved or refused."),
+        # The proximity verdict (idp/qrlogin/proximity.py) in words about a new phone: the
+        # server's own sentence speaks of a sign-in. Said first on the approving phone.
+        "enrollment_same_network": gettext("The new phone is on the same network as this phone."),
+        "enrollment_nearby": gettext(
+            "The new phone is on another network in this phone's country. Approve only if you"
+            " are holding it."
+        ),
+        "enrollment_different_network": gettext(
+            "The new phone is on a different network than this phone. Approve only if you are"
+            " holding it."
+        ),
+        "enrollment_different_country": gettext(
+            "The new phone is in another country than this phone. Approve only if you are"
+            " holding it."
+        ),
+        "enrollment_unknown": gettext("Where the new phone is cannot be compared with this phone."),
         "via_password": gettext("set up with a password"),
         "via_invitation": gettext("set up with an invitation"),
         "via_device": gettext("approved by {name}"),

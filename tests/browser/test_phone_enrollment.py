@@ -50,7 +50,7 @@ def test_a_new_phone_approved_by_the_old_one_signs_in(chromium, site):
 
     answer_code(old, code.lower().replace("-", " "))  # as a person might type it
     expect(old.locator("#review-warnings")).to_have_text(  # the proximity sentence, first
-        "This sign-in was started on the same network as your phone."
+        "The new phone is on the same network as this phone."
     )
     expect(old.locator("#review-name")).to_have_text("New phone")
     expect(old.locator("#review-from")).to_have_text("Chrome on Android at 127.0.0.1")
@@ -91,10 +91,21 @@ def test_a_new_phone_approved_by_the_old_one_signs_in(chromium, site):
     expect(desktop.get_by_text("Alice Example").first).to_be_visible()
 
 
-def test_a_refused_phone_is_told_and_keeps_no_key(chromium, site):
+@pytest.mark.idp_config(IDP_TRUSTED_PROXIES=1)
+def test_a_phone_elsewhere_is_a_warning_and_refused_keeps_no_key(chromium, site):
+    """Someone with alice's password, on another network, asks her phone to approve theirs:
+    her phone says where it is first, as a warning, and she denies it."""
     old = enroll_in_app(phone_context(chromium), site.issuer, name="Old phone")
-    new, code = ask_for_approval(phone_context(chromium), site.issuer, name="Stranger")
+    elsewhere = phone_context(chromium, extra_http_headers={"X-Forwarded-For": "203.0.113.7"})
+    new, code = ask_for_approval(elsewhere, site.issuer, name="Stranger")
     answer_code(old, code)
+    warning = old.locator("#review-warnings li")
+    expect(warning).to_have_text(
+        "The new phone is on a different network than this phone. Approve only if you are"
+        " holding it."
+    )
+    expect(warning).to_have_class("warning")
+    expect(old.locator("#review-from")).to_have_text("Chrome on Android at 203.0.113.7")
     old.get_by_role("button", name="Deny").tap()
     expect(old.get_by_role("heading", name="The phone was refused.")).to_be_visible()
     expect(new.get_by_role("alert")).to_have_text("Your other phone refused this phone.")

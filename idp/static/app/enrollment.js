@@ -186,8 +186,14 @@ function showReview(view) {
   // The proximity sentence first, as the sign-in screen shows it: a calm line on this
   // phone's network, a warning elsewhere (a stranger with the password asks from afar).
   const proximity = view.proximity;
-  const shown = proximity && proximity.message
-    ? [app.item(proximity.message, proximity.verdict === "same_network" ? "proximity" : "warning")] : [];
+  const shown = [];
+  if (proximity && (proximity.message || proximity.verdict)) {
+    // The app's sentence about a new phone for a verdict it knows; else the server's own.
+    const own = `enrollment_${proximity.verdict}`;
+    const words = typeof proximity.verdict === "string" && own in app.state.messages
+      ? app.say(own) : proximity.message;
+    if (words) { shown.push(app.item(words, proximity.verdict === "same_network" ? "proximity" : "warning")); }
+  }
   byId("review-warnings").replaceChildren(...shown);
   byId("review-approve").onclick = () => decide(view, "approve");
   byId("review-deny").onclick = () => decide(view, "deny");
