@@ -82,6 +82,7 @@ def test_a_new_phone_approved_by_the_old_one_signs_in(chromium, site):
     )
     old.goto(f"{site.issuer}/app/")
     expect(old.locator("#devices li").nth(1)).to_contain_text("approved by this phone")
+    shot(old, "phone-home-two-phones")
 
     desktop = start_sign_in(new_context(chromium), site)
     new.goto(read_qr(desktop, site.tmp))
