@@ -29,8 +29,13 @@ from idp.web import Caller
 #: Every event name, and what it means (``idp audit --help`` lists them).
 EVENTS = {
     "user.created": "an admin created a user",
-    "device.enrolled": "a phone was enrolled (with its user's password, or an invitation)",
-    "device.enroll_refused": "an enrollment gave a wrong username or password",
+    "device.enrolled": "a phone was enrolled (with a password, an invitation or another phone's approval)",
+    "device.enroll_refused": "an enrollment gave a wrong username or password, or a password"
+    " where passwords enroll no phone",
+    "device.enroll_pending": "a new phone gave its user's password and waits for another"
+    " phone's approval",
+    "device.enroll_approved": "a phone approved the enrollment of a new phone of its user",
+    "device.enroll_denied": "a phone denied the enrollment of a new phone of its user",
     "device.revoked": "a phone was revoked",
     "invitation.created": "an admin made a one-time enrollment link for a user",
     "invitation.used": "a phone was enrolled with an invitation link",

@@ -245,6 +245,12 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     # Which clients that session answers without a scan: "per_client", only those
     # approved on the phone in it (one approval signs in one site); "all", any client.
     "IDP_SSO_SCOPE": (Choice("per_client", "all"), "per_client"),
+    # Who may enroll a phone with a password alone: "first_phone", only a user who has no
+    # active phone (another phone must approve the next ones); "always"; "never" (an
+    # admin's invitation, or an approval from a phone the user has).
+    "IDP_PASSWORD_ENROLLMENT": (Choice("first_phone", "always", "never"), "first_phone"),
+    # Seconds a phone's request to be enrolled waits for another phone's approval.
+    "IDP_ENROLLMENT_TTL": (Seconds(minimum=60), 600),
     # Seconds between a waiting page's heartbeats (they keep proxies from closing it).
     "IDP_WS_HEARTBEAT": (Seconds(minimum=1), 25),
     # "Can't scan?": seconds a short typable code lives (at most as long as its request),

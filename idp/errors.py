@@ -70,6 +70,14 @@ class Forbidden(IdPError):
     status, code = 403, "forbidden"
 
 
+class PasswordEnrollmentDisabled(IdPError):
+    status, code = 403, "password_enrollment_disabled"
+    title = _l(
+        "Setting up a phone with a password is switched off here: ask your administrator for"
+        " an invitation."
+    )
+
+
 class WrongDevice(IdPError):
     status, code, title = 403, "wrong_device", _l("Another device scanned this sign-in request")
 
@@ -94,6 +102,12 @@ class UnknownRequest(IdPError):
 
 class DeviceNotFound(IdPError):
     status, code, title = 404, "device_not_found", _l("You have no such device")
+
+
+class UnknownEnrollment(IdPError):
+    """An unknown enrollment request, or one another key made: one answer for both."""
+
+    status, code, title = 404, "unknown_enrollment", _l("No such request to set up a phone")
 
 
 class UnknownCode(IdPError):
@@ -141,6 +155,15 @@ class InvalidInvitation(IdPError):
     status, code = 410, "invalid_invitation"
     title = _l(
         "This invitation link was already used, has expired or is unknown: ask for a new one"
+    )
+
+
+class InvalidEnrollmentCode(IdPError):
+    """One answer for a code that is unknown, expired, decided or another user's."""
+
+    status, code = 410, "invalid_enrollment_code"
+    title = _l(
+        "No new phone of yours is waiting for this code: check it, or start again on the new phone"
     )
 
 

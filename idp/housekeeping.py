@@ -20,7 +20,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from idp import db
 from idp.audit import AuditEvent
 from idp.db import utcnow
-from idp.mobile.models import Invitation, UsedProof
+from idp.mobile.models import EnrollmentRequest, Invitation, UsedProof
 from idp.oauth.models import AuthorizationCode, Token
 from idp.qrlogin.models import LoginRequest, ShortCodeFailure
 from idp.qrlogin.services import approval_grace
@@ -40,8 +40,8 @@ class PurgeReport:
 
 
 def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeReport:
-    """Delete login requests, codes, tokens, invitations and used proofs that expired
-    (an invitation: or was used) more than ``keep`` ago (used proofs as soon as they
+    """Delete login requests, codes, tokens, invitations, enrollment requests and used
+    proofs that expired (an invitation: or was used) more than ``keep`` ago (used proofs as soon as they
     expire: a stale proof is refused anyway, and wrong typed short codes once they no
     longer count).
 
@@ -77,6 +77,11 @@ def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeRepo
     # The audit log tells an invitation's story (made, used, refused) after its row goes.
     report.deleted["invitations"] = _delete_in_batches(
         Invitation.id, or_(Invitation.expires_at < cutoff, Invitation.used_at < cutoff), batch
+    )
+    # Decided or not, an enrollment request is done with once its lifetime has passed;
+    # the audit log keeps its story (pending, approved or denied, and by which phone).
+    report.deleted["enrollment_requests"] = _delete_in_batches(
+        EnrollmentRequest.id, EnrollmentRequest.expires_at < cutoff, batch
     )
     with db.independent_transaction() as session:
         result = session.execute(delete(UsedProof).where(UsedProof.expires_at < now))

@@ -3,7 +3,7 @@
 from idp.accounts.models import User
 from idp.audit import AuditEvent
 from idp.db import Base
-from idp.mobile.models import Device, Invitation, UsedProof
+from idp.mobile.models import Device, EnrollmentRequest, Invitation, UsedProof
 from idp.oauth.models import AuthorizationCode, Client, ClientOrigin, SigningKey, Token
 from idp.qrlogin.models import LoginRequest, ShortCodeFailure
 from idp.sso.models import BrowserSession, BrowserSessionClient
@@ -17,6 +17,7 @@ __all__ = [
     "Client",
     "ClientOrigin",
     "Device",
+    "EnrollmentRequest",
     "Invitation",
     "LoginRequest",
     "ShortCodeFailure",

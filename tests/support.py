@@ -41,7 +41,7 @@ from idp.accounts.services import create_user
 from idp.admin.services import create_client
 from idp.migrate import upgrade
 from idp.realtime.broker import RESTART
-from idp_phone.api import PhoneClient
+from idp_phone.api import ApprovalNeeded, PhoneClient
 
 PASSWORD = "correct horse battery staple"
 
@@ -237,9 +237,24 @@ def add_client(
         return client.client_id, secret
 
 
-def enroll_phone(server_url: str, profile_dir: Path, username: str = "alice") -> PhoneClient:
+def enroll_phone(
+    server_url: str,
+    profile_dir: Path,
+    username: str = "alice",
+    *,
+    approver: PhoneClient | None = None,
+    device_name: str = "Test phone",
+) -> PhoneClient:
+    """A phone enrolled with the user's password; when the user has a phone already,
+    ``approver`` (one of those) types the new phone's code and approves it."""
     phone = PhoneClient(profile_dir)
-    phone.enroll(server_url, username, PASSWORD, "Test phone")
+    try:
+        phone.enroll(server_url, username, PASSWORD, device_name)
+    except ApprovalNeeded as needed:
+        assert approver is not None, "the user has a phone: pass approver= to approve this one"
+        found = approver.lookup_enrollment(needed.pending.code)
+        approver.approve_enrollment(found["pending_enrollment"]["id"])
+        phone.wait_for_approval(needed.pending, interval=0.05)
     return phone
 
 

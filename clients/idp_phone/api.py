@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -127,13 +130,15 @@ def _unreachable_reason(exc: requests.RequestException) -> str:
     return "connection failed"
 
 
-def _parse_answer(response: requests.Response, expected: int) -> dict[str, Any]:
+def _parse_answer(response: requests.Response, expected: int | tuple[int, ...]) -> dict[str, Any]:
     """Return the JSON object of a ``expected`` answer, else raise PhoneApiError."""
     status = response.status_code
     try:
         data = response.json()
     except ValueError:
         data = None
+    if isinstance(expected, tuple):
+        expected = status if status in expected else expected[0]
     if status == expected and isinstance(data, dict):
         return data
     if isinstance(data, dict) and isinstance(data.get("error"), str) and status >= 400:
@@ -163,6 +168,51 @@ def _login_request(data: dict[str, Any], status: int) -> dict[str, Any]:
     view = data.get("login_request")
     if not isinstance(view, dict) or not isinstance(view.get("id"), str) or not view["id"]:
         raise PhoneApiError(status, "invalid_response", "the answer has no login_request")
+    return view
+
+
+@dataclass(frozen=True)
+class PendingEnrollment:
+    """A new phone's enrollment that waits for one of the user's phones to approve it."""
+
+    server: str
+    id: str
+    code: str
+    expires_at: str
+    device_name: str
+    username: str
+    key: ECKey = field(repr=False, compare=False)
+
+
+class ApprovalNeeded(Exception):
+    """The password was right, but the user has a phone already: one of their phones
+    must approve this one (type ``pending.code`` in it). Nothing is saved yet."""
+
+    def __init__(self, pending: PendingEnrollment) -> None:
+        super().__init__(f"another phone must approve this one with the code {pending.code}")
+        self.pending = pending
+
+
+class EnrollmentNotApproved(Exception):
+    """The pending enrollment ended without approval: ``status`` is denied or expired."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the enrollment was {status}")
+        self.status = status
+
+
+_ENROLLMENT_CODE = re.compile(r"[A-Z]{4}-[A-Z]{4}")
+
+
+def _pending_enrollment(data: dict[str, Any], status: int) -> dict[str, Any]:
+    view = data.get("pending_enrollment")
+    if (
+        not isinstance(view, dict)
+        or not isinstance(view.get("id"), str)
+        or not _REQUEST_ID.fullmatch(view["id"])
+        or not isinstance(view.get("status"), str)
+    ):
+        raise PhoneApiError(status, "invalid_response", "the answer has no pending_enrollment")
     return view
 
 
@@ -211,7 +261,7 @@ class PhoneClient:
         key: ECKey,
         kid: str | None = None,
         jwk: dict[str, Any] | None = None,
-        expected: int = 200,
+        expected: int | tuple[int, ...] = 200,
     ) -> dict[str, Any]:
         url = f"{server}{API_PREFIX}{path}"
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
@@ -243,6 +293,8 @@ class PhoneClient:
 
     def enroll(self, server: str, username: str, password: str, device_name: str) -> dict[str, Any]:
         """Enroll this phone with ``server`` as ``username``; save the profile on ``201``.
+        On ``202`` (the user has a phone already, which must approve this one) raise
+        :class:`ApprovalNeeded`: show its code, then :meth:`wait_for_approval`.
 
         A new key is generated; only its public half is sent (in the proof's ``jwk``).
         Refuses (ProfileError) if the profile directory already holds an enrolled device.
@@ -256,8 +308,30 @@ class PhoneClient:
         key = generate_key()
         payload = {"username": username, "password": password, "device_name": device_name}
         data = self._send(
-            "POST", server, "/devices", payload, key=key, jwk=public_jwk(key), expected=201
+            "POST", server, "/devices", payload, key=key, jwk=public_jwk(key), expected=(201, 202)
         )
+        if "pending_enrollment" in data:
+            view = _pending_enrollment(data, 202)
+            code = view.get("code")
+            if not isinstance(code, str) or not _ENROLLMENT_CODE.fullmatch(code):
+                raise PhoneApiError(202, "invalid_response", "the answer has no code")
+            raise ApprovalNeeded(
+                PendingEnrollment(
+                    server=server,
+                    id=view["id"],
+                    code=code,
+                    expires_at=_text_or(view.get("expires_at"), ""),
+                    device_name=device_name,
+                    username=username,
+                    key=key,
+                )
+            )
+        return self._save_enrolled(server, key, data, device_name, username)
+
+    def _save_enrolled(
+        self, server: str, key: ECKey, data: dict[str, Any], device_name: str, username: str
+    ) -> dict[str, Any]:
+        """Save the profile of the device view ``data`` the server answered."""
         device_id = data.get("device_id")
         if not isinstance(device_id, str) or not device_id:
             raise PhoneApiError(201, "invalid_response", "the answer has no device_id")
@@ -272,6 +346,64 @@ class PhoneClient:
         )
         profile.save()
         self._profile = profile
+        return data
+
+    def enrollment_status(self, pending: PendingEnrollment) -> dict[str, Any]:
+        """How a pending enrollment stands (``GET .../enrollments/{id}``, signed by its key)."""
+        path = f"/enrollments/{quote(pending.id, safe='')}"
+        data = self._send(
+            "GET", pending.server, path, None, key=pending.key, jwk=public_jwk(pending.key)
+        )
+        _pending_enrollment(data, 200)
+        return data
+
+    def wait_for_approval(
+        self,
+        pending: PendingEnrollment,
+        *,
+        interval: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> dict[str, Any]:
+        """Ask every ``interval`` seconds until the enrollment is decided; once approved,
+        save the profile and return the device view. Denied or expired:
+        :class:`EnrollmentNotApproved`."""
+        while True:
+            data = self.enrollment_status(pending)
+            status = data["pending_enrollment"]["status"]
+            if status == "approved":
+                device = data.get("device")
+                if not isinstance(device, dict):
+                    raise PhoneApiError(200, "invalid_response", "the answer has no device")
+                return self._save_enrolled(
+                    pending.server, pending.key, device, pending.device_name, pending.username
+                )
+            if status != "pending":
+                raise EnrollmentNotApproved(status)
+            sleep(interval)
+
+    def lookup_enrollment(self, code: str) -> dict[str, Any]:
+        """The new phone of this user that shows ``code``: its name, where it is
+        (``{"pending_enrollment": {...}}``), to show before approving."""
+        if normalize_short_code(code) is None:
+            raise ValueError("the new phone's code is 8 letters like KXRT-WMPQ")
+        data = self._call("POST", "/enrollments/lookup", {"code": code.strip()})
+        _pending_enrollment(data, 200)
+        return data
+
+    def approve_enrollment(self, enrollment_id: str) -> dict[str, Any]:
+        """Approve the new phone ``enrollment_id`` (from :meth:`lookup_enrollment`)."""
+        return self._decide_enrollment(enrollment_id, "approve")
+
+    def deny_enrollment(self, enrollment_id: str) -> dict[str, Any]:
+        """Deny the new phone ``enrollment_id``: nothing is enrolled."""
+        return self._decide_enrollment(enrollment_id, "deny")
+
+    def _decide_enrollment(self, enrollment_id: str, decision: str) -> dict[str, Any]:
+        if not enrollment_id:
+            raise ValueError("enrollment_id must not be empty")
+        path = f"/enrollments/{quote(enrollment_id, safe='')}/{decision}"
+        data = self._call("POST", path, {})
+        _pending_enrollment(data, 200)
         return data
 
     def me(self) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def enroll_by_invitation(
     invitation = open_invitation(token)
     if invitation is None:
         _refuse(token, caller)
-    device = add_device(invitation.user, device_name, public_key, caller=caller)
+    device = add_device(invitation.user, device_name, public_key, caller=caller, via="invitation")
     db.session.flush()  # the device's primary key, for the invitation to record
     now = utcnow()
     used = db.session.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.accounts.models import User
@@ -26,6 +26,9 @@ class Device(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    #: How it was enrolled: "password", "invitation", "device:<approving device_id>";
+    #: ``None`` for phones enrolled before this was recorded.
+    enrolled_via: Mapped[str | None] = mapped_column(String(80))
 
     user: Mapped[User] = relationship(lazy="joined")
 
@@ -59,5 +62,49 @@ class Invitation(Base):
     device_pk: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
     #: Who made it: "cli", "demo" (an admin's name once the console makes them).
     created_by: Mapped[str | None] = mapped_column(String(64))
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class EnrollmentRequest(Base):
+    """A phone that gave its user's password while the user already has a phone: it
+    waits for one of those phones to approve it (idp.mobile.enrollment_requests).
+
+    Only the digest of its code is stored. ``key_thumbprint`` is unique among pending
+    requests: one key waits in one request at a time.
+    """
+
+    __tablename__ = "enrollment_requests"
+    __table_args__ = (
+        Index(
+            "uq_enrollment_requests_pending_key",
+            "key_thumbprint",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    public_jwk: Mapped[str] = mapped_column(Text)
+    key_thumbprint: Mapped[str] = mapped_column(String(64))
+    device_name: Mapped[str] = mapped_column(String(100))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    #: pending, approved, denied or expired.
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    decided_at: Mapped[datetime | None]
+    #: The phone that approved or denied it.
+    decided_by: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
+    #: The phone its approval enrolled.
+    device_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
 
     user: Mapped[User] = relationship(lazy="joined")

@@ -50,12 +50,15 @@ def enroll_device(
     checked first, see :func:`check_enrollment`); ``caller``: the phone's request."""
     device_name = check_enrollment(username, device_name)
     user = authenticate(username, password)
-    return add_device(user, device_name, key, caller=caller)
+    return add_device(user, device_name, key, caller=caller, via="password")
 
 
-def add_device(user: User, device_name: str, key: ECKey, *, caller: Caller | None) -> Device:
+def add_device(
+    user: User, device_name: str, key: ECKey, *, caller: Caller | None, via: str | None = None
+) -> Device:
     """Register ``key`` as a phone of ``user``, who has proven who they are (a password,
-    an invitation), in the caller's transaction; a key enrolls once (``DeviceExists``).
+    an invitation, another phone's approval: ``via``, as ``Device.enrolled_via`` records
+    it), in the caller's transaction; a key enrolls once (``DeviceExists``).
     ``device_name`` is one :func:`check_device_name` returned."""
     thumbprint = key.thumbprint()
     if db.session.scalar(select(Device.id).where(Device.key_thumbprint == thumbprint)):
@@ -66,6 +69,7 @@ def add_device(user: User, device_name: str, key: ECKey, *, caller: Caller | Non
         name=device_name,
         public_jwk=json.dumps(key.as_dict(private=False)),
         key_thumbprint=thumbprint,
+        enrolled_via=via,
     )
     db.session.add(device)
     audit.record(
@@ -74,6 +78,7 @@ def add_device(user: User, device_name: str, key: ECKey, *, caller: Caller | Non
         username=user.username,
         device_id=device.device_id,
         name=device_name,
+        via=via,
     )
     return device
 

@@ -19,6 +19,7 @@ from idp.errors import (
     InvalidCredentials,
     InvalidRequest,
     NotALoginCode,
+    PasswordEnrollmentDisabled,
     UnknownCode,
     UnknownRequest,
     WrongNumber,
@@ -26,11 +27,15 @@ from idp.errors import (
     json_errors,
 )
 from idp.mobile.invitations import enroll_by_invitation
-from idp.mobile.models import Device
+from idp.mobile.models import Device, EnrollmentRequest
 from idp.mobile.proof import HEADER, Proof, check_proof, record_proof, settle_proof
+from idp.mobile.enrollment_requests import (
+    current_status,
+    enroll_with_password,
+    enrollment_code,
+)
 from idp.mobile.services import (
     check_enrollment,
-    enroll_device,
     find_device,
     list_devices,
     revoke_device,
@@ -78,25 +83,42 @@ def enroll() -> tuple[Response, int]:
 def _enroll_with_password(
     proof: Proof, body: dict[str, Any], device_name: str
 ) -> tuple[Response, int]:
-    """The password path: counted per username (``IDP_LIMIT_PASSWORD``), audited."""
+    """The password path: counted per username (``IDP_LIMIT_PASSWORD``), audited. The user's
+    first phone is enrolled at once (201); a next one waits for a phone's approval (202,
+    see ``enrollment_requests``), as ``IDP_PASSWORD_ENROLLMENT`` says."""
     username, password = _string(body, "username"), _string(body, "password")
     check_enrollment(username, device_name)  # a malformed name is never counted or audited
     limits.charge_password(username)  # before the check: concurrent guesses cannot race it
+    caller = Caller.from_request()
     try:
-        device = enroll_device(
-            username, password, device_name, proof.key, caller=Caller.from_request()
-        )
+        result = enroll_with_password(username, password, device_name, proof.key, caller=caller)
     except InvalidCredentials:
-        audit.record("device.enroll_refused", caller=Caller.from_request(), username=username)
+        audit.record("device.enroll_refused", caller=caller, username=username)
         db.session.commit()  # the refusal is what this request did: it is logged
         raise
     except DeviceExists:  # the password was right: this phone is enrolled already
         limits.forgive_password(username)
         raise
-    response = jsonify(_device_view(device))
+    except PasswordEnrollmentDisabled:  # the password was right, but enrolls nothing here
+        db.session.rollback()
+        audit.record(
+            "device.enroll_refused",
+            caller=caller,
+            username=username,
+            reason="password_enrollment_disabled",
+        )
+        db.session.commit()
+        limits.forgive_password(username)
+        raise
+    if result.pending is not None:
+        response = jsonify(pending_enrollment=pending_enrollment_view(result.pending, code=True))
+        status = 202
+    else:
+        assert result.device is not None
+        response, status = jsonify(_device_view(result.device)), 201
     db.session.commit()
     limits.forgive_password(username)  # Redis: after the commit, holding no lock
-    return response, 201
+    return response, status
 
 
 @bp.get("/devices/me")
@@ -120,6 +142,7 @@ def my_devices() -> Response:
                 "created_at": _iso(d.created_at),
                 "last_used_at": _iso(d.last_used_at) if d.last_used_at else None,
                 "revoked_at": _iso(d.revoked_at) if d.revoked_at else None,
+                "enrolled_via": d.enrolled_via,
             }
             for d in list_devices(device.user.username)
         ]
@@ -316,7 +339,17 @@ def _device_view(device: Device) -> dict[str, Any]:
         "device_id": device.device_id,
         "device_name": device.name,
         "user": {"username": user.username, "name": user.name, "email": user.email},
+        "enrolled_via": device.enrolled_via,
     }
+
+
+def pending_enrollment_view(pending: EnrollmentRequest, *, code: bool = False) -> dict[str, Any]:
+    """A pending enrollment as its new phone sees it (with ``code``: the code to show)."""
+    view = {"id": pending.id, "status": current_status(pending)}
+    if code:
+        view["code"] = enrollment_code(pending.id)
+    view["expires_at"] = _iso(pending.expires_at)
+    return view
 
 
 def _iso(moment: Any) -> str:

@@ -47,7 +47,11 @@ def test_authorize_is_limited_per_ip(world):
     assert other.status_code == 200
 
 
-@pytest.mark.idp_config(IDP_LIMIT_ENROLL="2/minute", IDP_TRUSTED_PROXIES=1)
+# IDP_PASSWORD_ENROLLMENT=always: these enroll several phones of one user by password
+# alone (the approval of next phones: tests/integration/test_enrollment_approval.py).
+@pytest.mark.idp_config(
+    IDP_LIMIT_ENROLL="2/minute", IDP_TRUSTED_PROXIES=1, IDP_PASSWORD_ENROLLMENT="always"
+)
 def test_enrollment_is_limited_per_ip(live_server, tmp_path):
     add_user(live_server.app, "alice")
     enroll(live_server, tmp_path, "one")
@@ -58,7 +62,7 @@ def test_enrollment_is_limited_per_ip(live_server, tmp_path):
     assert refused.value.retry_after and refused.value.retry_after > 0
 
 
-@pytest.mark.idp_config(IDP_LIMIT_PASSWORD="3/minute")
+@pytest.mark.idp_config(IDP_LIMIT_PASSWORD="3/minute", IDP_PASSWORD_ENROLLMENT="always")
 def test_wrong_passwords_lock_enrollment_for_that_user(live_server, tmp_path):
     add_user(live_server.app, "alice")
     add_user(live_server.app, "bob")
@@ -77,7 +81,7 @@ def test_wrong_passwords_lock_enrollment_for_that_user(live_server, tmp_path):
         enroll(live_server, tmp_path, f"bob{i}", username="bob")
 
 
-@pytest.mark.idp_config(IDP_LIMIT_DEVICE="2/minute")
+@pytest.mark.idp_config(IDP_LIMIT_DEVICE="2/minute", IDP_PASSWORD_ENROLLMENT="always")
 def test_scan_and_approve_are_limited_per_device(world, tmp_path):
     live, rp, browser, phone = world
     first = browser.open(rp.authorize_url())

@@ -64,7 +64,7 @@ def test_a_whole_sign_in_is_recorded(world):
     assert [i.detail["grant_type"] for i in issued] == ["authorization_code", "refresh_token"]
     assert all(i.username == "alice" and i.client_id == rp.client_id for i in issued)
     assert by_event["token.revoked"].detail == {"kind": "refresh_token"}
-    assert by_event["device.enrolled"].detail == {"name": "Test phone"}
+    assert by_event["device.enrolled"].detail == {"name": "Test phone", "via": "password"}
     # No secret is ever written: no token, code, password or full request id.
     dump = json.dumps([line.as_json() for line in lines])
     for secret in (tokens["access_token"], tokens["refresh_token"], PASSWORD):
@@ -106,11 +106,16 @@ def test_a_refused_transition_records_nothing(world, tmp_path):
     live, rp, browser, phone = world
     page = browser.open(rp.authorize_url())
     request_id = phone.scan(page.qr_url)["login_request"]["id"]
-    other = enroll_phone(live.url, tmp_path / "other")
+    other = enroll_phone(live.url, tmp_path / "other", approver=phone)
     with pytest.raises(PhoneApiError) as refused:
         other.approve(request_id)
     assert refused.value.error == "wrong_device"
-    assert [line.event for line in events(live.app)][-2:] == ["login.scanned", "device.enrolled"]
+    assert [line.event for line in events(live.app)][-4:] == [
+        "login.scanned",
+        "device.enroll_pending",
+        "device.enrolled",
+        "device.enroll_approved",
+    ]
 
 
 def test_code_replay_records_the_family_revocation(world):
@@ -198,6 +203,8 @@ def test_each_event_records_the_address_of_the_request_that_made_it(world):
     # command makes, and the invitations' (tests/integration/test_invitations.py).
     not_here = {"device.enroll_refused", "client.deleted", "keys.rotated"}
     not_here |= {"invitation.created", "invitation.used", "invitation.refused"}
+    # And a next phone's approval (tests/integration/test_enrollment_approval.py).
+    not_here |= {"device.enroll_pending", "device.enroll_approved", "device.enroll_denied"}
     assert {line.event for line in lines} == set(audit.EVENTS) - not_here
     for line in lines:
         made_by_a_command = line.event in ("user.created", "client.created")

@@ -69,7 +69,7 @@ def assert_alive(rp: RelyingParty, tokens: dict[str, str]) -> None:
 
 def revoke_from_another_phone(live, phone, tmp_path) -> None:
     """The user, on their other phone, revokes the lost one."""
-    other = enroll_phone(live.url, tmp_path / "other-phone")
+    other = enroll_phone(live.url, tmp_path / "other-phone", approver=phone)
     other.revoke(phone.profile.device_id)
 
 
@@ -206,7 +206,7 @@ def test_the_sessions_it_made_end_with_the_tokens_they_gave(world, tmp_path):
 def test_another_phone_of_the_same_user_keeps_working(world, tmp_path):
     live, rp, browser, phone = world
     lost_tokens = approve_and_exchange(rp, browser, phone)
-    kept = enroll_phone(live.url, tmp_path / "kept")
+    kept = enroll_phone(live.url, tmp_path / "kept", approver=phone)
     kept_browser = Browser(live.url)
     kept_tokens = approve_and_exchange(
         RelyingParty(live.url, rp.client_id, rp.client_secret), kept_browser, kept

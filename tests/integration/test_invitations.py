@@ -25,6 +25,7 @@ from idp.db import utcnow
 from idp.errors import InvalidRequest
 from idp.mobile.invitations import create_invitation, invitation_url, open_invitation
 from idp.mobile.models import Device, Invitation
+from idp_phone.api import ApprovalNeeded, PhoneClient
 from idp_phone.proof import make_proof, public_jwk
 from support import PASSWORD, add_user, enroll_by_invitation, enroll_phone, terminal_qr_text
 
@@ -226,7 +227,10 @@ def test_of_phones_racing_for_one_link_exactly_one_wins(live):
 def test_invitations_do_not_spend_the_password_budget(live, tmp_path):
     for _ in range(3):
         assert enroll_by_invitation(live.url, invite(live.app)).status_code == 201
-    enroll_phone(live.url, tmp_path / "phone")  # the password budget is whole
+    # The password budget is whole: the password is checked, and right (the invited
+    # phones must approve this one).
+    with pytest.raises(ApprovalNeeded):
+        PhoneClient(tmp_path / "phone").enroll(live.url, "alice", PASSWORD, "Phone")
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from support import add_user, enroll_phone
 
 def test_a_user_lists_their_phones(world, tmp_path):
     live, _, _, phone = world
-    second = enroll_phone(live.url, tmp_path / "second")
+    second = enroll_phone(live.url, tmp_path / "second", approver=phone)
     add_user(live.app, "bob")
     enroll_phone(live.url, tmp_path / "bob", username="bob")
     devices = phone.devices()
@@ -26,7 +26,7 @@ def test_a_user_lists_their_phones(world, tmp_path):
 
 def test_revoking_a_lost_phone_from_another(world, tmp_path, capsys):
     live, rp, browser, phone = world
-    lost = enroll_phone(live.url, tmp_path / "lost")
+    lost = enroll_phone(live.url, tmp_path / "lost", approver=phone)
     profile = ["--profile", str(phone.profile_dir)]
     assert phone_main([*profile, "revoke", lost.profile.device_id]) == 0
     assert "Revoked" in capsys.readouterr().out

@@ -88,7 +88,7 @@ def test_a_code_is_used_up_by_the_scan(world, tmp_path):
     page = browser.open(rp.authorize_url())
     code = browser.short_code(page).json()["code"]
     phone.scan_code(code)
-    other = enroll_phone(live.url, tmp_path / "other-phone")
+    other = enroll_phone(live.url, tmp_path / "other-phone", approver=phone)
     refused(lambda: other.scan_code(code), 404, "unknown_code")
     # and the page cannot get another one once scanned
     again = browser.short_code(page)
@@ -141,7 +141,7 @@ def test_wrong_codes_lock_the_user_out_of_typing(world, tmp_path):
     locked = refused(lambda: phone.scan_code(code), 429, "too_many_attempts")
     assert "wait" in locked.description
     # Another device of the same user is locked too (the limit is per user) ...
-    second = enroll_phone(live.url, tmp_path / "second")
+    second = enroll_phone(live.url, tmp_path / "second", approver=phone)
     refused(lambda: second.scan_code(code), 429, "too_many_attempts")
     # ... while scanning the QR code still works.
     assert phone.scan(page.qr_url)["login_request"]["id"] == page.id

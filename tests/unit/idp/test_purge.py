@@ -16,7 +16,7 @@ from idp.audit import AuditEvent
 from idp.cli import main
 from idp.db import utcnow
 from idp.housekeeping import purge
-from idp.mobile.models import Device, Invitation, UsedProof
+from idp.mobile.models import Device, EnrollmentRequest, Invitation, UsedProof
 from idp.oauth.models import AuthorizationCode, Token, digest
 from idp.qrlogin.models import LoginRequest, ShortCodeFailure, Status
 from support import PASSWORD, REDIRECT_URI
@@ -133,6 +133,25 @@ def rows(app):
         invitation("invite-expired-recently", -60)
         invitation("invite-used-recently", 20 * HOUR, used_ago=60)
         invitation("invite-open", 10 * 60)
+
+        def enrollment(name: str, expires_in: float, status: str = "pending") -> None:
+            db.session.add(
+                EnrollmentRequest(
+                    id=name,
+                    user_id=user.id,
+                    code_digest=digest(name),
+                    public_jwk="{}",
+                    key_thumbprint=name,
+                    device_name="New phone",
+                    status=status,
+                    expires_at=now + timedelta(seconds=expires_in),
+                )
+            )
+
+        enrollment("enroll-expired-long-ago", -2 * HOUR)
+        enrollment("enroll-approved-long-ago", -2 * HOUR, "approved")
+        enrollment("enroll-expired-recently", -60)
+        enrollment("enroll-pending", 5 * 60)
         # The audit log is kept IDP_AUDIT_RETENTION_DAYS (365) days.
         db.session.add_all(
             [
@@ -151,6 +170,7 @@ def rows(app):
         "invitations": {
             digest(i) for i in ["invite-expired-recently", "invite-used-recently", "invite-open"]
         },
+        "enrollments": {"enroll-expired-recently", "enroll-pending"},
         "failures": 1,
         "audit": {"user.created", "client.created", "login.approved"},
     }
@@ -164,6 +184,7 @@ def remaining(app) -> dict[str, set[str]]:
             "tokens": set(db.session.scalars(select(Token.access_token_hash))),
             "proofs": set(db.session.scalars(select(UsedProof.jti))),
             "invitations": set(db.session.scalars(select(Invitation.digest))),
+            "enrollments": set(db.session.scalars(select(EnrollmentRequest.id))),
             "failures": len(db.session.scalars(select(ShortCodeFailure.id)).all()),
             "audit": set(db.session.scalars(select(AuditEvent.event))),
         }
@@ -177,6 +198,7 @@ def test_purge_deletes_exactly_what_expired(app, rows):
         "authorization_codes": 1,
         "tokens": 3,
         "invitations": 2,
+        "enrollment_requests": 2,
         "used_proofs": 1,
         "short_code_failures": 1,
         "audit_events": 1,
@@ -207,7 +229,7 @@ def test_keep_zero_still_spares_what_can_be_used(app, rows):
 def test_small_batches_delete_everything(app, rows):
     with app.app_context():
         report = purge(timedelta(hours=1), batch=1)
-    assert report.total == 10
+    assert report.total == 12
     assert remaining(app) == rows
 
 
@@ -228,7 +250,7 @@ def test_two_purges_at_once_agree(app, rows):
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert sum(r.total for r in reports) == 10
+    assert sum(r.total for r in reports) == 12
     assert remaining(app) == rows
 
 
@@ -244,6 +266,7 @@ def test_the_command(app, rows, monkeypatch):
         "authorization_codes": 1,
         "tokens": 3,
         "invitations": 2,
+        "enrollment_requests": 2,
         "used_proofs": 1,
         "short_code_failures": 1,
         "audit_events": 1,
