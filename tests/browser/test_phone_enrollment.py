@@ -32,7 +32,7 @@ KEPT = """async () => {
 
 def test_a_new_phone_approved_by_the_old_one_signs_in(chromium, site):
     old = enroll_in_app(phone_context(chromium), site.issuer, name="Old phone")
-    new, code = ask_for_approval(phone_context(chromium), site.issuer, name="New phone")
+    new, code = ask_for_approval(phone_context(chromium), site.issuer, name="Pixel 9")
     expect(new.locator("#screen-pending")).to_contain_text(
         "On a phone you already set up, open this app, choose 'Set up another phone' and"
         " enter this code."
@@ -52,7 +52,7 @@ def test_a_new_phone_approved_by_the_old_one_signs_in(chromium, site):
     expect(old.locator("#review-warnings")).to_have_text(  # the proximity sentence, first
         "The new phone is on the same network as this phone."
     )
-    expect(old.locator("#review-name")).to_have_text("New phone")
+    expect(old.locator("#review-name")).to_have_text("Pixel 9")
     expect(old.locator("#review-from")).to_have_text("Chrome on Android at 127.0.0.1")
     expect(old.locator("#review-when")).to_have_text(re.compile(r"^Asked "))
     expect(old.locator("#review-left")).to_have_text(re.compile(r"left to answer$"))
@@ -68,7 +68,7 @@ def test_a_new_phone_approved_by_the_old_one_signs_in(chromium, site):
     assert title and first and facts and title["y"] < first["y"] < facts["y"]
     shot(old, "phone-enroll-review")
     approve.tap()
-    expect(old.get_by_role("heading", name="New phone is set up.")).to_be_visible()
+    expect(old.get_by_role("heading", name="Pixel 9 is set up.")).to_be_visible()
 
     # The new phone saw the approval by itself, and keeps the key as an enrollment now.
     expect(new.locator("#home-who")).to_have_text("This phone signs in as Alice Example (alice).")
@@ -77,12 +77,11 @@ def test_a_new_phone_approved_by_the_old_one_signs_in(chromium, site):
     expect(new.locator("#devices li")).to_have_text(
         [
             re.compile("Old phone.*set up with a password"),
-            re.compile("New phone.*approved by Old phone"),
+            re.compile("Pixel 9.*approved by Old phone"),
         ]
     )
     old.goto(f"{site.issuer}/app/")
     expect(old.locator("#devices li").nth(1)).to_contain_text("approved by this phone")
-    shot(old, "phone-home-two-phones")
 
     desktop = start_sign_in(new_context(chromium), site)
     new.goto(read_qr(desktop, site.tmp))
