@@ -72,7 +72,6 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 
 
 def _register_blueprints(app: Flask) -> None:
-    from idp.mobile import enrollment_views  # noqa: F401  (its routes are on mobile_bp)
     from idp.mobile.views import bp as mobile_bp
     from idp.oauth.views import bp as oauth_bp
     from idp.ops.views import bp as ops_bp

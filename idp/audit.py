@@ -29,7 +29,8 @@ from idp.web import Caller
 #: Every event name, and what it means (``idp audit --help`` lists them).
 EVENTS = {
     "user.created": "an admin created a user",
-    "device.enrolled": "a phone was enrolled (with a password, an invitation or another phone's approval)",
+    "device.enrolled": "a phone was enrolled (with a password, an invitation or another"
+    " phone's approval)",
     "device.enroll_refused": "an enrollment gave a wrong username or password, or a password"
     " where passwords enroll no phone",
     "device.enroll_pending": "a new phone gave its user's password and waits for another"

@@ -239,6 +239,8 @@ def devices_list(username: str, as_json: bool) -> None:
                     "created_at": _iso(d.created_at),
                     "last_used_at": _iso(d.last_used_at),
                     "revoked_at": _iso(d.revoked_at),
+                    # "password", "invitation", "device:<approver>"; None: before 0010.
+                    "enrolled_via": d.enrolled_via,
                 }
                 for d in list_devices(username)
             ]
@@ -252,7 +254,10 @@ def devices_list(username: str, as_json: bool) -> None:
     for row in rows:
         state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
         used = row["last_used_at"] or "never"
-        _echo(f"{row['device_id']}  {state:<28}  last used {used:<20}  {row['name']}")
+        via = row["enrolled_via"] or "unrecorded"
+        _echo(
+            f"{row['device_id']}  {state:<28}  last used {used:<20}  via {via:<26}  {row['name']}"
+        )
 
 
 @devices.command("revoke")

@@ -41,9 +41,9 @@ class PurgeReport:
 
 def purge(keep: timedelta = timedelta(hours=1), batch: int = BATCH) -> PurgeReport:
     """Delete login requests, codes, tokens, invitations, enrollment requests and used
-    proofs that expired (an invitation: or was used) more than ``keep`` ago (used proofs as soon as they
-    expire: a stale proof is refused anyway, and wrong typed short codes once they no
-    longer count).
+    proofs that expired (an invitation: or was used) more than ``keep`` ago (used proofs
+    as soon as they expire: a stale proof is refused anyway, and wrong typed short codes
+    once they no longer count).
 
     A login request can still be completed for ``approval_grace()`` after an approval
     near its end, so it is kept at least that long past its expiry.

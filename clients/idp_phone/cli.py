@@ -5,12 +5,18 @@ Commands::
     idp-phone [--profile DIR] enroll --server URL --username U --password-stdin [--device-name N]
     idp-phone [--profile DIR] scan SOURCE [--approve | --deny] [--json]
     idp-phone [--profile DIR] scan --code KXRT-WMPQ [--approve | --deny] [--json]
+    idp-phone [--profile DIR] approve-phone CODE [--approve | --deny]
     idp-phone [--profile DIR] whoami
     idp-phone [--profile DIR] devices
     idp-phone [--profile DIR] revoke DEVICE_ID
 
+A user's next phone needs an old phone: ``enroll`` then prints a code and waits (asking
+every 2 s) until one of the user's phones approves it with ``approve-phone CODE`` (or
+denies it, or it expires); Ctrl-C stops waiting, and nothing is saved.
+
 Exit codes: 0 success, 1 the server refused (``error: CODE: DESCRIPTION``) or cannot be
-reached, 2 a usage or local error (no profile, unreadable image, not our QR code, ...).
+reached, or the new phone was denied or its request expired, 2 a usage or local error
+(no profile, unreadable image, not our QR code, ...), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Any, TextIO, TypeVar
 from urllib.parse import urlsplit
 
 from idp_phone.api import (
+    ApprovalNeeded,
+    EnrollmentNotApproved,
     NotASignInCodeError,
     PhoneApiError,
     PhoneClient,
@@ -241,13 +249,117 @@ def _cmd_enroll(args: argparse.Namespace, client: PhoneClient) -> int:
             file=sys.stderr,
         )
     password = _read_password(sys.stdin)
-    data = client.enroll(server, args.username, password, device_name)
+    try:
+        data = client.enroll(server, args.username, password, device_name)
+    except ApprovalNeeded as needed:
+        data = _wait_for_approval(client, needed)
     user = _member(data, "user", dict)
     profile = client.profile
     print(f"Enrolled {clean(profile.device_name)} ({clean(profile.device_id)}) with {server}")
     print(f"  User:    {clean(user.get('name'))} <{clean(user.get('email'))}>")
     print(f"  Profile: {profile.directory}")
     return EXIT_OK
+
+
+#: What ``idp-phone enroll`` says when another phone must approve this one.
+APPROVAL_NEEDED = (
+    "Another phone of yours must approve this one. On it, choose 'Set up another phone' "
+    "and enter this code: {code}"
+)
+
+
+def _wait_for_approval(client: PhoneClient, needed: ApprovalNeeded) -> dict[str, Any]:
+    """Show the code, then wait until the other phone decides (or the request expires)."""
+    pending = needed.pending
+    print(APPROVAL_NEEDED.format(code=clean(pending.code)))
+    print(f"  (idp-phone: approve-phone {clean(pending.code)})")
+    print(
+        f"Waiting for the approval; it expires {_when(pending.expires_at, datetime.now(UTC))}."
+        " Ctrl-C stops waiting.",
+        flush=True,
+    )
+    try:
+        return client.wait_for_approval(pending)
+    except EnrollmentNotApproved as ended:
+        reason = "was denied" if ended.status == "denied" else "expired"
+        raise PhoneApiError(
+            200, f"enrollment_{ended.status}", f"the other phone's approval {reason}"
+        ) from None
+
+
+def _cmd_approve_phone(args: argparse.Namespace, client: PhoneClient) -> int:
+    profile = client.profile
+    if normalize_short_code(args.code) is None:
+        raise UsageError("the new phone's code is 8 letters like KXRT-WMPQ")
+    decision: str | None = "approve" if args.approve else "deny" if args.deny else None
+    if decision is None and not sys.stdin.isatty():
+        raise UsageError("stdin is not a terminal, so I cannot ask you: give --approve or --deny")
+    view = client.lookup_enrollment(args.code)["pending_enrollment"]
+    print(
+        describe_pending_enrollment(view, account=f"{clean(profile.username)} at {profile.server}")
+    )
+    far = far_from_browser(view)
+    if decision == "approve" and far and not args.accept_different_network:
+        raise UsageError(
+            "not approved: the new phone is on a different network than this phone. If it is"
+            " yours, in your hand, approve again with --accept-different-network"
+        )
+    if decision is None:
+        if far:
+            sys.stdout.write("It is on another network than this phone's. ")
+        sys.stdout.write("Is this your new phone, and do you approve it? [y/N] ")
+        sys.stdout.flush()
+        answer = sys.stdin.readline()
+        decision = "approve" if answer.strip().lower() in ("y", "yes") else "deny"
+    if decision == "approve":
+        device = _member(client.approve_enrollment(view["id"]), "device", dict)
+        print(
+            f"Approved: {clean(device.get('device_name'))} ({clean(device.get('device_id'))})"
+            " is now one of your phones."
+        )
+    else:
+        client.deny_enrollment(view["id"])
+        print("Denied: that phone was not set up.")
+    return EXIT_OK
+
+
+def describe_pending_enrollment(
+    view: dict[str, Any], *, account: str, now: datetime | None = None
+) -> str:
+    """What the user must read before approving a new phone: its name, where it is."""
+    now = now if now is not None else datetime.now(UTC)
+    where = _member(view, "from", dict)
+    lines = [f"A new phone wants to be set up as yours: {clean(view.get('device_name'))}"]
+    proximity = view.get("proximity")
+    if isinstance(proximity, dict):
+        mark = "!! " if far_from_browser(view) else ""
+        said = NEW_PHONE_PROXIMITY.get(str(proximity.get("verdict")), proximity.get("message"))
+        lines.append(f"  {mark}{clean(said)}")
+    lines += [
+        f"  Account:       {account}",
+        f"  Its name:      {clean(view.get('device_name'))}",
+        f"  IP address:    {clean(where.get('ip'))}",
+        *(
+            [f"  Location:      {clean(where['location'])} (approximate)"]
+            if where.get("location")
+            else []
+        ),
+        f"  App:           {clean(where.get('summary'))}",
+        f"  Asked:         {_when(view.get('created_at'), now)}",
+        f"  Expires:       {_when(view.get('expires_at'), now, expiry=True)}",
+        "  Approve only if this is your phone, in your hand: approving gives it your account.",
+    ]
+    return "\n".join(lines)
+
+
+#: The proximity verdicts (docs/phone-api.md), said of a new phone instead of a sign-in.
+NEW_PHONE_PROXIMITY = {
+    "same_network": "The new phone is on the same network as this phone.",
+    "nearby": "The new phone is on another network, in this phone's country.",
+    "different_network": "The new phone is on a different network than this phone.",
+    "different_country": "The new phone is in another country than this phone.",
+    "unknown": "Where the new phone is cannot be compared with this phone.",
+}
 
 
 def _cmd_whoami(args: argparse.Namespace, client: PhoneClient) -> int:
@@ -269,9 +381,21 @@ def _cmd_devices(args: argparse.Namespace, client: PhoneClient) -> int:
         mark = "  (this phone)" if device.get("this_device") else ""
         print(
             f"{clean(device.get('device_id'))}  {clean(state):<28}  "
+            f"{clean(enrolled_via(device.get('enrolled_via'))):<34}  "
             f"{clean(device.get('device_name'))}{mark}"
         )
     return EXIT_OK
+
+
+def enrolled_via(value: object) -> str:
+    """How a phone was enrolled, in words (``enrolled_via`` of the devices list)."""
+    if value == "password":
+        return "enrolled with the password"
+    if value == "invitation":
+        return "enrolled with an invitation"
+    if isinstance(value, str) and value.startswith("device:"):
+        return f"approved by {value.removeprefix('device:')}"
+    return "enrolled (how: not recorded)"
 
 
 def _cmd_revoke(args: argparse.Namespace, client: PhoneClient) -> int:
@@ -400,6 +524,22 @@ def build_parser() -> argparse.ArgumentParser:
         "only scans (decision null)",
     )
     scan.set_defaults(handler=_cmd_scan)
+
+    approve_phone = commands.add_parser(
+        "approve-phone",
+        help="approve (or deny) a new phone of yours: type the code it shows",
+    )
+    approve_phone.add_argument("code", metavar="CODE", help="the code the new phone shows")
+    phone_choice = approve_phone.add_mutually_exclusive_group()
+    phone_choice.add_argument("--approve", action="store_true", help="approve without asking")
+    phone_choice.add_argument("--deny", action="store_true", help="deny without asking")
+    approve_phone.add_argument(
+        "--accept-different-network",
+        action="store_true",
+        help="with --approve: approve even when the new phone is on another network or in "
+        "another country than this phone (where a stolen password is used from)",
+    )
+    approve_phone.set_defaults(handler=_cmd_approve_phone)
 
     whoami = commands.add_parser("whoami", help="ask the IdP who this device is")
     whoami.set_defaults(handler=_cmd_whoami)

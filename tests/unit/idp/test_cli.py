@@ -470,9 +470,9 @@ def phones(idp):
         for i, name in enumerate(["Bob's phone", "Old tablet"]):
             connection.execute(
                 "INSERT INTO devices (device_id, user_id, name, public_jwk, key_thumbprint,"
-                " created_at, last_used_at) VALUES (?, 1, ?, '{}', ?, ?, ?)",
+                " created_at, last_used_at, enrolled_via) VALUES (?, 1, ?, '{}', ?, ?, ?, ?)",
                 (f"dev_{i}", name, f"thumb{i}", f"2026-11-2{i} 10:00:00",
-                 "2026-11-25 09:30:00" if i == 0 else None),
+                 "2026-11-25 09:30:00" if i == 0 else None, "password" if i == 0 else None),
             )  # fmt: skip
     return idp
 
@@ -486,6 +486,7 @@ def test_devices_list(phones):
             "created_at": "2026-11-20T10:00:00Z",
             "last_used_at": "2026-11-25T09:30:00Z",
             "revoked_at": None,
+            "enrolled_via": "password",
         },
         {
             "device_id": "dev_1",
@@ -493,12 +494,13 @@ def test_devices_list(phones):
             "created_at": "2026-11-21T10:00:00Z",
             "last_used_at": None,
             "revoked_at": None,
+            "enrolled_via": None,  # enrolled before this was recorded
         },
     ]
     text = ok(phones("devices list bob")).splitlines()
     assert text[0].startswith("dev_0  active")
-    assert "last used 2026-11-25T09:30:00Z" in text[0]
-    assert text[1].endswith("Old tablet")
+    assert "last used 2026-11-25T09:30:00Z" in text[0] and "via password " in text[0]
+    assert text[1].endswith("Old tablet") and "via unrecorded " in text[1]
     assert "last used never" in text[1]
 
 

@@ -160,6 +160,8 @@ def test_defaults(tmp_path):
         "IDP_PROOF_MAX_AGE": 60,
         "IDP_SESSION_TTL": 28800,
         "IDP_SSO_SCOPE": "per_client",
+        "IDP_PASSWORD_ENROLLMENT": "first_phone",
+        "IDP_ENROLLMENT_TTL": 600,
         "IDP_WS_HEARTBEAT": 25,
         "IDP_SHORT_CODE_TTL": 120,
         "IDP_SHORT_CODE_ATTEMPTS": 5,
@@ -194,6 +196,31 @@ def test_defaults(tmp_path):
 def test_the_sso_scope_is_a_choice(tmp_path, monkeypatch, raw, parsed):
     monkeypatch.setenv("IDP_SSO_SCOPE", raw)
     assert load(tmp_path)["IDP_SSO_SCOPE"] == parsed
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"), [("always", "always"), (" NEVER ", "never"), ("first_phone", "first_phone")]
+)
+def test_password_enrollment_is_a_choice(tmp_path, monkeypatch, raw, parsed):
+    monkeypatch.setenv("IDP_PASSWORD_ENROLLMENT", raw)
+    assert load(tmp_path)["IDP_PASSWORD_ENROLLMENT"] == parsed
+
+
+@pytest.mark.parametrize("raw", ["first-phone", "yes", "sometimes"])
+def test_a_malformed_password_enrollment_is_refused(tmp_path, monkeypatch, raw):
+    monkeypatch.setenv("IDP_PASSWORD_ENROLLMENT", raw)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == (
+        f"IDP_PASSWORD_ENROLLMENT must be first_phone, always or never, not {raw!r}"
+    )
+
+
+def test_an_enrollment_lifetime_under_a_minute_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDP_ENROLLMENT_TTL", "59")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == "IDP_ENROLLMENT_TTL must be at least 60, not 59"
 
 
 @pytest.mark.parametrize("raw", ["any", "per-client", "all,per_client", "none"])
@@ -294,6 +321,7 @@ def test_the_whole_number_and_duration_settings_are_the_documented_ones():
         "IDP_KEY_PUBLISH_AHEAD",
         "IDP_PROOF_MAX_AGE",
         "IDP_SESSION_TTL",
+        "IDP_ENROLLMENT_TTL",
         "IDP_WS_HEARTBEAT",
         "IDP_SHORT_CODE_TTL",
         "IDP_SHORT_CODE_WINDOW",

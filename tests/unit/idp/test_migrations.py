@@ -185,3 +185,67 @@ def session_clients_across_0008(url: str) -> None:
     engine.dispose()
     assert "browser_session_clients" not in tables
     assert "browser_sessions" in tables
+
+
+@pytest.mark.parametrize(
+    "engine_name", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_0010_adds_enrollment_requests_and_how_each_phone_was_enrolled(tmp_path, engine_name):
+    """Phones enrolled before 0010 keep working, with no enrolled_via; one pending request
+    per key (decided ones may repeat it); requests go with their user, and a deleted
+    phone leaves its decisions standing; and back down."""
+    run_on(engine_name, tmp_path, enrollment_requests_across_0010)
+
+
+def enrollment_requests_across_0010(url: str) -> None:
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    upgrade(url, "0008")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (id, subject, username, password_hash, created_at)"
+            " VALUES (1, 's1', 'alice', 'x', '2026-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO devices (id, device_id, user_id, name, public_jwk, key_thumbprint,"
+            " created_at) VALUES (5, 'dev_old', 1, 'Old phone', '{}', 't-old',"
+            " '2026-01-01 00:00:00')"
+        )
+    upgrade(url)
+
+    def request(connection, id_: str, key: str, status: str = "pending") -> None:
+        connection.exec_driver_sql(
+            "INSERT INTO enrollment_requests (id, user_id, code_digest, public_jwk,"
+            " key_thumbprint, device_name, status, created_at, expires_at, decided_by)"
+            f" VALUES ('{id_}', 1, 'd-{id_}', '{{}}', '{key}', 'New', '{status}',"
+            " '2026-01-01 00:00:00', '2026-01-01 00:10:00', 5)"
+        )
+
+    def foreign_keys_on(connection) -> None:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+    with engine.begin() as connection:
+        assert connection.exec_driver_sql("SELECT enrolled_via FROM devices").all() == [(None,)]
+        request(connection, "r1", "k1")
+        request(connection, "r2", "k1", "denied")  # a decided request may share its key
+        request(connection, "r3", "k1", "expired")
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        request(connection, "r4", "k1")  # a second pending request of one key
+    with engine.begin() as connection:
+        foreign_keys_on(connection)
+        connection.exec_driver_sql("DELETE FROM devices WHERE id = 5")
+        decided_by = connection.exec_driver_sql("SELECT decided_by FROM enrollment_requests")
+        assert decided_by.scalars().all() == [None, None, None]
+        connection.exec_driver_sql("DELETE FROM users WHERE id = 1")
+        assert connection.exec_driver_sql("SELECT * FROM enrollment_requests").all() == []
+    command.downgrade(alembic_config(url), "0008")
+    with engine.connect() as connection:
+        inspector = inspect(connection)
+        tables = set(inspector.get_table_names())
+        device_columns = {column["name"] for column in inspector.get_columns("devices")}
+    engine.dispose()
+    assert "enrollment_requests" not in tables
+    assert "enrolled_via" not in device_columns and "key_thumbprint" in device_columns

@@ -34,7 +34,6 @@ PHONE_API_MODULES = (
     "idp.mobile.proof",
     "idp.mobile.services",
     "idp.mobile.enrollment_requests",
-    "idp.mobile.enrollment_views",
     "idp.mobile.invitations",
     "idp.accounts.services",
     "idp.qrlogin.services",
