@@ -31,10 +31,10 @@ let countdown = null;
  */
 export function initEnrollment(context) {
   app = context;
-  byId("pending-cancel").onclick = () => cancelWaiting();
+  byId("pending-cancel").onclick = () => { cancelWaiting().catch((error) => app.fail(error)); };
   byId("add-phone").onclick = () => openAdd();
   byId("add-back").onclick = () => { stopCountdown(); app.notify(""); app.showHome(); };
-  byId("add-form").onsubmit = (event) => { event.preventDefault(); lookUp(); };
+  byId("add-form").onsubmit = (event) => { event.preventDefault(); lookUp().catch((error) => app.fail(error)); };
 }
 
 // --- The new phone: waiting for another phone ------------------------------------------
@@ -68,7 +68,12 @@ function showWaiting(waiting) {
   byId("pending-code").textContent = waiting.code;
   startCountdown(byId("pending-left"), waiting.expiresAt, "pending_left", () => null);
   app.showScreen("pending");
-  poll(waiting, session);
+  askAgain(waiting, session, 0);
+}
+
+/** The next status poll in `ms`; what goes wrong in it (IndexedDB, say) is said. */
+function askAgain(waiting, session, ms) {
+  pollTimer = window.setTimeout(() => { poll(waiting, session).catch((error) => app.fail(error)); }, ms);
 }
 
 async function poll(waiting, session) {
@@ -86,7 +91,7 @@ async function poll(waiting, session) {
     }
     app.notify(app.errorText(error)); // said, and asked again: the person may Cancel
     const later = error instanceof ApiError && error.retryAfter ? error.retryAfter * 1000 : POLL_MS;
-    pollTimer = window.setTimeout(() => poll(waiting, session), later);
+    askAgain(waiting, session, later);
     return;
   }
   if (session !== waitSession) { return; }
@@ -101,7 +106,7 @@ async function poll(waiting, session) {
     await endWaiting(session, "enrollment_expired");
   } else {
     if (!byId("message").hidden && status === "pending") { app.notify(""); } // reached again
-    pollTimer = window.setTimeout(() => poll(waiting, session), POLL_MS);
+    askAgain(waiting, session, POLL_MS);
   }
 }
 
