@@ -131,6 +131,9 @@ class IdP:
             # Every waiting page comes from 127.0.0.1: the per-IP socket cap (default 100,
             # idp/realtime/views.py) would refuse all but the first hundred with 429.
             "IDP_WS_MAX_PER_IP": "1000000",
+            # The bench user's many phones are each enrolled by password alone (a next
+            # phone's approval by an old one is not what is measured).
+            "IDP_PASSWORD_ENROLLMENT": "always",
             "PYTHONUNBUFFERED": "1",
         }
         return env | overrides

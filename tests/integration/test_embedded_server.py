@@ -38,7 +38,13 @@ def test_many_phones_at_once_on_sqlite(tmp_path):
     idp = IdPProcess(
         tmp_path,
         "idp",
-        {"IDP_ISSUER": issuer, "IDP_DATABASE_URL": database, "IDP_SECRET_KEY": "embedded"},
+        {
+            "IDP_ISSUER": issuer,
+            "IDP_DATABASE_URL": database,
+            "IDP_SECRET_KEY": "embedded",
+            # alice's eight phones, each by password alone (not a next phone's approval).
+            "IDP_PASSWORD_ENROLLMENT": "always",
+        },
     )
     idp.port = port
     idp.start()

@@ -95,6 +95,7 @@ def test_an_approval_that_fails_after_its_transition_leaves_the_request_scanned(
     assert statuses(published, request_id) == ["scanned", "approved"]
 
 
+@pytest.mark.idp_config(IDP_PASSWORD_ENROLLMENT="always")  # the second phone enrolls at once
 def test_an_enrollment_that_fails_after_the_service_leaves_no_phone(world, tmp_path, monkeypatch):
     live, _, _, _ = world
     monkeypatch.setattr(mobile_views, "_device_view", boom)
