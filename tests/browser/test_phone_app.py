@@ -256,9 +256,6 @@ def test_a_phone_removed_from_the_cli_says_so(chromium, site):
     expect(phone.get_by_role("heading", name="Set up this phone")).to_be_visible()
 
 
-# Two phones set up by password alone: IDP_PASSWORD_ENROLLMENT=always (a next phone's
-# approval by an old one: integration/test_enrollment_approval.py).
-@pytest.mark.idp_config(IDP_PASSWORD_ENROLLMENT="always")
 def test_the_phones_list_removes_another_phone_and_this_one(chromium, site):
     first = enroll_in_app(phone_context(chromium), site.issuer, name="Old phone")
     second = enroll_approved_in_app(phone_context(chromium), site.issuer, first, name="New phone")
@@ -388,9 +385,6 @@ def test_a_locked_username_says_how_long_to_wait(chromium, site):
     )
 
 
-# Two phones set up by password alone: IDP_PASSWORD_ENROLLMENT=always (a next phone's
-# approval by an old one: integration/test_enrollment_approval.py).
-@pytest.mark.idp_config(IDP_PASSWORD_ENROLLMENT="always")
 def test_the_network_down_and_a_code_another_phone_took(chromium, site):
     first = enroll_in_app(phone_context(chromium), site.issuer)
     second_context = phone_context(chromium)
