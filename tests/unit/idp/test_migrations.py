@@ -4,7 +4,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from idp.migrate import alembic_config, upgrade
 from idp.models import Base
@@ -216,11 +216,14 @@ def enrollment_requests_across_0010(url: str) -> None:
     upgrade(url)
 
     def request(connection, id_: str, key: str, status: str = "pending") -> None:
-        connection.exec_driver_sql(
-            "INSERT INTO enrollment_requests (id, user_id, code_digest, public_jwk,"
-            " key_thumbprint, device_name, status, created_at, expires_at, decided_by)"
-            f" VALUES ('{id_}', 1, 'd-{id_}', '{{}}', '{key}', 'New', '{status}',"
-            " '2026-01-01 00:00:00', '2026-01-01 00:10:00', 5)"
+        connection.execute(
+            text(
+                "INSERT INTO enrollment_requests (id, user_id, code_digest, public_jwk,"
+                " key_thumbprint, device_name, status, created_at, expires_at, decided_by)"
+                " VALUES (:id, 1, :digest, '{}', :key, 'New', :status,"
+                " '2026-01-01 00:00:00', '2026-01-01 00:10:00', 5)"
+            ),
+            {"id": id_, "digest": f"d-{id_}", "key": key, "status": status},
         )
 
     def foreign_keys_on(connection) -> None:
