@@ -151,6 +151,10 @@ PER_IP_LIMITS = {
     "mobile.scan": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.approve": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.deny": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.enrollment_status": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.lookup_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.approve_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.deny_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
 }
 
 
