@@ -521,3 +521,14 @@ def test_approve_phone_refuses_clearly(world, capsys, monkeypatch):
     assert "8 letters" in capsys.readouterr().err
     assert phone_main([*old, "approve-phone", "ACDE-FGHJ", "--approve"]) == 1
     assert "error: invalid_enrollment_code:" in capsys.readouterr().err
+
+
+@pytest.mark.idp_config(IDP_LIMIT_DEVICE="2/minute")
+def test_lookups_and_decisions_count_against_the_devices_budget(world):
+    live, _, _, phone = world
+    pending = pending_of(NewPhone(live.url).enroll())
+    phone.lookup_enrollment(pending["code"])  # 1
+    refused(lambda: phone.lookup_enrollment("ACDE-FGHJ"), 410, "invalid_enrollment_code")  # 2
+    refused(lambda: phone.approve_enrollment(pending["id"]), 429, "too_many_requests")
+    with live.app.app_context():
+        assert db.session.get(EnrollmentRequest, pending["id"]).status == "pending"
