@@ -12,7 +12,9 @@ Commands::
 
 A user's next phone needs an old phone: ``enroll`` then prints a code and waits (asking
 every 2 s) until one of the user's phones approves it with ``approve-phone CODE`` (or
-denies it, or it expires); Ctrl-C stops waiting, and nothing is saved.
+denies it, or it expires); Ctrl-C stops waiting, and nothing is saved. (There is no
+``--no-wait``: nothing is written to the profile before the approval, so the waiting
+process is what holds the new key.)
 
 Exit codes: 0 success, 1 the server refused (``error: CODE: DESCRIPTION``) or cannot be
 reached, or the new phone was denied or its request expired, 2 a usage or local error

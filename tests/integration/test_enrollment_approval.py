@@ -5,14 +5,9 @@ key, a retry, a race, and the three IDP_PASSWORD_ENROLLMENT settings."""
 
 from __future__ import annotations
 
-import io
 import json
-import re
-import subprocess
-import sys
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import requests
@@ -22,10 +17,9 @@ from sqlalchemy import select, text, update
 from idp import audit, db
 from idp.db import utcnow
 from idp.mobile.models import Device, EnrollmentRequest
-from idp_phone.api import PhoneApiError, PhoneClient
-from idp_phone.cli import main as phone_main
+from idp_phone.api import PhoneApiError
 from idp_phone.proof import make_proof, public_jwk
-from support import PASSWORD, Browser, add_user, enroll_by_invitation, enroll_phone, redirect_params
+from support import PASSWORD, add_user, enroll_by_invitation, enroll_phone, redirect_params
 
 API = "/api/mobile/v1"
 
@@ -97,6 +91,7 @@ def test_a_next_phone_waits_for_an_old_phones_approval(world):
     # Its key signs nothing but its status poll: as a device it is unknown.
     scan = new.signed("POST", "/login-requests/scan", "dev_whatever", b'{"qr": "x"}')
     assert error_of(scan) == (401, "unknown_device")
+    assert error_of(new._send("GET", "/devices/me", b"")) == (401, "invalid_proof")  # no kid
     polled = new.status(pending["id"])
     assert polled.status_code == 200
     assert polled.json() == {
@@ -365,16 +360,6 @@ def test_a_right_password_that_waits_is_forgiven(world):
     assert error_of(NewPhone(live.url).enroll()) == (429, "too_many_requests")
 
 
-def test_an_approved_key_is_an_ordinary_device_for_idp_phone(world, tmp_path):
-    """The helper the other tests use: idp-phone's enroll, the old phone's lookup and
-    approval, and the new profile saved by the poll."""
-    live, rp, _, phone = world
-    second = enroll_phone(live.url, tmp_path / "second", approver=phone, device_name="Second")
-    assert second.me()["enrolled_via"] == f"device:{phone.profile.device_id}"
-    page = Browser(live.url).open(rp.authorize_url())
-    assert second.scan(page.qr_url)["login_request"]["status"] == "scanned"
-
-
 def test_a_malformed_lookup_is_refused(world):
     live, _, _, phone = world
     pending = pending_of(NewPhone(live.url).enroll())
@@ -405,122 +390,6 @@ def test_a_key_already_enrolled_is_refused_as_before(world):
     assert error_of(response) == (409, "device_exists")
     with live.app.app_context():
         assert db.session.query(EnrollmentRequest).count() == 0
-
-
-def test_approving_from_idp_phone_in_process(world, tmp_path):
-    """PhoneClient.wait_for_approval: polls until approved, then saves the profile."""
-    live, _, _, phone = world
-    from idp_phone.api import ApprovalNeeded
-
-    client = PhoneClient(tmp_path / "new")
-    with pytest.raises(ApprovalNeeded) as needed:
-        client.enroll(live.url, "alice", PASSWORD, "New")
-    polls: list[float] = []
-
-    def approve_on_first_sleep(seconds: float) -> None:
-        polls.append(seconds)
-        if len(polls) == 1:
-            phone.approve_enrollment(
-                phone.lookup_enrollment(needed.value.pending.code)["pending_enrollment"]["id"]
-            )
-
-    data = client.wait_for_approval(needed.value.pending, sleep=approve_on_first_sleep)
-    assert polls == [2.0]
-    assert client.profile.device_id == data["device_id"]
-    assert client.me()["device_id"] == data["device_id"]
-
-
-# idp-phone, end to end: `enroll` in a process of its own waits while the old phone's
-# `approve-phone` decides. ------------------------------------------------------------------
-
-
-def start_enroll(live, profile: Path, name: str = "Work phone") -> subprocess.Popen:
-    """``idp-phone enroll`` in a process of its own, its password given on stdin."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "idp_phone.cli", "--profile", str(profile), "enroll",
-         "--server", live.url, "--username", "alice", "--password-stdin", "--device-name", name],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write(PASSWORD + "\n")
-    process.stdin.close()
-    return process
-
-
-def code_shown(process: subprocess.Popen) -> str:
-    """The code the waiting ``enroll`` printed (it keeps waiting)."""
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    assert first.startswith("Another phone of yours must approve this one. On it, choose"), first
-    match = re.fullmatch(
-        r"Another phone of yours must approve this one\. On it, choose 'Set up another phone' "
-        r"and enter this code: ([A-Z]{4}-[A-Z]{4})\n",
-        first,
-    )
-    assert match, first
-    return match.group(1)
-
-
-def finish(process: subprocess.Popen) -> tuple[str, str]:
-    """Wait for the process to end: the rest of its stdout, and its stderr."""
-    assert process.stdout is not None and process.stderr is not None
-    process.wait(timeout=30)
-    return process.stdout.read(), process.stderr.read()
-
-
-def test_idp_phone_enroll_waits_for_approve_phone(world, tmp_path, capsys):
-    live, _, _, phone = world
-    process = start_enroll(live, tmp_path / "new")
-    try:
-        code = code_shown(process)
-        old = ["--profile", str(phone.profile_dir)]
-        assert phone_main([*old, "approve-phone", code.lower(), "--approve"]) == 0
-        shown = capsys.readouterr().out
-        assert "A new phone wants to be set up as yours: Work phone" in shown
-        assert "The new phone is on the same network as this phone." in shown
-        assert "IP address:    127.0.0.1" in shown
-        assert re.search(r"Approved: Work phone \(dev_[\w-]+\) is now one of your phones", shown)
-        out, err = finish(process)
-    finally:
-        process.kill()
-    assert process.returncode == 0, err
-    assert "Enrolled Work phone (dev_" in out
-    new = PhoneClient(tmp_path / "new")
-    assert new.me()["enrolled_via"] == f"device:{phone.profile.device_id}"
-    assert phone_main(["--profile", str(tmp_path / "new"), "devices"]) == 0
-    listing = capsys.readouterr().out.splitlines()
-    assert "enrolled with the password" in listing[0]
-    assert f"approved by {phone.profile.device_id}" in listing[1]
-    assert listing[1].endswith("Work phone  (this phone)")
-
-
-def test_idp_phone_enroll_ends_when_the_old_phone_denies(world, tmp_path, capsys):
-    live, _, _, phone = world
-    process = start_enroll(live, tmp_path / "new")
-    try:
-        code = code_shown(process)
-        old = ["--profile", str(phone.profile_dir)]
-        assert phone_main([*old, "approve-phone", code, "--deny"]) == 0
-        assert "Denied: that phone was not set up." in capsys.readouterr().out
-        _, err = finish(process)
-    finally:
-        process.kill()
-    assert process.returncode == 1
-    assert "error: enrollment_denied: the other phone's approval was denied" in err
-    assert not (tmp_path / "new" / "device.json").exists()  # nothing saved
-    assert device_count(live.app) == 1
-
-
-def test_approve_phone_refuses_clearly(world, capsys, monkeypatch):
-    _, _, _, phone = world
-    old = ["--profile", str(phone.profile_dir)]
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    assert phone_main([*old, "approve-phone", "ACDE-FGHJ"]) == 2  # no terminal, no flag
-    assert "give --approve or --deny" in capsys.readouterr().err
-    assert phone_main([*old, "approve-phone", "not a code", "--approve"]) == 2
-    assert "8 letters" in capsys.readouterr().err
-    assert phone_main([*old, "approve-phone", "ACDE-FGHJ", "--approve"]) == 1
-    assert "error: invalid_enrollment_code:" in capsys.readouterr().err
 
 
 @pytest.mark.idp_config(IDP_LIMIT_DEVICE="2/minute")

@@ -15,7 +15,15 @@ import pytest
 import qrcode
 
 from idp_phone.api import NotASignInCodeError, PhoneClient, check_login_qr, normalize_server
-from idp_phone.cli import UsageError, clean, describe_login_request, main, read_source
+from idp_phone.cli import (
+    UsageError,
+    clean,
+    describe_login_request,
+    describe_pending_enrollment,
+    enrolled_via,
+    main,
+    read_source,
+)
 from idp_phone.profile import Profile, ProfileError, generate_key
 
 
@@ -373,6 +381,52 @@ def test_server_text_cannot_smuggle_terminal_escapes():
     assert "  Application:   Demo\\x1b[2K\\rYour Bank" in text.splitlines()
     assert clean(None) == "(unknown)"
     assert clean("x" * 500, 10) == "x" * 9 + "…"
+
+
+NEW_PHONE = {
+    "id": "abc",
+    "status": "pending",
+    "device_name": "Pixel 9",
+    "created_at": "2026-11-25T10:00:00Z",
+    "expires_at": "2026-11-25T10:10:00Z",
+    "from": {"ip": "198.51.100.7", "location": "Lyon, France", "summary": "Chrome on Android"},
+    "proximity": {"verdict": "different_country", "message": "(the server's words)"},
+}
+
+
+def test_a_new_phone_is_described_before_it_is_approved():
+    now = datetime(2026, 11, 25, 10, 1, 0, tzinfo=UTC)
+    lines = describe_pending_enrollment(NEW_PHONE, account="alice", now=now).splitlines()
+    assert lines[0] == "A new phone wants to be set up as yours: Pixel 9"
+    assert lines[1] == "  !! The new phone is in another country than this phone."
+    assert "  IP address:    198.51.100.7" in lines
+    assert "  Location:      Lyon, France (approximate)" in lines
+    assert "  App:           Chrome on Android" in lines
+    assert lines[-1].startswith("  Approve only if this is your phone, in your hand")
+    same = {**NEW_PHONE, "proximity": {"verdict": "same_network"}, "from": {"ip": "192.0.2.1"}}
+    text = describe_pending_enrollment(same, account="alice", now=now)
+    assert "  The new phone is on the same network as this phone." in text.splitlines()
+    assert "Location" not in text
+
+
+def test_a_new_phones_name_cannot_smuggle_terminal_escapes():
+    hostile = {**NEW_PHONE, "device_name": "Pixel\x1b[2K\rAlice's old phone\u202e"}
+    text = describe_pending_enrollment(hostile, account="alice", now=datetime.now(UTC))
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "  Its name:      Pixel\\x1b[2K\\rAlice's old phone\\u202e" in text.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("via", "words"),
+    [
+        ("password", "enrolled with the password"),
+        ("invitation", "enrolled with an invitation"),
+        ("device:dev_abc", "approved by dev_abc"),
+        (None, "enrolled (how: not recorded)"),
+    ],
+)
+def test_how_a_phone_was_enrolled_in_words(via, words):
+    assert enrolled_via(via) == words
 
 
 def test_help_runs_as_a_console_script():
