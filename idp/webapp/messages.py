@@ -63,6 +63,42 @@ def app_messages() -> dict[str, str]:
         ),
         "removed_other": gettext("{name} was removed."),
         "scanning": gettext("Point the camera at the QR code on the computer."),
+        # Setting up a phone with another's approval (enrollment.js)
+        "pending_left": gettext("{time} left to approve this phone"),
+        "code_expired_now": gettext("Time is up: this code has expired."),
+        "enrollment_denied": gettext("Your other phone refused this phone."),
+        "enrollment_expired": gettext("The code expired: set up again."),
+        "enter_enrollment_code": gettext("Type the code the new phone shows."),
+        "asked_at": gettext("Asked {time}"),
+        "enrollment_approved_title": gettext("{name} is set up."),
+        "enrollment_approved_text": gettext(
+            "It can sign in as you now. If you do not know it, remove it from the list of"
+            " phones in this app."
+        ),
+        "enrollment_denied_title": gettext("The phone was refused."),
+        "enrollment_denied_text": gettext("It was not set up and cannot sign in as you."),
+        "enrollment_decided": gettext("This phone was already approved or refused."),
+        # The proximity verdict (idp/qrlogin/proximity.py) in words about a new phone: the
+        # server's own sentence speaks of a sign-in. Said first on the approving phone.
+        "enrollment_same_network": gettext("The new phone is on the same network as this phone."),
+        "enrollment_nearby": gettext(
+            "The new phone is on another network in this phone's country. Approve only if you"
+            " are holding it."
+        ),
+        "enrollment_different_network": gettext(
+            "The new phone is on a different network than this phone. Approve only if you are"
+            " holding it."
+        ),
+        "enrollment_different_country": gettext(
+            "The new phone is in another country than this phone. Approve only if you are"
+            " holding it."
+        ),
+        "enrollment_unknown": gettext("Where the new phone is cannot be compared with this phone."),
+        "via_password": gettext("set up with a password"),
+        "via_invitation": gettext("set up with an invitation"),
+        "via_device": gettext("approved by {name}"),
+        "via_this_device": gettext("approved by this phone"),
+        "via_other_device": gettext("approved by another phone"),
         "storage_note": gettext(
             "Add this app to your home screen. Otherwise some browsers (Safari) delete this"
             " phone's key when the app is not opened for 7 days, and you will have to set it"
@@ -118,13 +154,10 @@ def app_messages() -> dict[str, str]:
             "This invitation link was already used, has expired or is unknown. Ask for a new one."
         ),
         "password_enrollment_disabled": gettext(
-            "Setting up a phone with a password is switched off here. Ask your administrator"
+            "Setting up a phone with a password is switched off here: ask your administrator"
             " for an invitation."
         ),
-        "invalid_enrollment_code": gettext(
-            "No new phone of yours is waiting for this code. Check the code on the new phone,"
-            " or start again there."
-        ),
+        "invalid_enrollment_code": gettext("That code is wrong or expired."),
         "invalid_proof": gettext(
             "This phone's request could not be verified. Check that the phone's clock is"
             " right, then try again."

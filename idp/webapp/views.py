@@ -39,6 +39,7 @@ APP_FILES = (
     "app/api.js",
     "app/keystore.js",
     "app/proof.js",
+    "app/enrollment.js",
     "app/scanner.js",
     "vendor/zxing-library.min.js",
     "app/icon-192.png",

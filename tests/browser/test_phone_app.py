@@ -21,7 +21,7 @@ from playwright.sync_api import Page, expect
 from camera import write_y4m
 from desktop import new_context, read_qr, shot, show_short_code, start_sign_in
 from idp.webapp.views import APP_FILES
-from phone import enroll, enroll_in_app, idp_command, phone_context
+from phone import enroll, enroll_approved_in_app, enroll_in_app, idp_command, phone_context
 from support import PASSWORD
 
 SCOPE_TEXT = "Sign you in with your account identifier"
@@ -304,12 +304,9 @@ def test_a_phone_removed_from_the_cli_says_so(chromium, site):
     expect(phone.get_by_role("heading", name="Set up this phone")).to_be_visible()
 
 
-# Two phones set up by password alone: IDP_PASSWORD_ENROLLMENT=always (a next phone's
-# approval by an old one: integration/test_enrollment_approval.py).
-@pytest.mark.idp_config(IDP_PASSWORD_ENROLLMENT="always")
 def test_the_phones_list_removes_another_phone_and_this_one(chromium, site):
     first = enroll_in_app(phone_context(chromium), site.issuer, name="Old phone")
-    second = enroll_in_app(phone_context(chromium), site.issuer, name="New phone")
+    second = enroll_approved_in_app(phone_context(chromium), site.issuer, first, name="New phone")
     devices = second.locator("#devices")
     expect(devices.locator("li")).to_have_count(2)
     second.get_by_role("button", name="Remove Old phone").tap()
@@ -436,13 +433,10 @@ def test_a_locked_username_says_how_long_to_wait(chromium, site):
     )
 
 
-# Two phones set up by password alone: IDP_PASSWORD_ENROLLMENT=always (a next phone's
-# approval by an old one: integration/test_enrollment_approval.py).
-@pytest.mark.idp_config(IDP_PASSWORD_ENROLLMENT="always")
 def test_the_network_down_and_a_code_another_phone_took(chromium, site):
     first = enroll_in_app(phone_context(chromium), site.issuer)
     second_context = phone_context(chromium)
-    second = enroll_in_app(second_context, site.issuer, name="Second phone")
+    second = enroll_approved_in_app(second_context, site.issuer, first, name="Second phone")
     desktop = start_sign_in(new_context(chromium), site)
     url = read_qr(desktop, site.tmp)
     open_qr(first, url)

@@ -34,7 +34,7 @@ export const ERROR_KINDS = {
   expired: "expired",
   invalid_invitation: "invalid_invitation",
   password_enrollment_disabled: "password_enrollment_disabled",
-  unknown_enrollment: "refused",
+  unknown_enrollment: "enrollment_expired",
   invalid_enrollment_code: "invalid_enrollment_code",
   too_many_requests: "too_many",
   too_many_attempts: "too_many",
@@ -93,4 +93,15 @@ export class PhoneApi {
   }
   deny(id) { return this.request("POST", `/login-requests/${encodeURIComponent(id)}/deny`, {}); }
   release(id) { return this.request("POST", `/login-requests/${encodeURIComponent(id)}/release`, {}); }
+
+  // A new phone waiting for an old one (enrollment.js): signed by the waiting key itself.
+  enrollmentStatus(id, jwk) {
+    return this.request("GET", `/enrollments/${encodeURIComponent(id)}`, null, { jwk });
+  }
+  // An active phone answering a new one's code.
+  lookupEnrollment(code) { return this.request("POST", "/enrollments/lookup", { code }); }
+  approveEnrollment(id) {
+    return this.request("POST", `/enrollments/${encodeURIComponent(id)}/approve`, {});
+  }
+  denyEnrollment(id) { return this.request("POST", `/enrollments/${encodeURIComponent(id)}/deny`, {}); }
 }

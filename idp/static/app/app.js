@@ -1,9 +1,11 @@
 // The phone web app. One page, several screens (sections of idp/templates/webapp/app.html):
-// set up this phone, home (scan, type a code, the phones), a sign-in request, done.
+// set up this phone, home (scan, type a code, the phones), a sign-in request, done; and
+// setting up a phone with the approval of another (enrollment.js).
 // Every change goes through the phone API with a proof signed by this browser's key
 // (api.js); text is only ever set with textContent, never parsed as HTML.
 
 import { ApiError, PhoneApi } from "./api.js";
+import { initEnrollment, resumeWaiting, waitForApproval } from "./enrollment.js";
 import * as keystore from "./keystore.js";
 import { newDeviceKey, publicJwk } from "./proof.js";
 
@@ -130,6 +132,16 @@ async function enroll(fields) {
   const enrolling = new PhoneApi(state, keyPair);
   const device = await enrolling.enroll(fields, await publicJwk(keyPair));
   byId("password").value = "";
+  if (device.pending_enrollment) {
+    // The user has a phone already: that phone must approve this one (enrollment.js).
+    await waitForApproval(keyPair, device.pending_enrollment, fields.device_name);
+    return;
+  }
+  await keepEnrollment(keyPair, device);
+}
+
+/** Keep an enrolled device (a password, an invitation, or another phone approved it). */
+async function keepEnrollment(keyPair, device) {
   const replaced = record; // set up again over an enrollment (an invitation does that)
   record = {
     issuer: state.issuer,
@@ -139,6 +151,7 @@ async function enroll(fields) {
     user: device.user,
   };
   await keystore.save(record);
+  await keystore.forgetPending(); // a wait for approval this enrollment ends, if any
   if (replaced) {
     // Its key is gone from this browser: retire that device too, so that the list of
     // phones shows no phone that can never sign in again. (It may be revoked already.)
@@ -190,11 +203,22 @@ async function loadDevices() {
   const list = byId("devices");
   list.replaceChildren();
   const active = answer.devices.filter((device) => !device.revoked_at);
-  for (const device of active) { list.append(deviceItem(device)); }
+  for (const device of active) { list.append(deviceItem(device, answer.devices)); }
   if (!active.length) { list.append(item(say("no_devices"))); }
 }
 
-function deviceItem(device) {
+/** How a phone was set up (enrolled_via), in words, or "" (phones set up before it was kept). */
+function enrolledVia(device, devices) {
+  const via = device.enrolled_via;
+  if (via === "password") { return say("via_password"); }
+  if (via === "invitation") { return say("via_invitation"); }
+  if (typeof via !== "string" || !via.startsWith("device:")) { return ""; }
+  const approver = devices.find((other) => other.device_id === via.slice("device:".length));
+  if (!approver) { return say("via_other_device"); }
+  return approver.this_device ? say("via_this_device") : say("via_device", { name: approver.device_name });
+}
+
+function deviceItem(device, devices = []) {
   const li = document.createElement("li");
   const name = document.createElement("strong");
   name.textContent = device.device_name;
@@ -208,6 +232,8 @@ function deviceItem(device) {
   const facts = document.createElement("span");
   facts.className = "muted";
   const dates = [say("added_on", { date: formatTime(device.created_at, true) })];
+  const via = enrolledVia(device, devices);
+  if (via) { dates.push(via); }
   if (device.last_used_at) { dates.push(say("last_used", { date: formatTime(device.last_used_at, true) })); }
   facts.textContent = dates.join(", ");
   const remove = document.createElement("button");
@@ -487,6 +513,16 @@ function stopCountdown() {
 
 byId("setup-again").onclick = () => showEnroll({});
 
+/** The form a phone without a key starts from (a request's page says why first). */
+function showForm() {
+  showEnroll({ note: state.screen === "request" ? say("request_for") : null });
+}
+
+initEnrollment({
+  state, say, notify, errorText, fail, showScreen, formatTime, item, finish, showHome,
+  showForm, keepEnrollment, api: () => api,
+});
+
 // --- Start -----------------------------------------------------------------------------
 
 async function start() {
@@ -519,7 +555,7 @@ async function start() {
     return;
   }
   if (!record) {
-    showEnroll({ note: state.screen === "request" ? say("request_for") : null });
+    if (!(await resumeWaiting())) { showForm(); } // waiting for another phone: back to it
     return;
   }
   api = new PhoneApi(state, record.keyPair, record.deviceId);

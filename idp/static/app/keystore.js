@@ -45,3 +45,25 @@ export function save(record) {
 export function forget() {
   return run("readwrite", (store) => store.delete(KEY));
 }
+
+// A phone waiting for another phone's approval (enrollment.js) is kept apart, under its
+// own name: its key is not an enrollment yet, so load() never returns it, and a key that
+// is never approved never looks enrolled. Kept so that a reload comes back to the waiting
+// screen: {issuer, keyPair, id, code, expiresAt, deviceName}.
+const PENDING = "pending-phone";
+
+/** The request of this phone to be approved by another, for `issuer`, or null. */
+export async function loadPending(issuer) {
+  const pending = await run("readonly", (store) => store.get(PENDING));
+  return pending && pending.issuer === issuer ? pending : null;
+}
+
+/** Keep the waiting request and its key. */
+export function savePending(pending) {
+  return run("readwrite", (store) => store.put(pending, PENDING));
+}
+
+/** Forget the waiting request: its key is gone with it (approved ones are save()d first). */
+export function forgetPending() {
+  return run("readwrite", (store) => store.delete(PENDING));
+}

@@ -13,6 +13,7 @@ const APP_FILES = [
   "/static/app/api.js",
   "/static/app/keystore.js",
   "/static/app/proof.js",
+  "/static/app/enrollment.js",
   "/static/app/scanner.js",
   "/static/vendor/zxing-library.min.js",
   "/static/app/icon-192.png",
