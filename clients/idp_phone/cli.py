@@ -221,22 +221,18 @@ def refused_here(view: dict[str, Any]) -> bool:
 
 def _ask_denial(stdin: TextIO, stdout: TextIO) -> bool:
     """Only Deny is offered: "y" or "yes" denies; anything else leaves the sign-in as it is."""
-    stdout.write("This phone cannot approve it from here. Deny this sign-in? [y/N] ")
-    stdout.flush()
-    try:
-        answer = stdin.readline()
-    except KeyboardInterrupt:
-        answer = ""
-    if not answer.endswith("\n"):
-        stdout.write("\n")
-    return answer.strip().lower() in ("y", "yes")
+    return _ask_yes(stdin, stdout, "This phone cannot approve it from here. Deny this sign-in?")
 
 
 def _ask_approval(stdin: TextIO, stdout: TextIO, *, far: bool = False) -> bool:
     """Ask on the terminal; only "y" or "yes" approve, anything else (or EOF, ^C) denies."""
-    if far:
-        stdout.write("It was started on another network than this phone's. ")
-    stdout.write("Approve this sign-in? [y/N] ")
+    far_words = "It was started on another network than this phone's. " if far else ""
+    return _ask_yes(stdin, stdout, far_words + "Approve this sign-in?")
+
+
+def _ask_yes(stdin: TextIO, stdout: TextIO, question: str) -> bool:
+    """``question [y/N]`` on the terminal: True only for "y" or "yes" (EOF and ^C are no)."""
+    stdout.write(f"{question} [y/N] ")
     stdout.flush()
     try:
         answer = stdin.readline()
@@ -334,12 +330,9 @@ def _cmd_approve_phone(args: argparse.Namespace, client: PhoneClient) -> int:
             " yours, in your hand, approve again with --accept-different-network"
         )
     if decision is None:
-        if far:
-            sys.stdout.write("It is on another network than this phone's. ")
-        sys.stdout.write("Is this your new phone, and do you approve it? [y/N] ")
-        sys.stdout.flush()
-        answer = sys.stdin.readline()
-        decision = "approve" if answer.strip().lower() in ("y", "yes") else "deny"
+        far_words = "It is on another network than this phone's. " if far else ""
+        question = far_words + "Is this your new phone, and do you approve it?"
+        decision = "approve" if _ask_yes(sys.stdin, sys.stdout, question) else "deny"
     if decision == "approve":
         device = _member(client.approve_enrollment(view["id"]), "device", dict)
         print(
