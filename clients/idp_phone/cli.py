@@ -39,6 +39,7 @@ from idp_phone.api import (
     ApprovalNeeded,
     EnrollmentNotApproved,
     NotASignInCodeError,
+    PendingEnrollment,
     PhoneApiError,
     PhoneClient,
     ServerUnreachableError,
@@ -309,11 +310,27 @@ def _wait_for_approval(client: PhoneClient, needed: ApprovalNeeded) -> dict[str,
     )
     try:
         return client.wait_for_approval(pending)
+    except KeyboardInterrupt:
+        # Ctrl-C: the key is about to be forgotten, so withdraw the request first; otherwise
+        # the other phone could still approve a phone whose key nobody holds.
+        _withdraw(client, pending)
+        raise
     except EnrollmentNotApproved as ended:
-        reason = "was denied" if ended.status == "denied" else "expired"
+        reason = {"denied": "was denied", "withdrawn": "was withdrawn"}.get(ended.status, "expired")
         raise PhoneApiError(
             200, f"enrollment_{ended.status}", f"the other phone's approval {reason}"
         ) from None
+
+
+def _withdraw(client: PhoneClient, pending: PendingEnrollment) -> None:
+    """Withdraw ``pending``, saying how that went (best effort: the program exits anyway)."""
+    try:
+        client.withdraw_enrollment(pending)
+    except (PhoneApiError, ServerUnreachableError, KeyboardInterrupt) as exc:
+        why = exc.description if isinstance(exc, PhoneApiError) else str(exc) or "interrupted"
+        print(f"\nerror: could not withdraw the request: {clean(why)}", file=sys.stderr)
+        return
+    print("\nThe request is withdrawn: no phone can approve it now.", file=sys.stderr)
 
 
 def _cmd_approve_phone(args: argparse.Namespace, client: PhoneClient) -> int:

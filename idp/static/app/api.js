@@ -99,6 +99,10 @@ export class PhoneApi {
     return this.request("GET", `/enrollments/${encodeURIComponent(id)}`, null, { jwk });
   }
   // An active phone answering a new one's code.
+  // Cancel on the waiting screen: no phone may approve the request afterwards.
+  withdrawEnrollment(id, jwk) {
+    return this.request("POST", `/enrollments/${encodeURIComponent(id)}/withdraw`, {}, { jwk });
+  },
   lookupEnrollment(code) { return this.request("POST", "/enrollments/lookup", { code }); }
   approveEnrollment(id) {
     return this.request("POST", `/enrollments/${encodeURIComponent(id)}/approve`, {});
