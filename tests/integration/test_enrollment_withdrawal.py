@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import requests
 from sqlalchemy import select
-
-from idp import db
-from idp.mobile.models import EnrollmentRequest
 from test_enrollment_approval import (
     NewPhone,
     device_count,
@@ -17,6 +14,9 @@ from test_enrollment_approval import (
     pending_of,
     refused,
 )
+
+from idp import db
+from idp.mobile.models import EnrollmentRequest
 
 
 def withdraw(phone: NewPhone, enrollment_id: str, body: bytes = b"{}") -> requests.Response:
