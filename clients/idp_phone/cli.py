@@ -303,12 +303,12 @@ def _wait_for_approval(client: PhoneClient, needed: ApprovalNeeded) -> dict[str,
     pending = needed.pending
     print(APPROVAL_NEEDED.format(code=clean(pending.code)))
     print(f"  (idp-phone: approve-phone {clean(pending.code)})")
-    print(
-        f"Waiting for the approval; it expires {_when(pending.expires_at, datetime.now(UTC))}."
-        " Ctrl-C stops waiting.",
-        flush=True,
-    )
-    try:
+    try:  # from the sentence on: a Ctrl-C right after it still withdraws
+        print(
+            f"Waiting for the approval; it expires {_when(pending.expires_at, datetime.now(UTC))}."
+            " Ctrl-C stops waiting.",
+            flush=True,
+        )
         return client.wait_for_approval(pending)
     except KeyboardInterrupt:
         # Ctrl-C: the key is about to be forgotten, so withdraw the request first; otherwise
