@@ -306,7 +306,7 @@ def _wait_for_approval(client: PhoneClient, needed: ApprovalNeeded) -> dict[str,
     try:  # from the sentence on: a Ctrl-C right after it still withdraws
         print(
             f"Waiting for the approval; it expires {_when(pending.expires_at, datetime.now(UTC))}."
-            " Ctrl-C stops waiting.",
+            " Ctrl-C stops waiting and withdraws the request.",
             flush=True,
         )
         return client.wait_for_approval(pending)

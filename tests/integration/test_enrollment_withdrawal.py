@@ -4,8 +4,10 @@ another key cannot withdraw it, and a decided one stays decided."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, update
 from test_enrollment_approval import (
     NewPhone,
     device_count,
@@ -16,6 +18,7 @@ from test_enrollment_approval import (
 )
 
 from idp import db
+from idp.db import utcnow
 from idp.mobile.models import EnrollmentRequest
 
 
@@ -86,4 +89,17 @@ def test_a_decided_request_cannot_be_withdrawn(world):
     pending = pending_of(denied.enroll())
     phone.deny_enrollment(pending["id"])
     assert error_of(withdraw(denied, pending["id"])) == (409, "already_used")
+    assert events(live.app, "device.enroll_withdrawn") == []
+
+
+def test_an_expired_request_cannot_be_withdrawn(world):
+    live, _, _, _ = world
+    new = NewPhone(live.url)
+    pending = pending_of(new.enroll())
+    with live.app.app_context():
+        past = utcnow() - timedelta(seconds=1)
+        db.session.execute(update(EnrollmentRequest).values(expires_at=past))
+        db.session.commit()
+    assert error_of(withdraw(new, pending["id"])) == (409, "already_used")
+    assert new.status(pending["id"]).json()["pending_enrollment"]["status"] == "expired"
     assert events(live.app, "device.enroll_withdrawn") == []
