@@ -37,6 +37,8 @@ EVENTS = {
     " phone's approval",
     "device.enroll_approved": "a phone approved the enrollment of a new phone of its user",
     "device.enroll_denied": "a phone denied the enrollment of a new phone of its user",
+    "device.enroll_withdrawn": "a new phone waiting for another phone's approval gave up"
+    " (its request can no longer be approved)",
     "device.revoked": "a phone was revoked",
     "invitation.created": "an admin made a one-time enrollment link for a user",
     "invitation.used": "a phone was enrolled with an invitation link",

@@ -357,6 +357,17 @@ class PhoneClient:
         _pending_enrollment(data, 200)
         return data
 
+    def withdraw_enrollment(self, pending: PendingEnrollment) -> dict[str, Any]:
+        """Give up waiting (``POST .../enrollments/{id}/withdraw``, signed by its key): no
+        phone can approve the request afterwards, so no phone is enrolled with a key that
+        this program is about to forget."""
+        path = f"/enrollments/{quote(pending.id, safe='')}/withdraw"
+        data = self._send(
+            "POST", pending.server, path, {}, key=pending.key, jwk=public_jwk(pending.key)
+        )
+        _pending_enrollment(data, 200)
+        return data
+
     def wait_for_approval(
         self,
         pending: PendingEnrollment,

@@ -39,6 +39,7 @@ from idp_phone.api import (
     ApprovalNeeded,
     EnrollmentNotApproved,
     NotASignInCodeError,
+    PendingEnrollment,
     PhoneApiError,
     PhoneClient,
     ServerUnreachableError,
@@ -298,18 +299,34 @@ def _wait_for_approval(client: PhoneClient, needed: ApprovalNeeded) -> dict[str,
     pending = needed.pending
     print(APPROVAL_NEEDED.format(code=clean(pending.code)))
     print(f"  (idp-phone: approve-phone {clean(pending.code)})")
-    print(
-        f"Waiting for the approval; it expires {_when(pending.expires_at, datetime.now(UTC))}."
-        " Ctrl-C stops waiting.",
-        flush=True,
-    )
-    try:
+    try:  # from the sentence on: a Ctrl-C right after it still withdraws
+        print(
+            f"Waiting for the approval; it expires {_when(pending.expires_at, datetime.now(UTC))}."
+            " Ctrl-C stops waiting and withdraws the request.",
+            flush=True,
+        )
         return client.wait_for_approval(pending)
+    except KeyboardInterrupt:
+        # Ctrl-C: the key is about to be forgotten, so withdraw the request first; otherwise
+        # the other phone could still approve a phone whose key nobody holds.
+        _withdraw(client, pending)
+        raise
     except EnrollmentNotApproved as ended:
-        reason = "was denied" if ended.status == "denied" else "expired"
+        reason = {"denied": "was denied", "withdrawn": "was withdrawn"}.get(ended.status, "expired")
         raise PhoneApiError(
             200, f"enrollment_{ended.status}", f"the other phone's approval {reason}"
         ) from None
+
+
+def _withdraw(client: PhoneClient, pending: PendingEnrollment) -> None:
+    """Withdraw ``pending``, saying how that went (best effort: the program exits anyway)."""
+    try:
+        client.withdraw_enrollment(pending)
+    except (PhoneApiError, ServerUnreachableError, KeyboardInterrupt) as exc:
+        why = exc.description if isinstance(exc, PhoneApiError) else str(exc) or "interrupted"
+        print(f"\nerror: could not withdraw the request: {clean(why)}", file=sys.stderr)
+        return
+    print("\nThe request is withdrawn: no phone can approve it now.", file=sys.stderr)
 
 
 def _cmd_approve_phone(args: argparse.Namespace, client: PhoneClient) -> int:

@@ -5,6 +5,7 @@ POST /devices (password right, the user has an active phone)
    └─> pending ──(a phone of the same user types its code, approves)──> approved
           │                                     (its Device made in the same transaction)
           ├────(that phone denies)─────────────────────────────────────> denied
+          ├────(the new phone itself withdraws it: Cancel, Ctrl-C)─────────> withdrawn
           └────(IDP_ENROLLMENT_TTL passes)──────────────────────────────> expired
 ```
 
@@ -61,6 +62,8 @@ from idp.qrlogin import shortcodes
 from idp.web import Caller
 
 PENDING, APPROVED, DENIED, EXPIRED = "pending", "approved", "denied", "expired"
+#: The new phone gave up waiting (its key will be forgotten): no phone may approve it.
+WITHDRAWN = "withdrawn"
 #: One answer for unknown, expired, decided and another user's codes.
 REFUSED = "no new phone of yours is waiting for this code: check it, or start again on it"
 DISABLED = (
@@ -244,6 +247,34 @@ def deny_enrollment(request_id: str, device: Device, *, caller: Caller | None) -
         device_id=device.device_id,
         name=pending.device_name,
         new_ip=pending.ip,
+        request=pending.id,
+    )
+    return pending
+
+
+def withdraw_enrollment(pending: EnrollmentRequest, *, caller: Caller | None) -> EnrollmentRequest:
+    """The new phone gives up waiting (``pending`` found for its own key): one
+    compare-and-set ``pending -> withdrawn``, so that no phone can approve it afterwards
+    and enroll a key nobody holds; audited. A decided or expired one ``AlreadyUsed``."""
+    now = utcnow()
+    changed = db.session.execute(
+        update(EnrollmentRequest)
+        .where(
+            EnrollmentRequest.id == pending.id,
+            EnrollmentRequest.status == PENDING,
+            EnrollmentRequest.expires_at > now,
+        )
+        .values(status=WITHDRAWN, decided_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(pending)
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        raise AlreadyUsed(f"this request to set up a phone is already {current_status(pending)}")
+    audit.record(
+        "device.enroll_withdrawn",
+        caller=caller,
+        username=pending.user.username,
+        name=pending.device_name,
         request=pending.id,
     )
     return pending

@@ -93,12 +93,12 @@ class EnrollmentRequest(Base):
     device_name: Mapped[str] = mapped_column(String(100))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(Text)
-    #: pending, approved, denied or expired.
+    #: pending, approved, denied, expired or withdrawn (by the new phone).
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     decided_at: Mapped[datetime | None]
-    #: The phone that approved or denied it.
+    #: The phone that approved or denied it (None when expired or withdrawn).
     decided_by: Mapped[int | None] = mapped_column(
         ForeignKey("devices.id", ondelete="SET NULL"), index=True
     )

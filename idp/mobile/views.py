@@ -335,6 +335,22 @@ def enrollment_status(enrollment_id: str) -> Response:
     )
 
 
+@bp.post("/enrollments/<enrollment_id>/withdraw")
+@limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
+def withdraw_enrollment(enrollment_id: str) -> Response:
+    """The new phone gives up waiting (signed by the request's own key): no phone can
+    approve its request any more."""
+    proof = _verify(enrollment=True)
+    _json_object()
+    pending = enrollments.find_by_id_for_key(enrollment_id, proof.thumbprint)
+    if pending is None:
+        raise UnknownEnrollment(UNKNOWN)  # one answer for an unknown id and another key's
+    pending = enrollments.withdraw_enrollment(pending, caller=Caller.from_request())
+    response = jsonify(pending_enrollment={"id": pending.id, "status": pending.status})
+    db.session.commit()
+    return response
+
+
 @bp.post("/enrollments/lookup")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def lookup_enrollment() -> Response:

@@ -146,14 +146,37 @@ def test_a_wrong_code_is_a_plain_sentence_and_one_tap_sends_once(chromium, site)
     expect(old.locator("#home-who")).to_be_visible()
 
 
-def test_cancel_forgets_the_waiting_key(chromium, site):
-    enroll_in_app(phone_context(chromium), site.issuer)
-    new, _ = ask_for_approval(phone_context(chromium), site.issuer, name="New phone")
+def test_cancel_withdraws_the_request_and_forgets_the_waiting_key(chromium, site):
+    old = enroll_in_app(phone_context(chromium), site.issuer)
+    new, code = ask_for_approval(phone_context(chromium), site.issuer, name="New phone")
+    withdrawn: list[str] = []
+    new.on("response", lambda r: withdrawn.append(r.status) if "/withdraw" in r.url else None)
     new.get_by_role("button", name="Cancel").tap()
     expect(new.get_by_role("heading", name="Set up this phone")).to_be_visible()
+    assert withdrawn == [200]
     assert new.evaluate(KEPT) == {"enrolled": None, "pending": None}
     new.reload()
     expect(new.get_by_role("heading", name="Set up this phone")).to_be_visible()
+    # The old phone can no longer approve it: no phone whose key nobody holds.
+    old.get_by_role("button", name="Set up another phone").tap()
+    old.get_by_label("The code the new phone shows").fill(code)
+    old.get_by_role("button", name="Continue").tap()
+    expect(old.get_by_role("alert")).to_have_text("That code is wrong or expired.")
+
+
+def test_cancel_offline_still_forgets_the_waiting_key(chromium, site):
+    """Withdrawing is best effort: offline, Cancel forgets the key all the same (and the
+    request lasts until it expires)."""
+    old = enroll_in_app(phone_context(chromium), site.issuer)
+    new, code = ask_for_approval(phone_context(chromium), site.issuer, name="New phone")
+    new.context.set_offline(True)
+    new.get_by_role("button", name="Cancel").tap()
+    expect(new.get_by_role("heading", name="Set up this phone")).to_be_visible()
+    assert new.evaluate(KEPT) == {"enrolled": None, "pending": None}
+    old.get_by_role("button", name="Set up another phone").tap()
+    old.get_by_label("The code the new phone shows").fill(code)
+    old.get_by_role("button", name="Continue").tap()
+    expect(old.locator("#review-name")).to_have_text("New phone")  # still waiting there
 
 
 @pytest.mark.idp_config(IDP_ENROLLMENT_TTL=60)

@@ -156,6 +156,7 @@ PER_IP_LIMITS = {
     "mobile.lookup_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.approve_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.deny_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.withdraw_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.release": ("IDP_LIMIT_PHONE_IP", "phone"),
 }
 

@@ -205,6 +205,7 @@ def test_each_event_records_the_address_of_the_request_that_made_it(world):
     not_here |= {"invitation.created", "invitation.used", "invitation.refused"}
     # And a next phone's approval (tests/integration/test_enrollment_approval.py).
     not_here |= {"device.enroll_pending", "device.enroll_approved", "device.enroll_denied"}
+    not_here |= {"device.enroll_withdrawn"}
     # And the passer-by's (their IPs: tests/integration/test_passer_by.py).
     not_here |= {"login.scan_refused", "login.released", "login.restarted"}
     assert {line.event for line in lines} == set(audit.EVENTS) - not_here

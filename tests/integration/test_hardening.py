@@ -262,7 +262,8 @@ API_ROUTES = {
     "/api/mobile/v1/login-requests/<request_id>/release",
     "/api/mobile/v1/enrollments/<enrollment_id>", "/api/mobile/v1/enrollments/lookup",
     "/api/mobile/v1/enrollments/<enrollment_id>/approve",
-    "/api/mobile/v1/enrollments/<enrollment_id>/deny", "/healthz", "/readyz", "/metrics",
+    "/api/mobile/v1/enrollments/<enrollment_id>/deny",
+    "/api/mobile/v1/enrollments/<enrollment_id>/withdraw", "/healthz", "/readyz", "/metrics",
 }  # fmt: skip
 PAGE_ROUTES = {
     "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout",

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import io
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from idp import db
-from idp.mobile.models import Device
+from idp.mobile.models import Device, EnrollmentRequest
 from idp_phone.api import ApprovalNeeded, PhoneClient
 from idp_phone.cli import main as phone_main
 from support import PASSWORD, Browser, enroll_phone
@@ -146,3 +148,28 @@ def test_approve_phone_refuses_clearly(world, capsys, monkeypatch):
     assert "8 letters" in capsys.readouterr().err
     assert phone_main([*old, "approve-phone", "ACDE-FGHJ", "--approve"]) == 1
     assert "error: invalid_enrollment_code:" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_idp_phone_enroll_withdraws_the_request(world, tmp_path, capsys):
+    """Ctrl-C while waiting: the request is withdrawn before exiting 130, so the old phone
+    can no longer approve a phone whose key is gone."""
+    live, _, _, phone = world
+    process = start_enroll(live, tmp_path / "new")
+    try:
+        code = code_shown(process)
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("  (idp-phone: approve-phone")
+        assert process.stdout.readline().startswith("Waiting for the approval;")
+        process.send_signal(signal.SIGINT)
+        _, err = finish(process)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "The request is withdrawn: no phone can approve it now." in err
+    old = ["--profile", str(phone.profile_dir)]
+    assert phone_main([*old, "approve-phone", code, "--approve"]) == 1
+    assert "error: invalid_enrollment_code:" in capsys.readouterr().err
+    assert not (tmp_path / "new" / "device.json").exists()
+    assert device_count(live.app) == 1
+    with live.app.app_context():
+        assert db.session.scalar(select(EnrollmentRequest.status)) == "withdrawn"

@@ -98,6 +98,10 @@ export class PhoneApi {
   enrollmentStatus(id, jwk) {
     return this.request("GET", `/enrollments/${encodeURIComponent(id)}`, null, { jwk });
   }
+  // Cancel on the waiting screen: no phone may approve the request afterwards.
+  withdrawEnrollment(id, jwk) {
+    return this.request("POST", `/enrollments/${encodeURIComponent(id)}/withdraw`, {}, { jwk });
+  }
   // An active phone answering a new one's code.
   lookupEnrollment(code) { return this.request("POST", "/enrollments/lookup", { code }); }
   approveEnrollment(id) {

@@ -14,6 +14,7 @@ import * as keystore from "./keystore.js";
 import { publicJwk } from "./proof.js";
 
 const POLL_MS = 2000;
+const WITHDRAW_MS = 5000; // Cancel waits no longer than this for the server
 // Worth another try: the request did not reach the server, or not in a state to answer.
 const TRANSIENT = ["network", "unavailable", "too_many", "invalid_proof"];
 const byId = (id) => document.getElementById(id);
@@ -102,7 +103,7 @@ async function poll(waiting, session) {
     await app.keepEnrollment(waiting.keyPair, answer.device); // and forgets the waiting copy
   } else if (status === "denied") {
     await endWaiting(session, "enrollment_denied");
-  } else if (status === "expired") {
+  } else if (status === "expired" || status === "withdrawn") { // withdrawn: Cancel, elsewhere
     await endWaiting(session, "enrollment_expired");
   } else {
     if (!byId("message").hidden && status === "pending") { app.notify(""); } // reached again
@@ -126,12 +127,24 @@ async function endWaiting(session, key) {
   app.notify(app.say(key));
 }
 
-/** Cancel: stop waiting and forget the key. The server forgets the request when it
- * expires; approved meanwhile, it would be a phone whose key nobody holds (nothing can
- * sign with it; it can be removed from the list). */
+/** Cancel: stop waiting, withdraw the request, forget the key. Withdrawing is what keeps
+ * an old phone from approving it afterwards (a phone whose key nobody holds). It is best
+ * effort: offline, or the server refusing, the key is forgotten all the same (the person
+ * asked for it), and the request then lasts until it expires. */
 async function cancelWaiting() {
+  const waiting = await keystore.loadPending(app.state.issuer);
   stopWaiting();
   app.notify("");
+  if (waiting) {
+    try {
+      const api = new PhoneApi(app.state, waiting.keyPair);
+      const withdrawn = api.withdrawEnrollment(waiting.id, await publicJwk(waiting.keyPair));
+      const late = new Promise((resolve, reject) => { window.setTimeout(() => reject(new Error("timeout")), WITHDRAW_MS); });
+      await Promise.race([withdrawn, late]);
+    } catch (error) {
+      // Offline or refused (already decided, expired): forget it locally anyway.
+    }
+  }
   await keystore.forgetPending();
   app.showForm();
 }
