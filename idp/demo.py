@@ -207,6 +207,9 @@ def _print_banner(rp_url: str, issuer: str, phone: str, invitation: str) -> None
 
  Another terminal phone profile:  idp-phone enroll --server {issuer} \\
         --username {DEMO_USER} --password-stdin    (password: {DEMO_PASSWORD})
+    "{DEMO_USER}" has a phone already, so a password enrolls a next phone only once
+    that phone approves it: the new one shows a code, which this approves:
+        {phone} approve-phone CODE
 
  Press Ctrl-C to stop.
 ================================================================================
