@@ -441,6 +441,9 @@ def test_an_approval_racing_the_approvers_revocation_enrolls_nothing(world):
                         " current_database() AND wait_event_type = 'Lock'"
                     )
                 ).scalar_one()
+                # pg_stat_activity is read once per transaction (a cached snapshot): end
+                # it, or every later read repeats the first one's answer.
+                watch.rollback()
                 if waiting:
                     break
                 time.sleep(0.05)
