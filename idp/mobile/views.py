@@ -237,9 +237,7 @@ def approve(request_id: str) -> Response:
     except (WrongNumber, DifferentNetwork):
         db.session.commit()  # a wrong number, or a phone off the browser's network, denied it
         raise
-    response = jsonify(login_request={"id": login.id, "status": login.status})
-    db.session.commit()
-    return response
+    return _decided(login)
 
 
 @bp.post("/login-requests/<request_id>/deny")
@@ -250,9 +248,7 @@ def deny(request_id: str) -> Response:
     device = _verified_device(action=True)
     _json_object()
     login = logins.deny_login(request_id, device, caller=Caller.from_request())
-    response = jsonify(login_request={"id": login.id, "status": login.status})
-    db.session.commit()
-    return response
+    return _decided(login)
 
 
 @bp.post("/login-requests/<request_id>/release")
@@ -263,6 +259,11 @@ def release(request_id: str) -> Response:
     device = _verified_device(action=True)
     _json_object()
     login = logins.release_login(request_id, device, caller=Caller.from_request())
+    return _decided(login)
+
+
+def _decided(login: LoginRequest) -> Response:
+    """The answer to a decision on a sign-in (approve, deny, give back), committed."""
     response = jsonify(login_request={"id": login.id, "status": login.status})
     db.session.commit()
     return response
