@@ -60,6 +60,10 @@ class Client(Base):
     # "require_same_network" or "off"; None follows IDP_PROXIMITY. The stricter of the two
     # applies (idp.qrlogin.proximity.policy_for): a client may raise the bar, never lower it.
     proximity: Mapped[str | None] = mapped_column(String(24))
+    # CIBA (idp.oauth.ciba): "poll" or "ping" (None: not a CIBA client), and where a ping
+    # is POSTed when a request is decided.
+    backchannel_token_delivery_mode: Mapped[str | None] = mapped_column(String(8))
+    backchannel_client_notification_endpoint: Mapped[str | None] = mapped_column(String(500))
     scope: Mapped[str] = mapped_column(String(500), default=" ".join(SUPPORTED_SCOPES))
     grant_types: Mapped[list[str]] = mapped_column(JSON)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))

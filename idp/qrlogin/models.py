@@ -12,17 +12,16 @@ from idp.accounts.models import User
 from idp.db import Base, utcnow
 from idp.mobile.models import Device
 from idp.oauth.models import Client
+from idp.qrlogin.lifecycle import Kind, Status, is_lapsed
 
-
-class Status(StrEnum):
-    """Login-request states; see the diagram in ``idp.qrlogin.services``."""
-
-    PENDING = "pending"
-    SCANNED = "scanned"
-    APPROVED = "approved"
-    DENIED = "denied"
-    EXPIRED = "expired"
-    COMPLETED = "completed"
+__all__ = [
+    "DENIAL_DESCRIPTIONS",
+    "DenialReason",
+    "Kind",
+    "LoginRequest",
+    "ShortCodeFailure",
+    "Status",
+]
 
 
 class DenialReason(StrEnum):
@@ -58,6 +57,7 @@ class LoginRequest(Base):
     """
 
     __tablename__ = "login_requests"
+    __table_args__ = (Index("ix_login_requests_subject_key_client_id", "subject_key", "client_id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     binding_hash: Mapped[str] = mapped_column(String(64))
@@ -66,7 +66,7 @@ class LoginRequest(Base):
     )
     # The validated authorization request, replayed through Authlib at completion.
     params: Mapped[dict[str, str]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING)
+    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING)  # lifecycle.Status
     renewals: Mapped[int] = mapped_column(default=0)
     browser_ip: Mapped[str | None] = mapped_column(String(64))
     browser_user_agent: Mapped[str | None] = mapped_column(Text)
@@ -93,6 +93,22 @@ class LoginRequest(Base):
     # Why a denied request was denied, for the page (its socket and its completion):
     # a DenialReason. Set by every denial, in the same compare-and-set.
     denied_reason: Mapped[str | None] = mapped_column(String(24))
+    # What asks (idp.qrlogin.lifecycle.Kind): an authorize page ("browser"), a device
+    # polling with its device_code (RFC 8628, "device") or a site polling or pinged with
+    # its auth_req_id (CIBA, "backchannel"). Only a browser request has a page (binding).
+    kind: Mapped[str] = mapped_column(String(16), default="browser", server_default="browser")
+    # The digest of the device_code or auth_req_id the client polls with.
+    secret_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    # Polling (idp.oauth.polling): the interval the client must keep (slow_down adds 5 s
+    # each time it does not), and the earliest time of its next poll.
+    poll_interval: Mapped[int | None]
+    next_poll_at: Mapped[datetime | None]
+    # CIBA: the site's binding_message, shown on the phone; whom the request is for
+    # ("user:<id>", or "hint:<digest>" for a hint that names nobody, treated alike); the
+    # client's client_notification_token (ping mode).
+    binding_message: Mapped[str | None] = mapped_column(String(64))
+    subject_key: Mapped[str | None] = mapped_column(String(80))
+    notification_token: Mapped[str | None] = mapped_column(String(1024))
 
     client: Mapped[Client] = relationship(lazy="joined")
     device: Mapped[Device | None] = relationship()
@@ -107,9 +123,8 @@ class LoginRequest(Base):
         return DENIAL_DESCRIPTIONS.get(self.denied_reason)
 
     def is_expired(self) -> bool:
-        """Past its lifetime while still unfinished."""
-        unfinished = self.status in (Status.PENDING, Status.SCANNED)
-        return self.status == Status.EXPIRED or (unfinished and utcnow() >= self.expires_at)
+        """Expired: marked so, or waiting on the phone past its lifetime."""
+        return is_lapsed(self)
 
 
 class ShortCodeFailure(Base):

@@ -1,45 +1,30 @@
-"""The login-request state machine. Every transition is written here, once.
+"""Browser sign-ins on the approval lifecycle (``idp.qrlogin.lifecycle``, whose table
+and diagram say which transitions exist): what the authorize page, its WebSocket and
+the phone API ask of a request, with the checks and errors each needs.
 
-::
+Revoking the phone that scanned or approved a request not yet completed denies it
+(``refuse_device_logins``). Every denial stores its reason (``denied_reason``, a
+``DenialReason``) and publishes it, so that the page says why, even when it reconnects
+or completes after the fact.
 
-    pending --scan--> scanned --approve--> approved --complete--> completed
-     ^  |                |
-     |  |                +--deny, wrong number, far phone--> denied
-     |  |                +--page: "Not you?"--> denied (released; a new request replaces it)
-     +--|----------------+--phone: "Not my sign-in" (release)
-        +----------------+--(lifetime passes)--> expired
-
-Revoking the phone that scanned or approved a request not yet completed moves it
-from ``scanned`` or ``approved`` to ``denied`` (``refuse_device_logins``). Every denial
-stores its reason (``denied_reason``, a ``DenialReason``) and publishes it, so that the
-page says why, even when it reconnects or completes after the fact.
-
-Each transition is one compare-and-set ``UPDATE ... WHERE status IN (...)``:
-of two racing transitions exactly one changes the row, and the other sees the
-new state and fails with a clear error. A transition is part of the caller's
-transaction (the view commits it with the rest of the request's work) and is
-published only once that has committed (``db.on_commit``), so a page that
-reconnects reads the truth even when it missed the message, and a rollback
-publishes nothing. An expiry seen on read stands alone: the request that saw it
-fails, its work is rolled back, and the expiry is committed by itself.
-
-The authorize page, the WebSocket and the phone API all call these functions.
+A transition is part of the caller's transaction (the view commits it with the rest of
+the request's work) and is published only once that has committed, so a page that
+reconnects reads the truth even when it missed the message, and a rollback publishes
+nothing. An expiry seen on read stands alone: the request that saw it fails, its work is
+rolled back, and the expiry is committed by itself.
 """
 
 from __future__ import annotations
 
-import functools
 import hmac
 import re
 import secrets
-import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import joinedload
-from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import audit, db
 from idp.accounts.services import users_named
@@ -60,13 +45,15 @@ from idp.errors import (
 from idp.mobile.models import Device
 from idp.oauth.models import Client, digest
 from idp.ops import metrics
-from idp.qrlogin import matching, proximity
+from idp.qrlogin import lifecycle, matching, proximity
+from idp.qrlogin.lifecycle import OPEN, approval_grace
 from idp.qrlogin.models import DenialReason, LoginRequest, Status
 from idp.web import Caller
 
 #: 32 random bytes, base64url: 256 bits, far past guessing.
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-UNFINISHED = (Status.PENDING, Status.SCANNED)
+
+__all__ = ["approval_grace"]  # re-exported for housekeeping
 
 
 def channel(request_id: str) -> str:
@@ -137,7 +124,7 @@ def peek_status(request_id: str) -> tuple[str, str | None, bool]:
     if row is None:
         raise UnknownRequest()
     status, number, expires_at = row
-    return status, number, status in UNFINISHED and utcnow() >= expires_at
+    return status, number, status in OPEN and utcnow() >= expires_at
 
 
 def denial_reason(request_id: str) -> str | None:
@@ -180,23 +167,24 @@ def renew_login_request(
 ) -> LoginRequest:
     """Replace an expired request with a fresh one for the same page (bounded)."""
     old = find_for_browser(request_id, binding_secret)
-    if old.status in UNFINISHED and not old.is_expired():
+    if old.status in OPEN and not old.is_expired():
         raise InvalidRequest("this code has not expired yet")
-    if old.status not in (*UNFINISHED, Status.EXPIRED):
+    if old.status not in (*OPEN, Status.EXPIRED):
         raise AlreadyUsed()
     if old.renewals >= current_app.config["IDP_QR_MAX_RENEWALS"]:
         raise RenewalLimit("reload the page for a new code")
     expire_login(old.id)
-    claimed = db.session.execute(
-        update(LoginRequest)
-        .where(
-            LoginRequest.id == old.id,
-            LoginRequest.status == Status.EXPIRED,
-            LoginRequest.renewed_at.is_(None),
-        )
-        .values(renewed_at=utcnow())
+    old.status = Status.EXPIRED  # (set by the expiry just now, or before)
+    claimed = lifecycle.transition(
+        old,
+        "renew",
+        by=None,
+        caller=browser,
+        audited=False,  # the new request is the record of it
+        extra_where=(LoginRequest.renewed_at.is_(None),),
+        renewed_at=utcnow(),
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+    if not claimed:
         db.session.rollback()
         raise AlreadyUsed("this code was already renewed")
     # The claim commits together with the new request.
@@ -230,8 +218,7 @@ def restart_login_request(
     now = utcnow()
     _transition(
         old,
-        from_states=(Status.SCANNED,),
-        to=Status.DENIED,
+        "restart",
         by=old.device,
         caller=browser,
         event="login.restarted",  # by the browser; the user and device are the scanner's
@@ -267,8 +254,7 @@ def scan_login(request_id: str, device: Device, *, caller: Caller | None = None)
     try:
         _transition(
             login,
-            from_states=(Status.PENDING,),
-            to=Status.SCANNED,
+            "scan",
             by=device,
             caller=caller,
             device_pk=device.id,
@@ -329,8 +315,7 @@ def approve_login(
     if far := proximity.refusal(login, caller.ip if caller else None):
         _transition(
             login,
-            from_states=(Status.SCANNED,),
-            to=Status.DENIED,
+            "deny",
             by=device,
             caller=caller,
             reason=DenialReason.DIFFERENT_NETWORK,
@@ -352,8 +337,7 @@ def approve_login(
         if not matching.matches(login, number):
             _transition(
                 login,
-                from_states=(Status.SCANNED,),
-                to=Status.DENIED,
+                "deny",
                 by=device,
                 caller=caller,
                 reason="wrong number",
@@ -364,8 +348,7 @@ def approve_login(
             raise WrongNumber()
     _transition(
         login,
-        from_states=(Status.SCANNED,),
-        to=Status.APPROVED,
+        "approve",
         by=device,
         caller=caller,
         extra_where=(LoginRequest.device_pk == device.id,),
@@ -380,8 +363,7 @@ def deny_login(request_id: str, device: Device, *, caller: Caller | None = None)
     login = _find_scanned_by(request_id, device)
     _transition(
         login,
-        from_states=(Status.SCANNED,),
-        to=Status.DENIED,
+        "deny",
         by=device,
         caller=caller,
         extra_where=(LoginRequest.device_pk == device.id,),
@@ -399,8 +381,7 @@ def release_login(request_id: str, device: Device, *, caller: Caller | None = No
     login = _find_scanned_by(request_id, device)
     _transition(
         login,
-        from_states=(Status.SCANNED,),
-        to=Status.PENDING,
+        "release",
         by=device,
         caller=caller,
         event="login.released",
@@ -413,71 +394,40 @@ def release_login(request_id: str, device: Device, *, caller: Caller | None = No
 
 
 def expire_login(request_id: str) -> bool:
-    """Mark an unfinished request past its lifetime ``expired``, in the caller's
-    transaction; True if this call did (it is published once that commits)."""
-    result = db.session.execute(
-        update(LoginRequest)
-        .where(
-            LoginRequest.id == request_id,
-            LoginRequest.status.in_(UNFINISHED),
-            LoginRequest.expires_at <= utcnow(),
-        )
-        .values(status=Status.EXPIRED)
+    """Mark a request still waiting on the phone past its lifetime ``expired``, in the
+    caller's transaction; True if this call did (it is published once that commits)."""
+    moved = lifecycle.transition_where(
+        "expire", [LoginRequest.id == request_id], by=None, caller=None, audited=False
     )
-    expired = result.rowcount == 1  # type: ignore[attr-defined]
-    if expired:
-        db.on_commit(lambda: publish_status(request_id, Status.EXPIRED))
-    return expired
+    return bool(moved)
 
 
 def refuse_device_logins(device: Device, *, caller: Caller | None) -> list[str]:
-    """The phone is being revoked: the sign-ins it scanned or approved that no browser
-    has completed yet are refused (``scanned | approved -> denied``, reason
-    ``device_revoked``), so the browser's completion answers ``access_denied``.
+    """The phone is being revoked: the requests it scanned or approved that are still
+    open (that nobody completed yet) are refused (``revoke``: reason ``device_revoked``),
+    so the browser's completion, or the device's or site's poll, answers ``access_denied``.
 
     In the caller's transaction, which revokes the device too; each returned request
     id is published once that has committed.
     """
     now = utcnow()
-    completable = or_(  # what claim_completion would still accept
-        and_(LoginRequest.status == Status.SCANNED, LoginRequest.expires_at > now),
-        and_(LoginRequest.status == Status.APPROVED, _approval_open(now)),
+    return lifecycle.transition_where(
+        "revoke",
+        [LoginRequest.device_pk == device.id, lifecycle.open_clause(now)],
+        by=device,
+        caller=caller,
+        event="login.denied",
+        reason=DenialReason.DEVICE_REVOKED,
+        decided_at=func.coalesce(LoginRequest.decided_at, now),
+        denied_reason=DenialReason.DEVICE_REVOKED,
     )
-    refused = db.session.execute(
-        update(LoginRequest)
-        .where(LoginRequest.device_pk == device.id, completable)
-        .values(
-            status=Status.DENIED,
-            decided_at=func.coalesce(LoginRequest.decided_at, now),
-            denied_reason=DenialReason.DEVICE_REVOKED,
-        )
-        .returning(LoginRequest.id, LoginRequest.client_id, LoginRequest.browser_ip)
-        .execution_options(synchronize_session=False)
-    ).all()
-    for request_id, client_id, browser_ip in refused:
-        audit.record(
-            "login.denied",
-            caller=caller,
-            username=device.user.username,
-            device_id=device.device_id,
-            client_id=client_id,
-            request=request_id[:8],
-            browser_ip=browser_ip,
-            reason=DenialReason.DEVICE_REVOKED,
-        )
-        db.on_commit(
-            functools.partial(
-                publish_status, request_id, Status.DENIED, reason=DenialReason.DEVICE_REVOKED
-            )
-        )
-    return [request_id for request_id, _, _ in refused]
 
 
 def claim_completion(request_id: str, binding_secret: str | None) -> LoginRequest:
     """The browser came back for its result.
 
     An approved request becomes ``completed`` in the caller's transaction (the
-    caller issues the authorization code in the same one, then commits); a
+    caller issues the authorization code in the same one, audits it, then commits); a
     denied one is returned as it is. Anything else is refused.
     """
     login = find_for_browser(request_id, binding_secret, with_user=True)
@@ -489,48 +439,20 @@ def claim_completion(request_id: str, binding_secret: str | None) -> LoginReques
         raise Expired()
     if login.status != Status.APPROVED:
         raise NotApproved()
-    now = utcnow()
-    result = db.session.execute(
-        update(LoginRequest)
-        .where(
-            LoginRequest.id == login.id,
-            LoginRequest.status == Status.APPROVED,
-            _approval_open(now),
-        )
-        .values(status=Status.COMPLETED, completed_at=now)
+    claimed = lifecycle.transition(
+        login, "complete", by=None, caller=None, audited=False, completed_at=utcnow()
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not claimed:
         db.session.rollback()
         if find_login_request(request_id).status == Status.APPROVED:
             raise Expired("this approval was not used in time: sign in again")
         raise AlreadyUsed("this sign-in was already completed")
-    set_committed_value(login, "status", Status.COMPLETED)
     return login
 
 
-def approval_grace() -> timedelta:
-    """How long after the phone's approval the page may still complete, even past the
-    request's lifetime: ``IDP_CODE_TTL``, and at least two heartbeats, because a page whose
-    message was lost learns of the approval only at its next heartbeat."""
-    config = current_app.config
-    return timedelta(seconds=max(config["IDP_CODE_TTL"], 2 * config["IDP_WS_HEARTBEAT"]))
-
-
-def _approval_open(now: datetime) -> ColumnElement[bool]:
-    """An approved request can still be completed: within its lifetime, or within
-    :func:`approval_grace` of the approval, whichever ends later."""
-    return or_(LoginRequest.expires_at > now, LoginRequest.decided_at > now - approval_grace())
-
-
 def publish_status(request_id: str, status: str, **extra: str) -> None:
-    """Tell the waiting page (on any worker) that the request changed (it is committed:
-    call it through ``db.on_commit``, so that a rollback publishes nothing).
-
-    ``at`` (epoch seconds) lets the page's worker measure approve-to-notify latency.
-    """
-    metrics.LOGIN_REQUESTS.labels(str(status)).inc()
-    message = {"status": str(status), "at": time.time(), **extra}
-    current_app.extensions["idp.broker"].publish(channel(request_id), message)
+    """Tell the waiting page that a browser request changed (``lifecycle.publish``)."""
+    lifecycle.publish(request_id, status, extra=extra)
 
 
 def _find_scanned_by(request_id: str, device: Device) -> LoginRequest:
@@ -557,53 +479,30 @@ def _check_open(login: LoginRequest) -> None:
 
 def _transition(
     login: LoginRequest,
+    edge: str,
     *,
-    from_states: tuple[Status, ...],
-    to: Status,
     by: Device,
     caller: Caller | None,
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
     event: str | None = None,
-    extra_where: tuple[Any, ...] = (),
+    extra_where: tuple[ColumnElement[bool], ...] = (),
     **values: Any,
 ) -> None:
-    """Compare-and-set and audit (as ``event``, by default ``login.<to>``; ``reason`` and
-    ``detail`` join the audit row), in the caller's transaction, and publish once that
-    commits (a denial with its ``denied_reason``); refuse if another transition won."""
-    result = db.session.execute(
-        update(LoginRequest)
-        .where(
-            LoginRequest.id == login.id,
-            LoginRequest.status.in_(from_states),
-            LoginRequest.expires_at > utcnow(),
-            *extra_where,
-        )
-        .values(status=to, **values)
+    """``lifecycle.transition`` along ``edge``, by the phone ``by``; refuse with a clear
+    error (``Expired``, ``AlreadyUsed``) if another transition won."""
+    moved = lifecycle.transition(
+        login,
+        edge,
+        by=by,
+        caller=caller,
+        event=event,
+        reason=reason,
+        detail=detail,
+        extra_where=extra_where,
+        **values,
     )
-    changed = result.rowcount == 1  # type: ignore[attr-defined]
-    if changed:
-        audit.record(
-            event or f"login.{to}",
-            caller=caller,
-            username=by.user.username,
-            device_id=by.device_id,
-            client_id=login.client_id,
-            request=login.id[:8],
-            browser_ip=login.browser_ip,
-            reason=reason,
-            **(detail or {}),
-        )
-    if changed:
-        # With number matching, the page shows the number as soon as the phone has scanned.
-        number = values.get("match_number")
-        extra = {"number": number} if number else {}
-        if denied_reason := values.get("denied_reason"):
-            extra["reason"] = str(denied_reason)  # the page says why
-        db.on_commit(lambda: publish_status(login.id, to, **extra))
-    if not changed:
+    if not moved:
         current = find_login_request(login.id)
         _check_open(current)
         raise AlreadyUsed(f"this sign-in request is already {current.status}")
-    for key, value in {**values, "status": to}.items():
-        set_committed_value(login, key, value)

@@ -218,7 +218,6 @@ def complete(request_id: str) -> Response:
             client_id=login.client_id,
             request=login.id[:8],
         )
-        db.on_commit(lambda: logins.publish_status(login.id, Status.COMPLETED))
         db.session.commit()
     else:
         db.session.rollback()

@@ -37,6 +37,7 @@ from idp.db import utcnow
 from idp.errors import TooManyRequests
 from idp.ops import metrics
 from idp.qrlogin import services as logins
+from idp.qrlogin.lifecycle import SETTLED
 from idp.qrlogin.models import LoginRequest, Status
 from idp.realtime.broker import RECHECK, RESTART
 from idp.realtime.slots import SocketSlots
@@ -46,7 +47,7 @@ sock = Sock()
 log = logging.getLogger(__name__)
 
 #: After one of these the page moves on and the socket closes.
-FINAL = {Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.COMPLETED}
+FINAL = SETTLED  # what a waiting page waits for
 #: What of a broker message the page gets: the status, the number to match, a denial's reason.
 SENT = ("status", "number", "reason")
 #: Put in a socket's subscription when its peer sent a frame or closed: look at the socket.

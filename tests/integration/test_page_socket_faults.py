@@ -102,7 +102,7 @@ def test_an_approval_never_published_reaches_the_page_at_its_next_heartbeat(worl
     assert next_status(ws) == "pending"
     phone.scan(page.qr_url)
     assert next_status(ws) == "scanned"
-    monkeypatch.setattr("idp.qrlogin.services.publish_status", lambda *args, **kwargs: None)
+    monkeypatch.setattr("idp.qrlogin.lifecycle.publish", lambda *args, **kwargs: None)
     phone.approve(page.id)  # committed, never published
     assert next_status(ws, timeout=10) == "approved"  # long before the request expires
     close_socket(ws)

@@ -110,7 +110,7 @@ def test_db_upgrade_creates_the_schema_and_can_run_again(fresh):
         "browser_session_clients",
         "audit_events",
     }
-    assert fresh.rows("SELECT version_num FROM alembic_version") == [("0010",)]
+    assert fresh.rows("SELECT version_num FROM alembic_version") == [("0011",)]
     assert ok(fresh("db upgrade")) == "database is up to date\n"
     # The instance folder got the secret key, private.
     secret = fresh.tmp / "instance" / "secret_key"

@@ -412,8 +412,8 @@ def test_completion_happens_once(world, published):
     assert row(login.id).status == Status.COMPLETED
     with raises(AlreadyUsed, "already_used", 409, "this sign-in request was already completed"):
         scan_login(login.id, device(world.device))  # the phone that approved it, scanning again
-    # claim_completion itself publishes nothing: the view does, after issuing the code.
-    assert statuses(published, login.id) == ["scanned", "approved"]
+    # The claim is published once committed (the view rolls it back if no code is issued).
+    assert statuses(published, login.id) == ["scanned", "approved", "completed"]
 
 
 def test_completion_is_part_of_the_callers_transaction(world):
@@ -569,7 +569,8 @@ def test_a_subscriber_receives_the_statuses_in_order(world, app):
         db.session.commit()
         assert status_of(subscription.get(timeout=5)) == "scanned"
         assert status_of(subscription.get(timeout=5)) == "approved"
-        assert subscription.get(timeout=0.5) is None  # no "completed": the view publishes it
+        assert status_of(subscription.get(timeout=5)) == "completed"
+        assert subscription.get(timeout=0.5) is None
     finally:
         subscription.close()
 
@@ -680,7 +681,7 @@ def test_racing_completions_exactly_one_wins(world, app, published):
         assert type(error) is AlreadyUsed, repr(error)
         assert error.description == "this sign-in was already completed"
     assert row(login.id).status == Status.COMPLETED
-    assert statuses(published, login.id) == ["scanned", "approved"]
+    assert statuses(published, login.id) == ["scanned", "approved", "completed"]  # once
 
 
 def test_racing_scans_by_different_devices_exactly_one_wins(world, app, published):
