@@ -275,17 +275,21 @@ def login_request_view(
     """Everything the phone must show before it offers Approve; ``phone_ip``: the
     address the phone's own request came from, compared with the browser's; ``user_id``:
     the phone's user (the ``login_hint`` is shown only when it names that account)."""
-    redirect_uri = login.params.get("redirect_uri") or login.client.redirect_uris[0]
+    redirect_uris = login.client.redirect_uris
+    redirect_uri = login.params.get("redirect_uri") or (redirect_uris[0] if redirect_uris else "")
     # What would be granted: scope values the IdP ignores are not shown either.
     scopes = login.client.get_allowed_scope(login.params.get("scope", "")).split()
     return {
         "id": login.id,
         "status": login.status,
+        # "browser" (an authorize page), "device" (a TV or command line, RFC 8628) or
+        # "backchannel" (a site that asked for this user, CIBA).
+        "kind": login.kind,
         "client": {
             "client_id": login.client.client_id,
             "name": login.client.name,
             "logo_uri": login.client.logo_uri,
-            "redirect_host": urlsplit(redirect_uri).netloc,
+            "redirect_host": urlsplit(redirect_uri).netloc or None,
         },
         "scopes": [
             {"name": s, "description": str(SCOPE_DESCRIPTIONS.get(s, s))}
@@ -307,6 +311,8 @@ def login_request_view(
         ),
         # Number matching: Approve must send the one of these the page shows.
         "number_matching": {"choices": matching.choices(login)} if login.match_number else None,
+        # CIBA: what the site says this request is about, to compare with its own screen.
+        "binding_message": login.binding_message,
         "created_at": _iso(login.created_at),
         "expires_at": _iso(login.expires_at),
         # Is the phone near the browser? A relayed QR code is approved from elsewhere.

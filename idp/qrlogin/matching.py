@@ -22,7 +22,11 @@ from idp.qrlogin.models import LoginRequest
 
 
 def required(login: LoginRequest) -> bool:
-    """Whether this sign-in needs number matching."""
+    """Whether this sign-in needs number matching: only a browser's, whose page shows the
+    number (a device shows its user code to compare, a backchannel request its site's
+    binding message)."""
+    if login.kind not in (None, "browser"):
+        return False
     return bool(current_app.config["IDP_NUMBER_MATCHING"] or login.client.number_matching)
 
 

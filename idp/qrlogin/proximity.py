@@ -85,16 +85,23 @@ def for_phone(login: LoginRequest, phone_ip: str | None) -> dict[str, Any] | Non
     """The scan answer's ``proximity`` for a phone at ``phone_ip``: ``None`` when the
     policy is ``off`` (nothing measured, nothing shown)."""
     policy = policy_for(login.client)
-    if policy == OFF:
+    if policy == OFF or not _has_asker(login):
         return None
     return assess(login.browser_ip, phone_ip).view(policy)
+
+
+def _has_asker(login: LoginRequest) -> bool:
+    """Whether someone near the user asks: a browser or a device does (its address is
+    ``browser_ip``); a backchannel request comes from the site's server, whose address
+    says nothing about where the user is."""
+    return login.kind != "backchannel"
 
 
 def refusal(login: LoginRequest, phone_ip: str | None) -> Proximity | None:
     """What refuses an approval from ``phone_ip`` (the approving request's own address),
     or ``None`` if the policy lets it through."""
     policy = policy_for(login.client)
-    if policy != REQUIRE_SAME_NETWORK:
+    if policy != REQUIRE_SAME_NETWORK or not _has_asker(login):
         return None
     found = assess(login.browser_ip, phone_ip)
     return None if found.allowed(policy) else found

@@ -46,7 +46,7 @@ from idp.mobile.models import Device
 from idp.oauth.models import Client, digest
 from idp.ops import metrics
 from idp.qrlogin import lifecycle, matching, proximity
-from idp.qrlogin.lifecycle import OPEN, approval_grace
+from idp.qrlogin.lifecycle import OPEN, Kind, approval_grace
 from idp.qrlogin.models import DenialReason, LoginRequest, Status
 from idp.web import Caller
 
@@ -245,6 +245,8 @@ def scan_login(request_id: str, device: Device, *, caller: Caller | None = None)
     if login.status == Status.SCANNED and login.device_pk == device.id and not login.is_expired():
         return login  # the same phone scanning again (a retry) sees the same request
     _check_open(login)
+    if login.kind == Kind.BACKCHANNEL and login.user_id != device.user_id:
+        raise UnknownRequest()  # a site asked another user's phone: nothing to see here
     if hint_names_user(login, device.user_id) is False:
         _refuse_wrong_account(login, device, caller)
     if login.status == Status.SCANNED:  # not by this device (its retry was answered above)
@@ -259,7 +261,9 @@ def scan_login(request_id: str, device: Device, *, caller: Caller | None = None)
             caller=caller,
             device_pk=device.id,
             scanned_at=utcnow(),
-            short_code_hash=None,  # a typed code is used up by the scan
+            # A typed code is used up by the scan; a device's user code is what the device
+            # shows until it is approved, and a release gives it back.
+            **({"short_code_hash": None} if login.kind == Kind.BROWSER else {}),
             match_number=matching.new_number() if matching.required(login) else None,
         )
     except AlreadyUsed:
