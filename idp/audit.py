@@ -43,7 +43,11 @@ EVENTS = {
     "invitation.created": "an admin made a one-time enrollment link for a user",
     "invitation.used": "a phone was enrolled with an invitation link",
     "invitation.refused": "an enrollment gave a used, expired or unknown invitation link",
+    "device.authorization_started": "a device (a TV, a command line) asked for a user code"
+    " to sign in with (RFC 8628)",
     "login.scanned": "a phone scanned a sign-in request",
+    "login.code_refused": "a phone typed (or its camera read) a sign-in code that matches no"
+    " waiting sign-in (counted against its user's tries)",
     "login.scan_refused": "a scan refused: the login_hint names another account",
     "login.released": "a phone gave back a sign-in request it scanned (not its user's)",
     "login.restarted": (

@@ -80,14 +80,18 @@ def clients() -> None:
 
 @clients.command("create")
 @click.option("--name", required=True, help="Shown to users on the page and the phone.")
-@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True,
-              help="An exact redirect URI; repeat for several.")  # fmt: skip
+@click.option("--redirect-uri", "redirect_uris", multiple=True,
+              help="An exact redirect URI; repeat for several (at least one, unless "
+                   "--device-grant).")  # fmt: skip
 @click.option("--public", is_flag=True, help="No secret (browser or native app): PKCE only.")
 @click.option("--logo-uri", default=None, help="An https image shown beside the name.")
 @click.option("--post-logout-redirect-uri", "logout_uris", multiple=True,
               help="Where logout may return the browser (exact; repeatable).")  # fmt: skip
 @click.option("--service-account", is_flag=True,
               help="May also get tokens for itself (client_credentials grant).")  # fmt: skip
+@click.option("--device-grant", is_flag=True,
+              help="May also sign in a device without a browser (a TV, a command line): "
+                   "RFC 8628's device authorization grant; no redirect URI needed.")  # fmt: skip
 @click.option("--number-matching", is_flag=True,
               help="After the scan the phone must pick the number the page shows.")  # fmt: skip
 @click.option("--web-origin", "web_origins", multiple=True,
@@ -110,6 +114,7 @@ def clients_create(
     logo_uri: str | None,
     logout_uris: tuple[str, ...],
     service_account: bool,
+    device_grant: bool,
     number_matching: bool,
     web_origins: tuple[str, ...],
     id_token_alg: str,
@@ -117,6 +122,11 @@ def clients_create(
     as_json: bool,
 ) -> None:
     """Register a client. A confidential client's secret is printed once, here."""
+    if not redirect_uris and not device_grant:
+        raise click.UsageError(
+            "Missing option '--redirect-uri' (a client needs one, unless it is only for "
+            "devices: --device-grant)."
+        )
     from idp import db as database
     from idp.admin.services import create_client
 
@@ -134,6 +144,7 @@ def clients_create(
                     web_origins=list(web_origins),
                     id_token_alg=id_token_alg,
                     proximity=proximity,
+                    device_grant=device_grant,
                 )
         except IdPError as error:
             _fail(error.description)
@@ -150,7 +161,7 @@ def clients_create(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_list(as_json: bool) -> None:
     """List the registered clients."""
-    from idp.admin.services import list_clients
+    from idp.admin.services import DEVICE_CODE_GRANT, list_clients
 
     with _app().app_context():
         rows: list[dict[str, Any]] = [
@@ -159,6 +170,7 @@ def clients_list(as_json: bool) -> None:
                 "name": c.name,
                 "type": "public" if c.is_public else "confidential",
                 "redirect_uris": c.redirect_uris,
+                "grant_types": c.grant_types,
                 # The client's own policy; the stricter of it and IDP_PROXIMITY applies.
                 "proximity": c.proximity,
             }
@@ -170,7 +182,8 @@ def clients_list(as_json: bool) -> None:
     for row in rows:
         uris = " ".join(row["redirect_uris"])
         policy = f"  proximity={row['proximity']}" if row["proximity"] else ""
-        _echo(f"{row['client_id']}  {row['type']:<12}  {row['name']}  {uris}{policy}")
+        device = "  device-grant" if DEVICE_CODE_GRANT in row["grant_types"] else ""
+        _echo(f"{row['client_id']}  {row['type']:<12}  {row['name']}  {uris}{policy}{device}")
 
 
 @clients.command("delete")

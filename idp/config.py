@@ -258,6 +258,10 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     "IDP_SHORT_CODE_TTL": (Seconds(), 120),
     "IDP_SHORT_CODE_ATTEMPTS": (int, 5),
     "IDP_SHORT_CODE_WINDOW": (Seconds(), 600),
+    # Device authorization grant (RFC 8628, idp.oauth.device): seconds a device_code and
+    # its user code live, and the seconds a device must wait between polls.
+    "IDP_DEVICE_CODE_TTL": (Seconds(minimum=1), 600),
+    "IDP_DEVICE_POLL_INTERVAL": (Seconds(minimum=1), 5),
     # How many times a page renews its QR code by itself before it asks.
     "IDP_QR_MAX_RENEWALS": (int, 5),
     # How many reverse proxies in front set X-Forwarded-* (0: trust none).
@@ -294,6 +298,8 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     "IDP_LIMIT_DEVICE": (Limit(), "30/minute;300/hour"),
     # Per username: wrong passwords at enrollment, then a lockout until the window passes.
     "IDP_LIMIT_PASSWORD": (Limit(), "5 per 15 minutes"),
+    # Per IP: device authorization requests (RFC 8628: each starts a sign-in, with a code).
+    "IDP_LIMIT_DEVICE_AUTHORIZATION": (Limit(), "20/minute;200/hour"),
     # Log lines: "json" (one object per line, with the request id) or "text".
     "IDP_LOG_FORMAT": (Choice("json", "text"), "json"),
     "IDP_LOG_LEVEL": (Choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),

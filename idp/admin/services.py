@@ -18,6 +18,8 @@ from idp.qrlogin.proximity import POLICIES
 from idp.terminal import has_control_characters
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: RFC 8628's grant type (``idp.oauth.device.GRANT_TYPE``).
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 def check_redirect_uri(uri: str) -> str:
@@ -130,12 +132,17 @@ def create_client(
     web_origins: list[str] | None = None,
     id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name)
     proximity: str | None = None,
+    device_grant: bool = False,
 ) -> tuple[Client, str | None]:
     """Register a client in the caller's transaction; returns it and, for a confidential
     one, its secret (shown once).
 
     ``proximity``: its own proximity policy (``warn``, ``require_same_network``, ``off``),
     or ``None`` to follow ``IDP_PROXIMITY``; the stricter of the two applies.
+
+    ``device_grant``: it may also use the device authorization grant (RFC 8628: a TV or
+    a command line shows a code the person approves on the phone); such a client needs
+    no redirect URI (a command line has none), public or confidential.
 
     Its web origins (CORS) are ``web_origins`` and the origins of its http(s) redirect URIs.
     """
@@ -150,8 +157,12 @@ def create_client(
     grant_types = ["authorization_code", "refresh_token"]
     if service_account:
         grant_types.append("client_credentials")
-    if not redirect_uris:
-        raise InvalidRequest("a client needs at least one redirect URI")
+    if device_grant:
+        grant_types.append(DEVICE_CODE_GRANT)
+    if not redirect_uris and not device_grant:
+        raise InvalidRequest(
+            "a client needs at least one redirect URI (or the device grant, --device-grant)"
+        )
     uris = list(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
     logout_uris = list(
         dict.fromkeys(check_redirect_uri(u) for u in post_logout_redirect_uris or [])
@@ -178,7 +189,13 @@ def create_client(
         web_origins=[ClientOrigin(origin=o) for o in sorted(origins)],
     )
     db.session.add(client)
-    audit.record("client.created", client_id=client.client_id, name=name, public=public)
+    audit.record(
+        "client.created",
+        client_id=client.client_id,
+        name=name,
+        public=public,
+        device_grant=device_grant or None,
+    )
     return client, secret
 
 

@@ -44,10 +44,11 @@ from idp.mobile.services import (
     list_devices,
     revoke_device,
 )
+from idp.oauth import device as device_grant
 from idp.oauth.models import SCOPE_DESCRIPTIONS
 from idp.qrlogin import matching, proximity, shortcodes
 from idp.qrlogin import services as logins
-from idp.qrlogin.models import LoginRequest
+from idp.qrlogin.models import Kind, LoginRequest
 from idp.qrlogin.useragent import summarize_user_agent
 from idp.web import Caller
 
@@ -189,35 +190,60 @@ GONE = "this sign-in code is expired or unknown: ask the page for a new one"
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 @_gone_is_gone
 def scan() -> Response:
-    """The camera read a QR code (``{"qr": ...}``), or the person typed the page's short
-    code (``{"code": ...}``): show what is asked, by whom, from where."""
+    """The camera read a QR code (``{"qr": ...}``: a page's ``{issuer}/q/<id>``, or a
+    device's ``{issuer}/device?user_code=...``), or the person typed the page's short code
+    or the device's user code (``{"code": ...}``): show what is asked, by whom, from where."""
     device = _verified_device(action=True)
     body = _json_object()
     if ("qr" in body) == ("code" in body):
         raise InvalidRequest("send either 'qr' (the scanned text) or 'code' (the typed code)")
-    if "qr" in body:
-        request_id = _request_id_from_qr(_string(body, "qr"))
-    else:
-        request_id = _find_by_code(_string(body, "code"), device)
     caller = Caller.from_request()
+    user_code = None  # a device's user code, echoed for the person to compare
+    if "qr" in body:
+        qr_text = _string(body, "qr")
+        user_code = device_grant.user_code_from_url(qr_text)
+        if user_code == "":
+            raise InvalidRequest(_NOT_A_USER_CODE)
+        if user_code is None:
+            request_id = _request_id_from_qr(qr_text)
+        else:
+            request_id = _find_by_code(user_code, device, caller)
+    else:
+        code = _string(body, "code")
+        request_id = _find_by_code(code, device, caller)
+        user_code = shortcodes.normalize(code)
     try:
         login = logins.scan_login(request_id, device, caller=caller)
     except WrongAccount:
         db.session.commit()  # the refusal is audited: that stands (a typed code is not used)
         raise
     view = login_request_view(login, phone_ip=caller.ip, user_id=device.user_id)
+    if login.kind == Kind.DEVICE:
+        # What the device shows, to compare: the code the phone sent, never a stored one
+        # (only its digest is kept). A scan by request id has none to echo.
+        view["user_code"] = user_code
     response = jsonify(login_request=view)
     db.session.commit()
     return response
 
 
-def _find_by_code(text: str, device: Device) -> str:
-    """The request id of a typed short code. A wrong one is refused, and counted: the
-    failure is committed with the rest of this request (the user's row stays locked
-    until then, see ``shortcodes``)."""
+_NOT_A_USER_CODE = f"this device code's user_code is not {shortcodes.LENGTH} letters like KXRT-WMPQ"
+
+
+def _find_by_code(text: str, device: Device, caller: Caller) -> str:
+    """The request id of a typed short code or a device's user code. A wrong one is
+    refused, counted and audited (``login.code_refused``: the phone and its address,
+    never the code): the failure is committed with the rest of this request (the user's
+    row stays locked until then, see ``shortcodes``)."""
     try:
         return shortcodes.find_by_code(text, device).id
     except UnknownCode:
+        audit.record(
+            "login.code_refused",
+            caller=caller,
+            username=device.user.username,
+            device_id=device.device_id,
+        )
         db.session.commit()
         raise
 

@@ -7,12 +7,13 @@ browser refuses a cross-origin page any read of them.
 - Discovery and JWKS are public documents, the same for everyone and free of any
   secret: they answer ``Access-Control-Allow-Origin: *`` (as node oidc-provider does),
   which shared caches can keep, and no origin needs registering to find the keys.
-- Token, UserInfo and revocation answer only an ``Origin`` registered for a client
+- Token, device authorization, UserInfo and revocation answer only an ``Origin`` registered for a client
   (``idp clients create --web-origin``, or the origin of one of its redirect URIs),
   reflected with ``Vary: Origin``. A preflight cannot know the client (it has no body),
   so it answers any origin registered for *some* client; the actual response names
   the origin only when it is registered for the client the request turned out to be
-  about: the client that authenticated at the token and revocation endpoints, the
+  about: the client that authenticated at the token, device authorization and
+  revocation endpoints, the
   access token's client at UserInfo. A request that fails before any client is known
   (an unknown client, an unknown token) is readable by any registered origin, so the
   app can see its error.
@@ -33,7 +34,12 @@ from idp.oauth.models import ClientOrigin
 
 #: endpoint -> the methods a page may use; "public" endpoints answer any origin.
 PUBLIC = {"oauth.discovery": "GET", "oauth.jwks": "GET"}
-FOR_CLIENTS = {"oauth.token": "POST", "oauth.revoke": "POST", "oauth.userinfo": "GET, POST"}
+FOR_CLIENTS = {
+    "oauth.token": "POST",
+    "oauth.device_authorization": "POST",
+    "oauth.revoke": "POST",
+    "oauth.userinfo": "GET, POST",
+}
 #: What a page may send besides the CORS-safelisted headers (no DPoP: not supported).
 ALLOW_HEADERS = "Authorization, Content-Type"
 #: Seconds a browser may keep a preflight's answer: an origin removed from a client

@@ -117,8 +117,9 @@ class Client(Base):
         return hmac.compare_digest(digest(client_secret), self.client_secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        if endpoint in ("token", "revocation"):
-            # RFC 7009 §2.1: a public client revokes its own tokens with its client_id.
+        if endpoint in ("token", "revocation", "device_authorization"):
+            # RFC 7009 §2.1: a public client revokes its own tokens with its client_id;
+            # RFC 8628 §3.1: a public device names itself the same way.
             if self.is_public:
                 return method == "none"
             # A confidential client may send its secret either way (RFC 6749 §2.3.1).

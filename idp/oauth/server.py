@@ -27,6 +27,7 @@ from idp.oauth import cors
 from idp.oauth.bearer import AccessTokens, BearerProtector
 from idp.oauth.checks import AuthorizationChecks
 from idp.oauth.claims import IdTokens, UserInfoClaims, issuer
+from idp.oauth.device import DeviceAuthorizationEndpoint
 from idp.oauth.endpoints import Introspection, Revocation
 from idp.oauth.grants import (
     AuthorizationCodeGrant,
@@ -175,6 +176,7 @@ def init_app(app: Flask) -> None:
     server.register_grant(ServiceAccountGrant)
     server.register_endpoint(Revocation)
     server.register_endpoint(Introspection)
+    server.register_endpoint(DeviceAuthorizationEndpoint)
     server.register_extension(Issuer())
     protector = BearerProtector()
     protector.register_token_validator(AccessTokens(realm=app.config["IDP_ISSUER"]))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from idp import db, web
+from idp import db, limits, web
 from idp.errors import json_errors
+from idp.oauth import device
 from idp.oauth.claims import ACR
 from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS, REVOCATION_AUTH_METHODS
 from idp.oauth.grants import TOKEN_AUTH_METHODS
@@ -32,6 +33,18 @@ def token() -> Response:
     grant_type = grant_type if grant_type in metrics.GRANT_TYPES else "other"
     metrics.TOKEN_REQUESTS.labels(grant_type, str(result)[:40]).inc()
     return response
+
+
+@bp.post("/device_authorization")
+@limits.per_ip("IDP_LIMIT_DEVICE_AUTHORIZATION", scope="device_authorization")
+def device_authorization() -> Response:
+    """Device authorization (RFC 8628 §3.1): a device's codes, committed only with a 200."""
+    response = authorization_server().create_endpoint_response("device_authorization")
+    if response.status_code == 200:
+        db.session.commit()
+    else:
+        db.session.rollback()
+    return web.no_store(response)
 
 
 @bp.post("/revoke")
@@ -73,12 +86,18 @@ def discovery() -> Response:
         "userinfo_endpoint": f"{issuer}/userinfo",
         "revocation_endpoint": f"{issuer}/revoke",
         "introspection_endpoint": f"{issuer}/introspect",
+        "device_authorization_endpoint": f"{issuer}/device_authorization",
         "end_session_endpoint": f"{issuer}/logout",
         "jwks_uri": f"{issuer}/jwks",
         "scopes_supported": list(SUPPORTED_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            device.GRANT_TYPE,
+        ],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,

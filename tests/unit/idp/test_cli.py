@@ -328,6 +328,7 @@ def test_clients_list(idp):
             "name": "Web RP",
             "type": "confidential",
             "redirect_uris": ["https://rp.example/cb", "http://127.0.0.1:5000/cb"],
+            "grant_types": ["authorization_code", "refresh_token"],
             "proximity": None,
         },
         {
@@ -335,6 +336,7 @@ def test_clients_list(idp):
             "name": "App",
             "type": "public",
             "redirect_uris": ["com.example.app:/cb"],
+            "grant_types": ["authorization_code", "refresh_token"],
             "proximity": None,
         },
     ]
@@ -343,6 +345,30 @@ def test_clients_list(idp):
         "https://rp.example/cb http://127.0.0.1:5000/cb\n"
         f"{app['client_id']}  public        App  com.example.app:/cb\n"
     )
+
+
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def test_clients_create_with_the_device_grant_and_list_it(idp):
+    """A command line has no redirect URI: --device-grant needs none, public or not."""
+    cli = create_json(idp, "--name 'Backup CLI' --public --device-grant")
+    assert cli["client_secret"] is None
+    tv = create_json(idp, "--name TV --device-grant --redirect-uri https://tv.example/cb")
+    assert tv["client_secret"]
+    listed = json.loads(ok(idp("clients list --json")))
+    assert [(row["type"], row["redirect_uris"], row["grant_types"]) for row in listed] == [
+        ("public", [], ["authorization_code", "refresh_token", DEVICE_CODE]),
+        (
+            "confidential",
+            ["https://tv.example/cb"],
+            ["authorization_code", "refresh_token", DEVICE_CODE],
+        ),
+    ]
+    assert ok(idp("clients list")).splitlines() == [
+        f"{cli['client_id']}  public        Backup CLI    device-grant",
+        f"{tv['client_id']}  confidential  TV  https://tv.example/cb  device-grant",
+    ]
 
 
 def test_clients_create_with_a_proximity_policy_and_list_it(idp):
@@ -416,6 +442,7 @@ def test_clients_create_requires_name_and_redirect_uri(idp):
     result = idp("clients create --name X")
     assert result.returncode == 2
     assert "Missing option '--redirect-uri'" in result.stderr
+    assert "--device-grant" in result.stderr  # the one way to do without
     result = idp("clients create --redirect-uri https://rp.example/cb")
     assert result.returncode == 2
     assert "Missing option '--name'" in result.stderr
