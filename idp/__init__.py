@@ -73,6 +73,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 
 def _register_blueprints(app: Flask) -> None:
     from idp.mobile.views import bp as mobile_bp
+    from idp.oauth.device import pages as device_pages
     from idp.oauth.views import bp as oauth_bp
     from idp.ops.views import bp as ops_bp
     from idp.qrlogin.views import bp as qrlogin_bp
@@ -87,6 +88,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(ops_bp)
     app.register_blueprint(sso_bp)
     app.register_blueprint(webapp_bp)
+    app.register_blueprint(device_pages)
     realtime.init_app(app)
 
     @app.get("/")

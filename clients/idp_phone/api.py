@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import requests
 from joserfc.jwk import ECKey
@@ -95,12 +95,41 @@ def normalize_server(url: str) -> str:
     return urlunsplit((scheme, parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
 
 
-def check_login_qr(server: str, qr_text: str) -> str:
-    """Check that ``qr_text`` is a sign-in QR code of ``server``: ``{server}/q/{id}``.
+def device_user_code(server: str, qr_text: str) -> str | None:
+    """The user code of a device's QR code, ``{server}/device?user_code=XXXX-XXXX`` (RFC
+    8628's ``verification_uri_complete``), normalized; ``None`` if ``qr_text`` is not one
+    of ``server``'s (another path, host or query). Raises :class:`NotASignInCodeError` for
+    such a URL whose code is not a code. Scheme and host are compared without regard to
+    case, the path exactly."""
+    text = qr_text.strip()
+    base, parts = urlsplit(server), urlsplit(text)
+    if (
+        parts.scheme.lower() != base.scheme.lower()
+        or parts.netloc.lower() != base.netloc.lower()
+        or parts.path != base.path.rstrip("/") + "/device"
+        or "#" in text
+    ):
+        return None
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if set(query) != {"user_code"} or len(query["user_code"]) != 1:
+        return None
+    code = normalize_short_code(query["user_code"][0])
+    if code is None:
+        raise NotASignInCodeError(server, qr_text)
+    return code
 
-    Returns the sign-in request id; raises :class:`NotASignInCodeError` otherwise. Scheme and
-    host are compared without regard to case, the path exactly.
+
+def check_login_qr(server: str, qr_text: str) -> str:
+    """Check that ``qr_text`` is a sign-in QR code of ``server``: ``{server}/q/{id}``, or
+    a device's ``{server}/device?user_code=XXXX-XXXX``.
+
+    Returns the sign-in request id (for a device's: its user code); raises
+    :class:`NotASignInCodeError` otherwise. Scheme and host are compared without regard to
+    case, the path exactly.
     """
+    code = device_user_code(server, qr_text)
+    if code is not None:
+        return code
     text = qr_text.strip()
     base = urlsplit(server)
     parts = urlsplit(text)
@@ -437,10 +466,15 @@ class PhoneClient:
     def scan(self, qr_text: str) -> dict[str, Any]:
         """Report a scanned QR code; returns ``{"login_request": {...}}`` to show the user.
 
-        The text is first checked locally to be ``{server}/q/{id}`` for this profile's server
-        (:class:`NotASignInCodeError` otherwise, without contacting any server).
+        The text is first checked locally to be ``{server}/q/{id}`` for this profile's server,
+        or a device's ``{server}/device?user_code=...`` (:class:`NotASignInCodeError`
+        otherwise, without contacting any server). A device's is sent as its user code, as
+        if typed (:meth:`scan_user_code`).
         """
         check_login_qr(self.profile.server, qr_text)
+        code = device_user_code(self.profile.server, qr_text)
+        if code is not None:
+            return self.scan_user_code(code)
         data = self._call("POST", "/login-requests/scan", {"qr": qr_text.strip()})
         _login_request(data, 200)
         return data
@@ -452,6 +486,15 @@ class PhoneClient:
         data = self._call("POST", "/login-requests/scan", {"code": code.strip()})
         _login_request(data, 200)
         return data
+
+    def scan_user_code(self, user_code: str) -> dict[str, Any]:
+        """Report a device's user code (RFC 8628: a TV or a command line shows it), typed
+        or read from its QR code: the same call as :meth:`scan_code`. The answer's
+        ``login_request`` has ``kind`` ``"device"`` and ``user_code``, to compare with the
+        device's screen."""
+        if normalize_short_code(user_code) is None:
+            raise ValueError("a device's code is 8 letters like KXRT-WMPQ")
+        return self.scan_code(user_code)
 
     def approve(self, request_id: str, number: str | None = None) -> dict[str, Any]:
         """Approve the sign-in request ``request_id`` this device scanned; with number

@@ -5,10 +5,17 @@ Commands::
     idp-phone [--profile DIR] enroll --server URL --username U --password-stdin [--device-name N]
     idp-phone [--profile DIR] scan SOURCE [--approve | --deny] [--json]
     idp-phone [--profile DIR] scan --code KXRT-WMPQ [--approve | --deny] [--json]
+    idp-phone [--profile DIR] scan --user-code KXRT-WMPQ [--approve | --deny] [--json]
     idp-phone [--profile DIR] approve-phone CODE [--approve | --deny]
     idp-phone [--profile DIR] whoami
     idp-phone [--profile DIR] devices
     idp-phone [--profile DIR] revoke DEVICE_ID
+
+``scan`` also takes a device's sign-in (RFC 8628: a TV or a command line shows a code and
+its QR code, ``{server}/device?user_code=...``): as SOURCE, or its code typed with
+``--user-code`` (the same as ``--code``). The description then says that a device wants to
+sign in as you, the code to compare with the device's screen, and a warning against codes
+someone sent you.
 
 A user's next phone needs an old phone: ``enroll`` then prints a code and waits (asking
 every 2 s) until one of the user's phones approves it with ``approve-phone CODE`` (or
@@ -134,10 +141,78 @@ def _member(data: dict[str, Any], name: str, kind: type[_Json]) -> _Json:
     return value if isinstance(value, kind) else kind()
 
 
+#: Said before every device sign-in: device-code phishing sends a victim a real code
+#: (by e-mail, chat, a phone call) and asks them to enter it (reported by Microsoft as
+#: Storm-2372, 2025).
+DEVICE_WARNING = (
+    "Approve only if you started this sign-in yourself, on a device in front of you that "
+    "shows this code. If someone sent you this code or link (by e-mail, chat or phone) and "
+    "asked you to enter it, deny: they are trying to get into your account."
+)
+
+
+def describe_device_request(
+    view: dict[str, Any], *, account: str, now: datetime | None = None
+) -> str:
+    """What the user must read before letting a device sign in: the warning, the code to
+    compare with the device's screen, who asks, for what, from where, when."""
+    now = now if now is not None else datetime.now(UTC)
+    client = _member(view, "client", dict)
+    device = _member(view, "browser", dict)
+    scopes = _member(view, "scopes", list)
+    lines = [
+        f"A device wants to sign in as you to {clean(client.get('name'))}",
+        f"  !! {DEVICE_WARNING}",
+    ]
+    proximity = view.get("proximity")
+    if isinstance(proximity, dict) and proximity.get("message"):
+        far = far_from_browser(view) or refused_here(view)
+        lines.append(f"  {'!! ' if far else ''}{clean(proximity['message'])}")
+    code = view.get("user_code")
+    lines += [
+        f"  Account:       {account}",
+        f"  Application:   {clean(client.get('name'))}",
+        (
+            f"  Code:          {clean(code)} (the device must show this same code)"
+            if isinstance(code, str) and code
+            else "  Code:          (not known here: compare on the device)"
+        ),
+        "  It asks for:",
+    ]
+    lines += _scope_lines(scopes)
+    lines += [
+        f"  Device:        {clean(device.get('summary'))}",
+        f"  IP address:    {clean(device.get('ip'))}",
+        *(
+            [f"  Location:      {clean(device['location'])} (approximate)"]
+            if device.get("location")
+            else []
+        ),
+        f"  User agent:    {clean(device.get('user_agent'))}",
+        f"  Requested:     {_when(view.get('created_at'), now)}",
+        f"  Expires:       {_when(view.get('expires_at'), now, expiry=True)}",
+    ]
+    return "\n".join(lines)
+
+
+def _scope_lines(scopes: list[Any]) -> list[str]:
+    lines = []
+    for scope in scopes:
+        if isinstance(scope, dict):
+            name, description = scope.get("name"), scope.get("description")
+            lines.append(f"    - {clean(name)}: {clean(description)}")
+        else:
+            lines.append(f"    - {clean(scope)}")
+    return lines or ["    (nothing listed)"]
+
+
 def describe_login_request(
     view: dict[str, Any], *, account: str, now: datetime | None = None
 ) -> str:
-    """The text the user must read before deciding: who asks, for what, from where, when."""
+    """The text the user must read before deciding: who asks, for what, from where, when
+    (for a device's sign-in, :func:`describe_device_request`)."""
+    if view.get("kind") == "device":
+        return describe_device_request(view, account=account, now=now)
     now = now if now is not None else datetime.now(UTC)
     client = _member(view, "client", dict)
     browser = _member(view, "browser", dict)
@@ -156,14 +231,7 @@ def describe_login_request(
         f"  Returns to:    {clean(client.get('redirect_host'))}",
         "  It asks for:",
     ]
-    for scope in scopes:
-        if isinstance(scope, dict):
-            name, description = scope.get("name"), scope.get("description")
-            lines.append(f"    - {clean(name)}: {clean(description)}")
-        else:
-            lines.append(f"    - {clean(scope)}")
-    if not scopes:
-        lines.append("    (nothing listed)")
+    lines += _scope_lines(scopes)
     lines += [
         f"  Browser:       {clean(browser.get('summary'))}",
         f"  IP address:    {clean(browser.get('ip'))}",
@@ -443,10 +511,17 @@ def _cmd_revoke(args: argparse.Namespace, client: PhoneClient) -> int:
     return EXIT_OK
 
 
+def asker(view: dict[str, Any]) -> str:
+    """What waits for the decision: "device" (RFC 8628) or "browser"."""
+    return "device" if view.get("kind") == "device" else "browser"
+
+
 def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
     profile = client.profile
     if (args.source is None) == (args.code is None):
-        raise UsageError("give the QR code (SOURCE) or the typed code (--code), not both")
+        raise UsageError(
+            "give the QR code (SOURCE) or the typed code (--code, --user-code), not both"
+        )
     if args.source is not None:
         qr_text = read_source(args.source)
         check_login_qr(profile.server, qr_text)  # before anything is sent anywhere
@@ -506,9 +581,9 @@ def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
     if args.json:
         print(json.dumps({"login_request": view, "decision": outcome}))
     elif outcome == "approved":
-        print("Approved: the browser is signing you in.")
+        print(f"Approved: the {asker(view)} is signing you in.")
     else:
-        print("Denied: the browser will not be signed in.")
+        print(f"Denied: the {asker(view)} will not be signed in.")
     return EXIT_OK
 
 
@@ -553,6 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--code",
         metavar="CODE",
         help='instead of a QR code: the short code the page shows under "Can\'t scan?"',
+    )
+    scan.add_argument(
+        "--user-code",
+        dest="code",
+        metavar="CODE",
+        help="instead of a QR code: the code a device (a TV, a command line) shows to sign "
+        "in (the same as --code); never one someone sent you",
     )
     choice = scan.add_mutually_exclusive_group()
     choice.add_argument("--approve", action="store_true", help="approve without asking")

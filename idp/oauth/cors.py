@@ -7,8 +7,9 @@ browser refuses a cross-origin page any read of them.
 - Discovery and JWKS are public documents, the same for everyone and free of any
   secret: they answer ``Access-Control-Allow-Origin: *`` (as node oidc-provider does),
   which shared caches can keep, and no origin needs registering to find the keys.
-- Token, device authorization, UserInfo and revocation answer only an ``Origin`` registered for a client
-  (``idp clients create --web-origin``, or the origin of one of its redirect URIs),
+- Token, device authorization, UserInfo and revocation answer only an ``Origin``
+  registered for a client (``idp clients create --web-origin``, or the origin of one of
+  its redirect URIs),
   reflected with ``Vary: Origin``. A preflight cannot know the client (it has no body),
   so it answers any origin registered for *some* client; the actual response names
   the origin only when it is registered for the client the request turned out to be

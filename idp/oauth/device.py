@@ -25,12 +25,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from authlib.oauth2.rfc6749.errors import InvalidScopeError, UnauthorizedClientError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidScopeError,
+    UnauthorizedClientError,
+)
 from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint as AuthlibDeviceEndpoint
-from flask import current_app
+from flask import Blueprint, Response, current_app, make_response, render_template, request
 from sqlalchemy.exc import IntegrityError
 
-from idp import audit, db
+from idp import audit, db, web
 from idp.oauth.claims import issuer
 from idp.oauth.models import digest
 from idp.qrlogin import shortcodes
@@ -84,6 +88,16 @@ class DeviceAuthorizationEndpoint(AuthlibDeviceEndpoint):
     """
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def authenticate_client(self, request: Any) -> Any:
+        """The client, as at the token endpoint; any failure (an unknown ``client_id``
+        too, which the token endpoint answers with a 400) is 401 ``invalid_client`` with
+        a ``Basic`` challenge: a device has nobody to read a subtler answer."""
+        try:
+            return super().authenticate_client(request)
+        except InvalidClientError as error:
+            error.status_code = 401
+            raise
 
     def create_endpoint_response(self, request: Any) -> tuple[int, dict[str, Any], list[Any]]:
         """The device's codes, after the checks above; the new request joins the
@@ -149,3 +163,20 @@ def _new_device_request(client: Any, scope: str, caller: Any, ttl: int) -> tuple
             continue
         return login, device_code, user_code
     raise RuntimeError("could not draw a unique user code")
+
+
+#: ``GET /device``: a page, with HTML errors like the other pages people open.
+pages = Blueprint("device", __name__)
+
+
+@pages.get(VERIFICATION_PATH)
+def verification_page() -> Response:
+    """The verification URI opened in a browser: use the phone app. A ``user_code``
+    given is shown (normalized) after a check of its form only, never looked up, so the
+    page says nothing of whether it exists; one that cannot be a code is a 400 that says
+    what a code looks like. Changes nothing; not kept by caches (the code is in the URL)."""
+    given = request.args.get("user_code")
+    code = shortcodes.normalize(given) if given is not None else None
+    status = 400 if given is not None and code is None else 200
+    page = render_template("device.html", code=code, malformed=status == 400)
+    return web.no_store(make_response(page, status))
