@@ -17,6 +17,21 @@ def app_messages() -> dict[str, str]:
         "checking": gettext("Checking this phone…"),
         "signed_in_as": gettext("This phone signs in as {name} ({username})."),
         "request_title": gettext("Sign in to {client}?"),
+        # A device's sign-in (RFC 8628: a TV, a command line shows a code).
+        "device_title": gettext("A device wants to sign in as you to {client}"),
+        "device_label": gettext("Device"),
+        "computer_label": gettext("Computer"),
+        "device_warning": gettext(
+            "Approve only if you started this sign-in yourself, on a device in front of you"
+            " that shows this code. If someone sent you this code or link (by e-mail, chat or"
+            " phone) and asked you to enter it, deny: they are trying to get into your account."
+        ),
+        "device_prefilled": gettext(
+            "A link put a device's code here. Tap Continue only if it is the code a device in"
+            " front of you shows. Never enter a code someone sent you."
+        ),
+        "device_approved_title": gettext("Done: the device is signing in"),
+        "device_approved_text": gettext("The device is signing you in to {client}."),
         "request_for": gettext("Set up this phone first, then you can answer this sign-in."),
         "invited": gettext("This invitation sets up this phone for {name} ({username})."),
         "invited_replaces": gettext(

@@ -316,7 +316,7 @@ def test_a_scope_with_nothing_allowed_is_invalid(world, scope):
 
 
 def test_only_post_is_allowed(world):
-    live, _, clients = world
+    live, _, _ = world
     response = requests.get(f"{live.url}/device_authorization", timeout=10)
     assert response.status_code == 405
 

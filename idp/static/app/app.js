@@ -285,6 +285,13 @@ byId("code-form").onsubmit = async (event) => {
   button.disabled = true;
   try {
     const answer = await api.scanCode(code);
+    byId("code-note").hidden = true;
+    if (answer.login_request.kind === "device") {
+      // A device's code: shown here, with the code to compare (the request's own page
+      // would scan it again by its id, and could not show the code).
+      showRequest(answer.login_request);
+      return;
+    }
     // The request's own page: the same approval screen a camera app opens.
     window.location.assign(`/app/q/${encodeURIComponent(answer.login_request.id)}`);
   } catch (error) {
@@ -334,10 +341,51 @@ function closeScanner() {
 
 const REQUEST_ID = /^[A-Za-z0-9_-]{1,100}$/;
 
+/**
+ * The user code of a device's QR code (RFC 8628's verification_uri_complete,
+ * `{issuer}/device?user_code=...`): this issuer's origin, exactly that path, only that
+ * parameter, no fragment. Null for anything else. The server checks it all again.
+ */
+function deviceUserCode(text) {
+  let url;
+  try { url = new URL(text); } catch (error) { return null; }
+  const issuer = new URL(state.issuer);
+  const keys = [...url.searchParams.keys()];
+  if (url.origin !== issuer.origin || url.pathname !== `${issuer.pathname.replace(/\/$/, "")}/device`
+      || text.includes("#") || keys.length !== 1 || keys[0] !== "user_code") {
+    return null;
+  }
+  return url.searchParams.get("user_code");
+}
+
+/** A device's code read by the camera: sent as typed, then its request shown. */
+async function scanDeviceCode(code) {
+  showScreen("loading");
+  byId("loading-text").textContent = say("checking");
+  let view;
+  try {
+    view = (await api.scanCode(code)).login_request;
+  } catch (error) {
+    showScreen("home");
+    if (error instanceof ApiError && error.code === "invalid_request") {
+      notify(say("not_a_code"));
+    } else {
+      await fail(error);
+    }
+    return;
+  }
+  showRequest(view);
+}
+
 function onScanned(scanned) {
   closeScanner();
   const prefix = `${state.issuer}/q/`;
   const value = scanned.trim();
+  const userCode = deviceUserCode(value);
+  if (userCode !== null) {
+    scanDeviceCode(userCode);
+    return;
+  }
   if (!value.startsWith(prefix) || !REQUEST_ID.test(value.slice(prefix.length))) {
     notify(say("not_a_login_code"));
     return;
@@ -371,7 +419,16 @@ const ACCOUNT_HINT = /^[A-Za-z0-9_.@+-]{1,150}$/; // a username (accounts.check_
 
 function showRequest(view) {
   const client = view.client;
-  byId("request-title").textContent = say("request_title", { client: client.name });
+  const device = view.kind === "device";
+  byId("request-title").textContent = say(device ? "device_title" : "request_title", { client: client.name });
+  // A device: the code to compare with its screen, no site to return to, a device not a computer.
+  const code = device && typeof view.user_code === "string" ? view.user_code : "";
+  byId("request-code").textContent = code;
+  byId("request-code-label").hidden = !code;
+  byId("request-code-row").hidden = !code;
+  byId("request-host-label").hidden = device;
+  byId("request-host").hidden = device;
+  byId("request-browser-label").textContent = say(device ? "device_label" : "computer_label");
   const logo = byId("client-logo");
   logo.hidden = !client.logo_uri;
   if (client.logo_uri) { logo.src = client.logo_uri; }
@@ -396,6 +453,8 @@ function showRequest(view) {
   // an approval from here (require_same_network), its message is the refusal, and only
   // Deny is offered.
   const shown = [];
+  // Device-code phishing sends a real code to a victim: said first, every time.
+  if (device) { shown.push(item(say("device_warning"), "warning")); }
   const proximity = view.proximity;
   const refused = Boolean(proximity) && proximity.allowed === false;
   if (proximity && proximity.message) {
@@ -467,7 +526,9 @@ async function decide(view, choice, number) {
     }
     return;
   }
-  if (choice === "approve") {
+  if (choice === "approve" && view.kind === "device") {
+    finish(say("device_approved_title"), say("device_approved_text", client));
+  } else if (choice === "approve") {
     finish(say("approved_title"), say("approved_text", client));
   } else if (choice === "release") {
     finish(say("released_title"), say("released_text"));
@@ -568,7 +629,25 @@ async function start() {
     await openRequest();
   } else {
     await showHome();
+    prefillDeviceCode();
   }
+}
+
+/**
+ * `/app/#device=CODE` (the link of the IdP's /device page): the code is put in the
+ * "type a code" field, with a warning, and nothing is sent until the person taps
+ * Continue (a link anyone can send must not scan by itself). The fragment never reaches
+ * the server, and is removed from the address.
+ */
+function prefillDeviceCode() {
+  const match = /^#device=([A-Za-z-]{8,9})$/.exec(window.location.hash);
+  if (!match) { return; }
+  window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  byId("code").value = match[1].toUpperCase();
+  const note = byId("code-note");
+  note.textContent = say("device_prefilled");
+  note.hidden = false;
+  byId("code-button").focus();
 }
 
 start().catch(fail);
