@@ -206,7 +206,7 @@ def test_a_short_code_typed_in_the_app(chromium, site):
     phone = enroll_in_app(phone_context(chromium), site.issuer)
     desktop = start_sign_in(new_context(chromium), site)
     code = show_short_code(desktop)
-    phone.get_by_label("Can't scan? Type the code the computer shows").fill(
+    phone.get_by_label("Can't scan? Type the code the computer or device shows").fill(
         code.lower().replace("-", " ")  # as a person might type it
     )
     phone.get_by_role("button", name="Continue").tap()
@@ -217,7 +217,7 @@ def test_a_short_code_typed_in_the_app(chromium, site):
 
 def test_a_mistyped_code_is_a_plain_sentence(chromium, site):
     phone = enroll_in_app(phone_context(chromium), site.issuer)
-    field = phone.get_by_label("Can't scan? Type the code the computer shows")
+    field = phone.get_by_label("Can't scan? Type the code the computer or device shows")
     field.fill("ACDE-FGHJ")
     phone.get_by_role("button", name="Continue").tap()
     expect(phone.get_by_role("alert")).to_have_text(
@@ -511,8 +511,8 @@ def test_a_double_tap_on_continue_sends_the_typed_code_once(chromium, site):
         route.continue_()
 
     phone.route("**/login-requests/scan", slow_scan)
-    phone.get_by_label("Can't scan? Type the code the computer shows").fill(code)
-    field = phone.get_by_label("Can't scan? Type the code the computer shows")
+    phone.get_by_label("Can't scan? Type the code the computer or device shows").fill(code)
+    field = phone.get_by_label("Can't scan? Type the code the computer or device shows")
     field.press("Enter")
     field.press("Enter")
     expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
@@ -693,7 +693,7 @@ def test_the_in_app_paths_stay_inside_the_apps_scope(chromium, site):
     phone = enroll_in_app(phone_context(chromium), site.issuer)
     desktop = start_sign_in(new_context(chromium), site)
     code = show_short_code(desktop)
-    phone.get_by_label("Can't scan? Type the code the computer shows").fill(code)
+    phone.get_by_label("Can't scan? Type the code the computer or device shows").fill(code)
     phone.get_by_role("button", name="Continue").tap()
     expect(phone.get_by_role("heading", name="Sign in to Demo RP?")).to_be_visible()
     assert phone.url.startswith(f"{site.issuer}/app/q/")

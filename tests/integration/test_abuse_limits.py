@@ -158,6 +158,7 @@ PER_IP_LIMITS = {
     "mobile.deny_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.withdraw_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.release": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "oauth.device_authorization": ("IDP_LIMIT_DEVICE_AUTHORIZATION", "device_authorization"),
 }
 
 

@@ -252,7 +252,7 @@ def test_api_errors_are_json_for_any_accept(client, method, path, status):
 #: Every route of the app, by kind: the APIs answer errors in JSON whatever ``Accept``
 #: says; pages people open (and the page socket and static files) keep HTML for browsers.
 API_ROUTES = {
-    "/token", "/revoke", "/introspect", "/userinfo", "/.well-known/openid-configuration",
+    "/token", "/device_authorization", "/revoke", "/introspect", "/userinfo", "/.well-known/openid-configuration",
     "/jwks", "/authorize/renew/<request_id>", "/authorize/short-code/<request_id>",
     "/authorize/restart/<request_id>",
     "/api/mobile/v1/devices", "/api/mobile/v1/devices/me",
@@ -266,7 +266,7 @@ API_ROUTES = {
     "/api/mobile/v1/enrollments/<enrollment_id>/withdraw", "/healthz", "/readyz", "/metrics",
 }  # fmt: skip
 PAGE_ROUTES = {
-    "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout",
+    "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout", "/device",
     "/ws/login/<request_id>", "/static/<path:filename>",
     "/app", "/app/", "/app/invite/<token>", "/app/manifest.webmanifest", "/app/sw.js",
     "/app/q/<request_id>",

@@ -33,6 +33,7 @@ HTML_PAGES = {
     "webapp.approve_page",
     "qrlogin.complete",
     "sso.logout",
+    "device.verification_page",
     "static",  # a missing file's 404 page
 }
 
