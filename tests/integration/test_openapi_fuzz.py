@@ -56,6 +56,7 @@ GENEROUS_LIMITS = {
     "IDP_LIMIT_ENROLL": "100000/minute",
     "IDP_LIMIT_PHONE_IP": "100000/minute",
     "IDP_LIMIT_DEVICE": "100000/minute",
+    "IDP_LIMIT_DEVICE_AUTHORIZATION": "100000/minute",
 }
 
 CHECKS = [
@@ -93,7 +94,7 @@ class SignedLikeThePhone(requests.auth.AuthBase):
             request.headers["Device-Proof"] = proof
         elif path == "/userinfo":
             request.headers["Authorization"] = f"Bearer {self.access_token}"
-        elif path in ("/token", "/revoke", "/introspect"):
+        elif path in ("/token", "/device_authorization", "/revoke", "/introspect"):
             request.headers["Authorization"] = self.basic
         return request
 
