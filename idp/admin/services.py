@@ -161,7 +161,8 @@ def create_client(
         grant_types.append(DEVICE_CODE_GRANT)
     if not redirect_uris and not device_grant:
         raise InvalidRequest(
-            "a client needs at least one redirect URI (or the device grant, --device-grant)"
+            "a client needs at least one redirect URI, unless it is only for devices"
+            " (the device grant)"
         )
     uris = list(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
     logout_uris = list(

@@ -252,9 +252,9 @@ def test_api_errors_are_json_for_any_accept(client, method, path, status):
 #: Every route of the app, by kind: the APIs answer errors in JSON whatever ``Accept``
 #: says; pages people open (and the page socket and static files) keep HTML for browsers.
 API_ROUTES = {
-    "/token", "/device_authorization", "/revoke", "/introspect", "/userinfo", "/.well-known/openid-configuration",
-    "/jwks", "/authorize/renew/<request_id>", "/authorize/short-code/<request_id>",
-    "/authorize/restart/<request_id>",
+    "/token", "/device_authorization", "/revoke", "/introspect", "/userinfo",
+    "/.well-known/openid-configuration", "/jwks", "/authorize/renew/<request_id>",
+    "/authorize/short-code/<request_id>", "/authorize/restart/<request_id>",
     "/api/mobile/v1/devices", "/api/mobile/v1/devices/me",
     "/api/mobile/v1/devices/<device_id>/revoke", "/api/mobile/v1/login-requests/scan",
     "/api/mobile/v1/login-requests/<request_id>/approve",

@@ -178,6 +178,21 @@ def test_duplicate_redirect_uris_are_kept_once_in_order(ctx):
     assert stored.redirect_uris == ["https://b.example/cb", "https://a.example/cb"]
 
 
+@pytest.mark.parametrize("public", [False, True])
+def test_a_device_client_needs_no_redirect_uri(ctx, public):
+    _, secret = create_client("Backup CLI", [], public=public, device_grant=True)
+    assert (secret is None) == public
+    [stored] = stored_clients()
+    assert stored.redirect_uris == []
+    assert stored.grant_types == [
+        "authorization_code",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    ]
+    assert stored.check_grant_type("urn:ietf:params:oauth:grant-type:device_code")
+    assert stored.check_endpoint_auth_method("none", "device_authorization") == public
+
+
 def test_a_name_of_200_characters_is_accepted(ctx):
     client, _ = create_client("n" * 200, ["https://rp.example/cb"])
     assert client.name == "n" * 200
@@ -189,7 +204,12 @@ def test_a_name_of_200_characters_is_accepted(ctx):
         ("", ["https://rp.example/cb"], "a client needs a name of 1-200 characters"),
         ("   ", ["https://rp.example/cb"], "a client needs a name of 1-200 characters"),
         ("n" * 201, ["https://rp.example/cb"], "a client needs a name of 1-200 characters"),
-        ("RP", [], "a client needs at least one redirect URI"),
+        (
+            "RP",
+            [],
+            "a client needs at least one redirect URI, unless it is only for devices"
+            " (the device grant)",
+        ),
         (
             "RP",
             ["https://rp.example/cb", "http://rp.example/cb"],
