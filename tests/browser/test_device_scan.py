@@ -26,11 +26,7 @@ def test_the_in_app_scanner_reads_a_devices_qr_code(fake_camera, site):
         "--json",
     )  # fmt: skip
     client_id = json.loads(created)["client_id"]
-    codes = requests.post(
-        f"{site.issuer}/device_authorization",
-        data={"client_id": client_id, "scope": "openid profile"},
-        timeout=10,
-    ).json()
+    codes = start(site, client_id)
     picture = site.tmp / "tv.png"
     qrcode.make(codes["verification_uri_complete"], box_size=8).save(picture)  # the TV's screen
     phone = enroll_in_app(
@@ -50,10 +46,36 @@ def test_the_in_app_scanner_reads_a_devices_qr_code(fake_camera, site):
     expect(phone.get_by_role("heading", name="Done: the device is signing in")).to_be_visible()
 
     time.sleep(codes["interval"])
-    answer = requests.post(
+    assert poll(site, client_id, codes).status_code == 200
+
+    # The /device page's link, /app/#device=CODE: the code is filled in, with a warning,
+    # and nothing is sent before the tap; then the same screen, and Deny.
+    second = start(site, client_id)
+    phone = phone.context.new_page()  # the link opens the app anew
+    phone.goto(f"{site.issuer}/app/#device={second['user_code']}")
+    expect(phone.locator("#code")).to_have_value(second["user_code"])
+    expect(phone.locator("#code-note")).to_contain_text("Never enter a code someone sent you.")
+    assert "#" not in phone.url
+    assert poll(site, client_id, second).json()["error"] == "authorization_pending"
+    phone.get_by_role("button", name="Continue").tap()
+    expect(phone.locator("#request-code")).to_have_text(second["user_code"])
+    phone.get_by_role("button", name="Deny").tap()
+    expect(phone.locator("#screen-done")).to_be_visible()
+    time.sleep(second["interval"])
+    assert poll(site, client_id, second).json()["error"] == "access_denied"
+
+
+def start(site, client_id):
+    return requests.post(
+        f"{site.issuer}/device_authorization",
+        data={"client_id": client_id, "scope": "openid profile"},
+        timeout=10,
+    ).json()
+
+
+def poll(site, client_id, codes):
+    return requests.post(
         f"{site.issuer}/token",
         data={"grant_type": DEVICE, "device_code": codes["device_code"], "client_id": client_id},
         timeout=10,
     )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["id_token"]
