@@ -237,6 +237,21 @@ def test_the_phone_command_takes_a_user_code_and_denies(world):
     assert answer.json()["error"] == "access_denied"
 
 
+def test_a_scanned_code_is_no_one_elses(world, tmp_path):
+    """The user code stays live after the scan (the device still shows it), but another
+    phone typing it cannot take the request over or see it."""
+    live, phone, clients = world
+    cli, _ = clients["cli"]
+    codes = started(live, cli)
+    phone.scan_user_code(codes["user_code"])
+    add_user(live.app, "bob")
+    bob = enroll_phone(live.url, tmp_path / "bob", "bob")
+    with pytest.raises(PhoneApiError) as refused:
+        bob.scan_user_code(codes["user_code"])
+    assert (refused.value.status, refused.value.error) == (409, "already_used")
+    assert "Backup CLI" not in refused.value.description
+
+
 @pytest.mark.idp_config(IDP_DEVICE_CODE_TTL=1, **FAST)
 def test_an_unused_code_expires(world):
     live, phone, clients = world
