@@ -477,3 +477,40 @@ def test_the_device_page_speaks_chinese(world):
     assert '<html lang="zh-CN">' in response.text
     assert "KXRT-WMPQ" in response.text
     assert "手机" in response.text and "不要输入别人发给你的代码" in response.text
+
+
+# CORS, as at /token ----------------------------------------------------------------------------
+
+
+def test_a_browser_app_of_the_clients_origin_may_start(world):
+    live, _, _ = world
+    origin = "https://tv-app.example"
+    with live.app.app_context(), db.unit_of_work():
+        client, _ = create_client(
+            "Web TV", [], public=True, device_grant=True, web_origins=[origin]
+        )
+        client_id = client.client_id
+    preflight = requests.options(
+        f"{live.url}/device_authorization",
+        headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == origin
+    assert preflight.headers["Access-Control-Allow-Methods"] == "POST"
+    answer = requests.post(
+        f"{live.url}/device_authorization",
+        data={"client_id": client_id, "scope": "openid"},
+        headers={"Origin": origin},
+        timeout=10,
+    )
+    assert answer.status_code == 200
+    assert answer.headers["Access-Control-Allow-Origin"] == origin
+    assert "Origin" in answer.headers["Vary"]
+    stranger = requests.post(
+        f"{live.url}/device_authorization",
+        data={"client_id": client_id, "scope": "openid"},
+        headers={"Origin": "https://evil.example"},
+        timeout=10,
+    )
+    assert "Access-Control-Allow-Origin" not in stranger.headers
