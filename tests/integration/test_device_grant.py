@@ -514,3 +514,29 @@ def test_a_browser_app_of_the_clients_origin_may_start(world):
         timeout=10,
     )
     assert "Access-Control-Allow-Origin" not in stranger.headers
+
+
+@pytest.mark.idp_config(**FAST)
+def test_the_demo_device_signs_in_against_this_endpoint(world):
+    """clients/demo_device, as a person runs it: it prints the code; the phone types it
+    and approves while the device waits; the device ends with the ID token's claims."""
+    import io
+
+    from demo_device import DeviceSignIn
+
+    live, phone, clients = world
+    cli, _ = clients["cli"]
+    out = io.StringIO()
+    approved = []
+
+    def sleep(seconds: float) -> None:
+        if not approved:  # the person reads the screen and answers on the phone
+            code = re.search(r"[ACDEFGHJKMNPQRTUVWXY]{4}-[ACDEFGHJKMNPQRTUVWXY]{4}", out.getvalue())
+            assert code, out.getvalue()
+            view = phone.scan_user_code(code.group(0))["login_request"]
+            approved.append(phone.approve(view["id"]))
+        time.sleep(seconds)
+
+    claims = DeviceSignIn(live.url, cli, out=out, sleep=sleep).run()
+    assert claims["preferred_username"] == "alice" and claims["aud"] == cli
+    assert f"{live.url}/device" in out.getvalue()
