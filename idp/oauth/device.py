@@ -35,10 +35,13 @@ from flask import Blueprint, Response, current_app, make_response, render_templa
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit, db, web
+from idp.oauth import polling
 from idp.oauth.claims import issuer
-from idp.oauth.models import digest
+from idp.oauth.models import Client, digest
 from idp.qrlogin import shortcodes
 from idp.qrlogin.lifecycle import Kind
+from idp.qrlogin.models import LoginRequest
+from idp.web import Caller
 
 #: The grant type a client must be registered for (RFC 8628 §3.4).
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
@@ -116,7 +119,9 @@ class DeviceAuthorizationEndpoint(AuthlibDeviceEndpoint):
             )
         config = current_app.config
         ttl, interval = config["IDP_DEVICE_CODE_TTL"], config["IDP_DEVICE_POLL_INTERVAL"]
-        login, device_code, user_code = _new_device_request(client, scope, request.caller, ttl)
+        login, device_code, user_code = _new_device_request(
+            client, scope, request.caller, ttl=ttl, interval=interval
+        )
         audit.record(
             "device.authorization_started",
             caller=request.caller,
@@ -138,12 +143,12 @@ class DeviceAuthorizationEndpoint(AuthlibDeviceEndpoint):
 _NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
-def _new_device_request(client: Any, scope: str, caller: Any, ttl: int) -> tuple[Any, str, str]:
+def _new_device_request(
+    client: Client, scope: str, caller: Caller, *, ttl: int, interval: int
+) -> tuple[LoginRequest, str, str]:
     """A device request with a fresh user code, in the caller's transaction: (the row,
     its device_code, its user code). The user code shares the short codes' unique
     column: a clash with a live code (astronomically rare) draws again."""
-    from idp.oauth import polling
-
     for _ in range(3):
         user_code = shortcodes.new_code()
         try:
@@ -154,7 +159,7 @@ def _new_device_request(client: Any, scope: str, caller: Any, ttl: int) -> tuple
                     scope=scope,
                     caller=caller,
                     ttl=ttl,
-                    interval=current_app.config["IDP_DEVICE_POLL_INTERVAL"],
+                    interval=interval,
                     short_code_hash=digest(user_code),
                 )
                 login.short_code_expires_at = login.expires_at
