@@ -72,7 +72,9 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 
 
 def _register_blueprints(app: Flask) -> None:
+    from idp.mobile import inbox
     from idp.mobile.views import bp as mobile_bp
+    from idp.oauth import ciba
     from idp.oauth.views import bp as oauth_bp
     from idp.ops.views import bp as ops_bp
     from idp.qrlogin.views import bp as qrlogin_bp
@@ -81,6 +83,7 @@ def _register_blueprints(app: Flask) -> None:
     from idp.webapp.views import bp as webapp_bp
 
     app.register_blueprint(oauth_bp)
+    app.register_blueprint(ciba.bp)
     app.register_blueprint(qrlogin_bp)
     app.register_blueprint(mobile_bp)
     app.register_blueprint(realtime.bp)
@@ -88,6 +91,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(sso_bp)
     app.register_blueprint(webapp_bp)
     realtime.init_app(app)
+    ciba.init_app(app)
+    inbox.init_app(app)
 
     @app.get("/")
     def home() -> str:
