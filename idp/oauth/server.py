@@ -36,6 +36,7 @@ from idp.oauth.grants import (
     new_secret_token,
 )
 from idp.oauth.models import SUPPORTED_SCOPES, Client, Token, digest
+from idp.oauth.polling import CIBA_GRANT_TYPE, DEVICE_CODE_GRANT_TYPE, CibaGrant, DeviceCodeGrant
 from idp.web import Caller
 
 # The hot lookups, built once: a statement made per call costs more to build than to run.
@@ -164,6 +165,8 @@ def init_app(app: Flask) -> None:
             "authorization_code": app.config["IDP_ACCESS_TOKEN_TTL"],
             "refresh_token": app.config["IDP_ACCESS_TOKEN_TTL"],
             "client_credentials": app.config["IDP_ACCESS_TOKEN_TTL"],
+            DEVICE_CODE_GRANT_TYPE: app.config["IDP_ACCESS_TOKEN_TTL"],
+            CIBA_GRANT_TYPE: app.config["IDP_ACCESS_TOKEN_TTL"],
         },
     )
     server = Server(app, query_client=query_client, save_token=save_token)
@@ -173,6 +176,8 @@ def init_app(app: Flask) -> None:
     )
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ServiceAccountGrant)
+    server.register_grant(DeviceCodeGrant, [IdTokens()])
+    server.register_grant(CibaGrant, [IdTokens()])
     server.register_endpoint(Revocation)
     server.register_endpoint(Introspection)
     server.register_extension(Issuer())

@@ -51,7 +51,13 @@ HTTP_DURATION = Histogram(
 )
 
 #: Grant types reported as themselves; anything else is "other" (bounded labels).
-GRANT_TYPES = {"authorization_code", "refresh_token", "client_credentials"}
+GRANT_TYPES = {
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:device_code",
+    "urn:openid:params:grant-type:ciba",
+}
 
 
 def exposition() -> tuple[bytes, str]:

@@ -264,6 +264,7 @@ def transition(
 
     edge = EDGES[edge_name]
     now = utcnow()
+    values = _closing(edge, values)
     result = db.session.execute(
         update(LoginRequest)
         .where(LoginRequest.id == login.id, *_conditions(edge, now), *extra_where)
@@ -305,6 +306,7 @@ def transition_where(
 
     edge = EDGES[edge_name]
     now = utcnow()
+    values = _closing(edge, values)
     if not where:
         where = [false()]  # never every request by mistake
     moved = db.session.execute(
@@ -336,6 +338,14 @@ def transition_where(
             )
         db.on_commit(_publisher(request_id, edge.target, kind=kind, user_id=user_id, extra=extra))
     return [row[0] for row in moved]
+
+
+def _closing(edge: Edge, values: dict[str, Any]) -> dict[str, Any]:
+    """A typed code (a browser's short code, a device's user code) lives only while its
+    request waits on the phone: every edge out of :data:`OPEN` ends it."""
+    if edge.target in OPEN or edge.sources == {edge.target}:
+        return values
+    return {"short_code_hash": None, **values}
 
 
 def _publisher(

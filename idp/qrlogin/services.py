@@ -253,6 +253,9 @@ def scan_login(request_id: str, device: Device, *, caller: Caller | None = None)
         raise AlreadyUsed("another device already scanned this code")
     if login.status != Status.PENDING:
         raise AlreadyUsed(f"this sign-in request was already {login.status}")
+    # A typed code is used up by the scan; a device's user code is what the device shows
+    # until it is approved, and a release gives it back.
+    used_up: dict[str, Any] = {"short_code_hash": None} if login.kind == Kind.BROWSER else {}
     try:
         _transition(
             login,
@@ -261,9 +264,7 @@ def scan_login(request_id: str, device: Device, *, caller: Caller | None = None)
             caller=caller,
             device_pk=device.id,
             scanned_at=utcnow(),
-            # A typed code is used up by the scan; a device's user code is what the device
-            # shows until it is approved, and a release gives it back.
-            **({"short_code_hash": None} if login.kind == Kind.BROWSER else {}),
+            **used_up,
             match_number=matching.new_number() if matching.required(login) else None,
         )
     except AlreadyUsed:
