@@ -14,6 +14,7 @@ from idp.config import is_loopback
 from idp.errors import InvalidRequest
 from idp.oauth.keys import ALGORITHMS
 from idp.oauth.models import Client, ClientOrigin, digest
+from idp.oauth.polling import CIBA_GRANT_TYPE
 from idp.qrlogin.proximity import POLICIES
 from idp.terminal import has_control_characters
 
@@ -193,8 +194,6 @@ def create_client(
     return client, secret
 
 
-#: OpenID CIBA's grant type (CIBA Core §10.1).
-CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 CIBA_MODES = ("poll", "ping")
 
 

@@ -30,6 +30,7 @@ hint names someone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -55,12 +56,13 @@ from sqlalchemy import select, text
 from idp import audit, db, web
 from idp.accounts.models import User
 from idp.accounts.services import users_named
-from idp.admin.services import CIBA_GRANT_TYPE
 from idp.db import utcnow
 from idp.errors import IdPError, InvalidRequest, json_errors
+from idp.oauth import polling
 from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS
 from idp.oauth.keys import hinted_claims
 from idp.oauth.models import Client
+from idp.oauth.polling import CIBA_GRANT_TYPE
 from idp.oauth.server import authorization_server
 from idp.qrlogin import lifecycle
 from idp.qrlogin.lifecycle import OPEN, Kind, Status
@@ -159,9 +161,14 @@ def bc_authorize() -> Response:
     caller = Caller.from_request()
     _charge_subject(subject)  # Redis: before this request writes (or locks) anything
     login, auth_req_id = _new_request(
-        client, subject, scope=scope, ttl=ttl, binding_message=binding_message, token=token,
+        client,
+        subject,
+        scope=scope,
+        ttl=ttl,
+        binding_message=binding_message,
+        token=token,
         caller=caller,
-    )  # fmt: skip
+    )
     answer = {"auth_req_id": auth_req_id, "expires_in": ttl, "interval": login.poll_interval}
     response = web.no_store(jsonify(answer))
     db.session.commit()
@@ -169,6 +176,16 @@ def bc_authorize() -> Response:
 
     inbox.announce(subject.user_id)  # an unknown hint's announcement reaches nobody
     return response
+
+
+def add_discovery(metadata: dict[str, Any], issuer: str) -> None:
+    """CIBA's provider metadata (CIBA Core §4), added to the discovery document."""
+    grants = metadata.setdefault("grant_types_supported", [])
+    if CIBA_GRANT_TYPE not in grants:
+        grants.append(CIBA_GRANT_TYPE)
+    metadata["backchannel_authentication_endpoint"] = f"{issuer}/bc-authorize"
+    metadata["backchannel_token_delivery_modes_supported"] = ["poll", "ping"]
+    metadata["backchannel_user_code_parameter_supported"] = False
 
 
 def _scope(client: Client, scope: str | None) -> str:
@@ -196,8 +213,7 @@ def _subject(client: Client, form: Any) -> Subject:
         hint = form["login_hint"]
         if not hint.strip() or len(hint) > LOGIN_HINT_MAX or _has_controls(hint):
             raise InvalidRequest(
-                f"'login_hint' must be a username or email of at most {LOGIN_HINT_MAX}"
-                " characters"
+                f"'login_hint' must be a username or email of at most {LOGIN_HINT_MAX} characters"
             )
         named = users_named(hint)
         folded = "login_hint:" + hint.strip().lower()
@@ -296,8 +312,6 @@ def _new_request(
     """Refuse a second open request and a muted client, then add the request (the view
     commits it). The checks and the insert are one transaction, serialized per subject
     and client (SQLite: its one writer; PostgreSQL: an advisory lock until commit)."""
-    from idp.oauth import polling
-
     _serialize(subject, client)
     now = utcnow()
     same = (
@@ -410,9 +424,13 @@ class Pinger:
         self._thread: threading.Thread | None = None
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects)
 
-    def submit(self, endpoint: str, token: str, auth_req_id: str, *, attempts: int, timeout: float) -> bool:  # fmt: skip
+    def submit(
+        self, endpoint: str, token: str, auth_req_id: str, *, attempts: int, timeout: float
+    ) -> bool:
         """Queue one notification; False if the queue is full (it is dropped, and logged)."""
-        ping = Ping(time.monotonic(), next(self._seq), endpoint, token, auth_req_id, attempts, timeout)  # fmt: skip
+        ping = Ping(
+            time.monotonic(), next(self._seq), endpoint, token, auth_req_id, attempts, timeout
+        )
         try:
             self._queue.put_nowait(ping)
         except queue.Full:
@@ -430,10 +448,8 @@ class Pinger:
     def _run(self) -> None:
         while True:
             wait = max(0.0, self._later[0].due - time.monotonic()) if self._later else None
-            try:
+            with contextlib.suppress(queue.Empty):
                 heapq.heappush(self._later, self._queue.get(timeout=wait))
-            except queue.Empty:
-                pass
             while self._later and self._later[0].due <= time.monotonic():
                 self._deliver(heapq.heappop(self._later))
 
@@ -479,14 +495,12 @@ def _ping_on_decision(
     of its own (the request's session is between transactions), never yields."""
     if kind != Kind.BACKCHANNEL or status not in (Status.APPROVED, Status.DENIED):
         return
-    from idp.oauth import polling
-
     with db.independent_transaction() as session:
         login = session.get(LoginRequest, request_id)
         if login is None or not login.notification_token:
             return
         endpoint = login.client.backchannel_client_notification_endpoint
-        if login.client.backchannel_token_delivery_mode != "ping" or not endpoint:
+        if login.client.backchannel_token_delivery_mode != "ping" or not endpoint:  # noqa: S105
             return
         auth_req_id = polling.secret_for(login)
         token = login.notification_token
