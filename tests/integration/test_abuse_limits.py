@@ -158,6 +158,8 @@ PER_IP_LIMITS = {
     "mobile.deny_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.withdraw_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.release": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.inbox": ("IDP_LIMIT_PHONE_IP", "phone"),
+    "mobile.open_item": ("IDP_LIMIT_PHONE_IP", "phone"),
 }
 
 

@@ -368,7 +368,15 @@ def test_three_denials_in_a_row_mute_the_client(world):
     assert world.ask(other, login_hint="alice").status_code == 200  # only that client is muted
     with world.app.app_context():
         rows = db.session.scalars(select(AuditEvent).where(AuditEvent.event == "ciba.muted")).all()
-    assert [(r.username, r.client_id) for r in rows] == [("alice", world.site.client_id)]
+    assert [(r.username, r.client_id, r.ip) for r in rows] == [
+        ("alice", world.site.client_id, "127.0.0.1")
+    ]
+    with world.app.app_context():
+        asked = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "ciba.requested")
+        ).all()
+    assert len(asked) == 4 and {r.ip for r in asked} == {"127.0.0.1"}
+    assert {r.username for r in asked} == {"alice"} and asked[0].detail["known"] is True
 
 
 @pytest.mark.idp_config(IDP_LIMIT_CIBA_SUBJECT="20/hour")

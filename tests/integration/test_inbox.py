@@ -197,5 +197,5 @@ def test_the_phone_sends_nothing_on_the_socket(world):
 
 def test_a_phone_without_a_profile_cannot_list(tmp_path, live_server):
     phone = PhoneClient(tmp_path / "nothing")
-    with pytest.raises(Exception, match="profile|enrolled|No such"):
+    with pytest.raises(Exception, match=r"profile|enrolled|No such"):
         phone.inbox()
