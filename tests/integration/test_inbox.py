@@ -199,3 +199,67 @@ def test_a_phone_without_a_profile_cannot_list(tmp_path, live_server):
     phone = PhoneClient(tmp_path / "nothing")
     with pytest.raises(Exception, match=r"profile|enrolled|No such"):
         phone.inbox()
+
+
+def test_idp_phone_lists_and_decides_the_inbox(world, capsys, monkeypatch):
+    from idp_phone.cli import _watch, main
+
+    live, site, first, second, _ = world
+    profile = ["--profile", str(first.profile_dir)]
+    assert main([*profile, "requests"]) == 0
+    assert "No request is waiting." in capsys.readouterr().out
+    ask(live, site, login_hint="alice", binding_message="Desk 7")
+    ask(live, site, login_hint="nobody")  # a hint naming nobody: in no inbox
+    assert main([*profile, "requests"]) == 0
+    listing = capsys.readouterr().out
+    [item] = first.inbox()
+    assert item["id"] in listing and "Call centre" in listing and '"Desk 7"' in listing
+    assert main([*profile, "requests", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"inbox": [item]}
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    assert main([*profile, "approve", item["id"]]) == 2  # cannot ask: --yes needed
+    assert "--yes" in capsys.readouterr().err
+    assert main([*profile, "approve", item["id"], "--yes"]) == 0
+    shown = capsys.readouterr().out
+    assert "Message:       Desk 7" in shown and "email" in shown and "Approved" in shown
+    assert first.inbox() == []
+    assert main([*profile, "deny", item["id"], "--yes"]) == 1  # decided already
+    assert "error: already_used" in capsys.readouterr().err
+
+    # --watch prints the list it is sent, then again after each change.
+    class Args:
+        json = True
+
+    sleeps: list[float] = []
+
+    def stop(seconds: float) -> None:
+        sleeps.append(seconds)
+        raise KeyboardInterrupt
+
+    watcher = PhoneClient(second.profile_dir)
+    real_socket = watcher.inbox_socket
+
+    def socket_that_ends():
+        ws = real_socket()
+        original = ws.receive
+        calls = {"n": 0}
+
+        def receive(timeout=None):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                ask(live, site, login_hint="alice")
+            if calls["n"] <= 2:
+                return original(timeout=10)
+            raise ConnectionClosed(1000, "bye")
+
+        ws.receive = receive
+        return ws
+
+    watcher.inbox_socket = socket_that_ends
+    with pytest.raises(KeyboardInterrupt):
+        _watch(Args(), watcher, sleep=stop)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0] == {"inbox": []}
+    assert len(lines[-1]["inbox"]) == 1
+    assert sleeps == [1.0]
