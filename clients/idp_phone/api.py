@@ -499,11 +499,17 @@ class PhoneClient:
         proof = make_proof(profile.key, "GET", url, b"", kid=profile.device_id)
         ws_url = "ws" + url.removeprefix("http")
         try:
-            return Client.connect(
+            # The handshake reads one byte at a time: simple-websocket parses only the
+            # first event of one read, so the list the server sends right after its 101
+            # (often in the same segment) would wait in its buffer. Then larger reads.
+            ws = Client(
                 ws_url,
                 subprotocols=[INBOX_SUBPROTOCOL, proof],
                 headers={"User-Agent": USER_AGENT},
+                receive_bytes=1,
             )
+            ws.receive_bytes = 4096
+            return ws
         except (OSError, ConnectionError) as exc:
             raise ServerUnreachableError(profile.server, str(exc) or "connection failed") from exc
 

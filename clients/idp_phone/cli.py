@@ -572,6 +572,8 @@ def _cmd_requests(args: argparse.Namespace, client: PhoneClient) -> int:
             print("No request is waiting.")
         for item in items if not args.json else []:
             print(describe_inbox_item(item))
+        if items and not args.json:
+            print("Decide one with: idp-phone approve -- ID  (or deny -- ID)")
         return EXIT_OK
     return _watch(args, client)
 
@@ -738,7 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
         decide = commands.add_parser(
             verb, help=f"{words} one request of the inbox (its ID from 'requests')"
         )
-        decide.add_argument("id", metavar="ID")
+        decide.add_argument(
+            "id",
+            metavar="ID",
+            help="the request's ID; one that starts with '-' goes after '--' (deny -- -Xy...)",
+        )
         decide.add_argument("--yes", action="store_true", help=f"{words} without asking")
         decide.set_defaults(handler=_cmd_decide)
 

@@ -150,7 +150,7 @@ def test_an_expired_request_leaves_the_list(world):
 
 def socket_with(live, protocols: list[str]) -> WebSocketClient:
     url = "ws" + live.url.removeprefix("http") + API_PREFIX + "/inbox/ws"
-    return WebSocketClient.connect(url, subprotocols=protocols)
+    return WebSocketClient(url, subprotocols=protocols, receive_bytes=1)  # see inbox_socket
 
 
 def test_the_socket_needs_a_fresh_proof_of_an_enrolled_phone(world):
@@ -218,13 +218,13 @@ def test_idp_phone_lists_and_decides_the_inbox(world, capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out) == {"inbox": [item]}
 
     monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
-    assert main([*profile, "approve", item["id"]]) == 2  # cannot ask: --yes needed
+    assert main([*profile, "approve", "--", item["id"]]) == 2  # cannot ask: --yes needed
     assert "--yes" in capsys.readouterr().err
-    assert main([*profile, "approve", item["id"], "--yes"]) == 0
+    assert main([*profile, "approve", "--yes", "--", item["id"]]) == 0
     shown = capsys.readouterr().out
     assert "Message:       Desk 7" in shown and "email" in shown and "Approved" in shown
     assert first.inbox() == []
-    assert main([*profile, "deny", item["id"], "--yes"]) == 1  # decided already
+    assert main([*profile, "deny", "--yes", "--", item["id"]]) == 1  # decided already
     assert "error: already_used" in capsys.readouterr().err
 
     # --watch prints the list it is sent, then again after each change.
