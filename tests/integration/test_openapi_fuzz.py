@@ -93,7 +93,7 @@ class SignedLikeThePhone(requests.auth.AuthBase):
             request.headers["Device-Proof"] = proof
         elif path == "/userinfo":
             request.headers["Authorization"] = f"Bearer {self.access_token}"
-        elif path in ("/token", "/revoke", "/introspect"):
+        elif path in ("/token", "/revoke", "/introspect", "/bc-authorize"):
             request.headers["Authorization"] = self.basic
         return request
 
