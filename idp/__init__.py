@@ -72,8 +72,10 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 
 
 def _register_blueprints(app: Flask) -> None:
+    from idp.mobile import inbox
     from idp.mobile.views import bp as mobile_bp
     from idp.oauth.device import pages as device_pages
+    from idp.oauth import ciba
     from idp.oauth.views import bp as oauth_bp
     from idp.ops.views import bp as ops_bp
     from idp.qrlogin.views import bp as qrlogin_bp
@@ -82,6 +84,7 @@ def _register_blueprints(app: Flask) -> None:
     from idp.webapp.views import bp as webapp_bp
 
     app.register_blueprint(oauth_bp)
+    app.register_blueprint(ciba.bp)
     app.register_blueprint(qrlogin_bp)
     app.register_blueprint(mobile_bp)
     app.register_blueprint(realtime.bp)
@@ -90,6 +93,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(webapp_bp)
     app.register_blueprint(device_pages)
     realtime.init_app(app)
+    ciba.init_app(app)
+    inbox.init_app(app)
 
     @app.get("/")
     def home() -> str:

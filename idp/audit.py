@@ -58,6 +58,9 @@ EVENTS = {
     "login.denied": "a phone denied a sign-in request",
     "login.completed": "a browser completed a sign-in and went back to the site",
     "login.sso": "a browser signed in to a site from its IdP session, without a scan",
+    "ciba.requested": "a site asked from its server for a user's approval on the phone"
+    " (OpenID CIBA; username: the user the hint named, none for a hint naming nobody)",
+    "ciba.muted": "a site's backchannel request was refused: the user denied its last three",
     "token.issued": "the token endpoint issued tokens",
     "token.revoked": "a client revoked a token (RFC 7009)",
     "token.family_revoked": "a replayed code or reused refresh token revoked a whole family",

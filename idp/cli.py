@@ -106,6 +106,15 @@ def clients() -> None:
                    "require_same_network refuses an approval from another network. The "
                    "stricter of this and IDP_PROXIMITY applies (default: IDP_PROXIMITY).",
               )  # fmt: skip
+@click.option("--ciba", is_flag=True,
+              help="May ask for a user's approval on the phone from its server "
+                   "(OpenID CIBA, POST /bc-authorize); confidential clients only.")  # fmt: skip
+@click.option("--ciba-mode", type=click.Choice(["poll", "ping"]), default=None,
+              help="With --ciba: poll the token endpoint (default), or be pinged at "
+                   "--ciba-notification-endpoint when the user decided.")  # fmt: skip
+@click.option("--ciba-notification-endpoint", default=None,
+              help="With --ciba-mode ping: where the IdP POSTs {\"auth_req_id\": ...} "
+                   "(https, or http on a loopback host).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_create(
     name: str,
@@ -119,6 +128,9 @@ def clients_create(
     web_origins: tuple[str, ...],
     id_token_alg: str,
     proximity: str | None,
+    ciba: bool,
+    ciba_mode: str | None,
+    ciba_notification_endpoint: str | None,
     as_json: bool,
 ) -> None:
     """Register a client. A confidential client's secret is printed once, here."""
@@ -130,6 +142,8 @@ def clients_create(
     from idp import db as database
     from idp.admin.services import create_client
 
+    if (ciba_mode or ciba_notification_endpoint) and not ciba:
+        _fail("--ciba-mode and --ciba-notification-endpoint need --ciba")
     with _app().app_context():
         try:
             with database.unit_of_work():
@@ -145,6 +159,8 @@ def clients_create(
                     id_token_alg=id_token_alg,
                     proximity=proximity,
                     device_grant=device_grant,
+                    ciba_mode=(ciba_mode or "poll") if ciba else None,
+                    ciba_notification_endpoint=ciba_notification_endpoint,
                 )
         except IdPError as error:
             _fail(error.description)
@@ -173,6 +189,10 @@ def clients_list(as_json: bool) -> None:
                 "grant_types": c.grant_types,
                 # The client's own policy; the stricter of it and IDP_PROXIMITY applies.
                 "proximity": c.proximity,
+                # OpenID CIBA: "poll" or "ping" (null: not a CIBA client), and where a
+                # ping goes.
+                "ciba_mode": c.backchannel_token_delivery_mode,
+                "ciba_notification_endpoint": c.backchannel_client_notification_endpoint,
             }
             for c in list_clients()
         ]
@@ -183,6 +203,10 @@ def clients_list(as_json: bool) -> None:
         uris = " ".join(row["redirect_uris"])
         policy = f"  proximity={row['proximity']}" if row["proximity"] else ""
         device = "  device-grant" if DEVICE_CODE_GRANT in row["grant_types"] else ""
+        if row["ciba_mode"]:
+            policy += f"  ciba={row['ciba_mode']}"
+            if row["ciba_notification_endpoint"]:
+                policy += f" -> {row['ciba_notification_endpoint']}"
         _echo(f"{row['client_id']}  {row['type']:<12}  {row['name']}  {uris}{policy}{device}")
 
 

@@ -318,6 +318,18 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     # Open page sockets allowed per login request, and per browser IP, in each process.
     "IDP_WS_MAX_PER_REQUEST": (WholeNumber(minimum=1), 4),
     "IDP_WS_MAX_PER_IP": (WholeNumber(minimum=1), 100),
+    # OpenID CIBA (idp.oauth.ciba): seconds a backchannel request waits for the phone at
+    # most (a client's requested_expiry may only shorten it), and seconds between polls.
+    "IDP_CIBA_TTL": (Seconds(minimum=10), 300),
+    "IDP_CIBA_POLL_INTERVAL": (Seconds(minimum=1), 5),
+    # Against push bombing: backchannel requests per subject (a user, or a hint naming
+    # nobody), from every client together; and how long a user who denied three in a row
+    # from one client hears no more from it.
+    "IDP_LIMIT_CIBA_SUBJECT": (Limit(), "5/10 minutes;20/day"),
+    "IDP_CIBA_MUTE": (Seconds(), 3600),
+    # Ping mode: seconds one notification POST may take, and how many tries it gets.
+    "IDP_CIBA_PING_TIMEOUT": (Seconds(minimum=1), 3),
+    "IDP_CIBA_PING_ATTEMPTS": (WholeNumber(minimum=1), 4),
 }
 
 

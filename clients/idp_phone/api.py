@@ -29,6 +29,9 @@ DEFAULT_TIMEOUT = 15.0
 
 USER_AGENT = "idp-phone/0.1"
 
+INBOX_SUBPROTOCOL = "idp-inbox"
+"""The inbox socket's subprotocol; the ``Device-Proof`` is offered beside it."""
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,199}")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
@@ -510,6 +513,48 @@ class PhoneClient:
         """Give back the sign-in request ``request_id`` this device scanned by mistake
         (someone else's screen): it waits for another scan again."""
         return self._decide(request_id, "release")
+
+    def inbox(self) -> list[dict[str, Any]]:
+        """The requests sites made for this user from their servers (OpenID CIBA), waiting
+        for a decision (``GET .../inbox``), oldest first."""
+        items = self._call("GET", "/inbox", None).get("inbox")
+        if not isinstance(items, list):
+            raise PhoneApiError(200, "invalid_response", "the answer has no inbox")
+        return items
+
+    def open_request(self, request_id: str) -> dict[str, Any]:
+        """Take up one request of the inbox (as a scan does a QR sign-in): returns
+        ``{"login_request": {...}}`` to show before :meth:`approve` or :meth:`deny`."""
+        if not request_id:
+            raise ValueError("request_id must not be empty")
+        data = self._call("POST", f"/inbox/{quote(request_id, safe='')}/open", {})
+        _login_request(data, 200)
+        return data
+
+    def inbox_socket(self) -> Any:
+        """A connected WebSocket (``simple_websocket.Client``) to ``.../inbox/ws``: each
+        message is ``{"inbox": [...]}`` (the whole list, first at once, then after every
+        change) or ``{"heartbeat": true}``. The proof rides as a subprotocol."""
+        from simple_websocket import Client
+
+        profile = self.profile
+        url = f"{profile.server}{API_PREFIX}/inbox/ws"
+        proof = make_proof(profile.key, "GET", url, b"", kid=profile.device_id)
+        ws_url = "ws" + url.removeprefix("http")
+        try:
+            # The handshake reads one byte at a time: simple-websocket parses only the
+            # first event of one read, so the list the server sends right after its 101
+            # (often in the same segment) would wait in its buffer. Then larger reads.
+            ws = Client(
+                ws_url,
+                subprotocols=[INBOX_SUBPROTOCOL, proof],
+                headers={"User-Agent": USER_AGENT},
+                receive_bytes=1,
+            )
+            ws.receive_bytes = 4096
+            return ws
+        except (OSError, ConnectionError) as exc:
+            raise ServerUnreachableError(profile.server, str(exc) or "connection failed") from exc
 
     def _decide(
         self, request_id: str, decision: str, payload: dict[str, Any] | None = None

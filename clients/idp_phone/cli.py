@@ -7,6 +7,9 @@ Commands::
     idp-phone [--profile DIR] scan --code KXRT-WMPQ [--approve | --deny] [--json]
     idp-phone [--profile DIR] scan --user-code KXRT-WMPQ [--approve | --deny] [--json]
     idp-phone [--profile DIR] approve-phone CODE [--approve | --deny]
+    idp-phone [--profile DIR] requests [--watch] [--json]
+    idp-phone [--profile DIR] approve ID [--yes]
+    idp-phone [--profile DIR] deny ID [--yes]
     idp-phone [--profile DIR] whoami
     idp-phone [--profile DIR] devices
     idp-phone [--profile DIR] revoke DEVICE_ID
@@ -16,6 +19,11 @@ its QR code, ``{server}/device?user_code=...``): as SOURCE, or its code typed wi
 ``--user-code`` (the same as ``--code``). The description then says that a device wants to
 sign in as you, the code to compare with the device's screen, and a warning against codes
 someone sent you.
+``requests`` lists what sites asked for from their servers (OpenID CIBA: no QR code, no
+browser), waiting in this user's inbox; ``--watch`` keeps the inbox socket open and prints
+the list again each time it changes (reconnecting when it drops). ``approve ID`` and
+``deny ID`` take one up, show the site, its message, what it asks for and when, and ask
+y/N (``--yes``: without asking).
 
 A user's next phone needs an old phone: ``enroll`` then prints a code and waits (asking
 every 2 s) until one of the user's phones approves it with ``approve-phone CODE`` (or
@@ -31,6 +39,7 @@ reached, or the new phone was denied or its request expired, 2 a usage or local 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import socket
@@ -587,6 +596,131 @@ def _cmd_scan(args: argparse.Namespace, client: PhoneClient) -> int:
     return EXIT_OK
 
 
+def describe_inbox_item(item: dict[str, Any], *, now: datetime | None = None) -> str:
+    """One line of ``requests``: id, site, message, scopes, when asked, whose."""
+    now = now if now is not None else datetime.now(UTC)
+    client = _member(item, "client", dict)
+    scopes = " ".join(
+        clean(s.get("name")) for s in _member(item, "scopes", list) if isinstance(s, dict)
+    )
+    message = item.get("binding_message")
+    said = f'  "{clean(message, 40)}"' if message else ""
+    taken = {"this_phone": "  (opened here)", "another_phone": "  (opened on another phone)"}
+    return (
+        f"{clean(item.get('id'), 64)}  {clean(client.get('name'))}{said}  [{scopes}]  "
+        f"asked {_when(item.get('created_at'), now)}{taken.get(item.get('scanned_by'), '')}"  # type: ignore[arg-type]
+    )
+
+
+def describe_backchannel_request(
+    view: dict[str, Any], *, account: str, now: datetime | None = None
+) -> str:
+    """What the user reads before deciding a site's request: the site, its message (to
+    compare with what the site shows or says), what it asks for, when it asked."""
+    now = now if now is not None else datetime.now(UTC)
+    client = _member(view, "client", dict)
+    lines = [f"Request from {clean(client.get('name'))} (from its server, no browser)"]
+    if view.get("binding_message"):
+        lines.append(f"  Message:       {clean(view['binding_message'], 40)}")
+        lines.append("                 (check that the site shows or says the same)")
+    lines += [f"  Account:       {account}", "  It asks for:"]
+    scopes = _member(view, "scopes", list)
+    for scope in scopes:
+        if isinstance(scope, dict):
+            lines.append(f"    - {clean(scope.get('name'))}: {clean(scope.get('description'))}")
+    if not scopes:
+        lines.append("    (nothing listed)")
+    lines += [
+        f"  Requested:     {_when(view.get('created_at'), now)}",
+        f"  Expires:       {_when(view.get('expires_at'), now, expiry=True)}",
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_requests(args: argparse.Namespace, client: PhoneClient) -> int:
+    if not args.watch:
+        items = client.inbox()
+        if args.json:
+            print(json.dumps({"inbox": items}))
+        elif not items:
+            print("No request is waiting.")
+        for item in items if not args.json else []:
+            print(describe_inbox_item(item))
+        if items and not args.json:
+            print("Decide one with: idp-phone approve -- ID  (or deny -- ID)")
+        return EXIT_OK
+    return _watch(args, client)
+
+
+def _watch(args: argparse.Namespace, client: PhoneClient, *, sleep: Any = None) -> int:
+    """Print the list each time the inbox socket sends one; reconnect (1 s, 2 s, ... up
+    to 30 s) when it drops. Ends with Ctrl-C."""
+    import time
+
+    from simple_websocket import ConnectionClosed
+
+    pause = sleep or time.sleep
+    backoff = 1.0
+    shown: Any = None
+    while True:
+        try:
+            ws = client.inbox_socket()
+        except ServerUnreachableError as exc:
+            print(f"error: {clean(exc)}; trying again in {backoff:.0f} s", file=sys.stderr)
+        except Exception as exc:  # a refused handshake: the phone's proof was not accepted
+            print(f"error: the inbox socket was refused: {clean(exc)}", file=sys.stderr)
+            return EXIT_API
+        else:
+            backoff = 1.0
+            try:
+                while True:
+                    text = ws.receive()
+                    message = json.loads(text) if text else {}
+                    items = message.get("inbox") if isinstance(message, dict) else None
+                    if not isinstance(items, list) or items == shown:
+                        continue
+                    shown = items
+                    if args.json:
+                        print(json.dumps({"inbox": items}), flush=True)
+                        continue
+                    print(f"-- {datetime.now().astimezone():%H:%M:%S}: {len(items)} waiting")
+                    for item in items:
+                        print(describe_inbox_item(item))
+                    sys.stdout.flush()
+            except ConnectionClosed:
+                print("(the inbox socket closed; reconnecting)", file=sys.stderr)
+            except ValueError:
+                print("(the server sent something that is not JSON)", file=sys.stderr)
+            finally:
+                with contextlib.suppress(Exception):
+                    ws.close()
+        pause(backoff)
+        backoff = min(30.0, backoff * 2)
+
+
+def _cmd_decide(args: argparse.Namespace, client: PhoneClient) -> int:
+    decision = args.command  # "approve" or "deny"
+    if not args.yes and not sys.stdin.isatty():
+        raise UsageError("stdin is not a terminal, so I cannot ask you: give --yes")
+    profile = client.profile
+    view = client.open_request(args.id)["login_request"]
+    print(
+        describe_backchannel_request(view, account=f"{clean(profile.username)} at {profile.server}")
+    )
+    if not args.yes:
+        verb = "Approve" if decision == "approve" else "Deny"
+        if not _ask_yes(sys.stdin, sys.stdout, f"{verb} this request?"):
+            print("Not decided: it stays in the inbox until it expires.")
+            return EXIT_OK
+    if decision == "approve":
+        client.approve(view["id"])
+        print("Approved: the site is told, and signs you in.")
+    else:
+        client.deny(view["id"])
+        print("Denied: the site is told no.")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``idp-phone``."""
     parser = argparse.ArgumentParser(
@@ -674,6 +808,26 @@ def build_parser() -> argparse.ArgumentParser:
         "another country than this phone (where a stolen password is used from)",
     )
     approve_phone.set_defaults(handler=_cmd_approve_phone)
+
+    inbox = commands.add_parser(
+        "requests", help="list what sites asked of you from their servers (CIBA), waiting"
+    )
+    inbox.add_argument(
+        "--watch", action="store_true", help="keep listening, and print the list when it changes"
+    )
+    inbox.add_argument("--json", action="store_true", help='print {"inbox": [...]}')
+    inbox.set_defaults(handler=_cmd_requests)
+    for verb, words in (("approve", "approve"), ("deny", "deny")):
+        decide = commands.add_parser(
+            verb, help=f"{words} one request of the inbox (its ID from 'requests')"
+        )
+        decide.add_argument(
+            "id",
+            metavar="ID",
+            help="the request's ID; one that starts with '-' goes after '--' (deny -- -Xy...)",
+        )
+        decide.add_argument("--yes", action="store_true", help=f"{words} without asking")
+        decide.set_defaults(handler=_cmd_decide)
 
     whoami = commands.add_parser("whoami", help="ask the IdP who this device is")
     whoami.set_defaults(handler=_cmd_whoami)

@@ -14,6 +14,7 @@ from idp.config import is_loopback
 from idp.errors import InvalidRequest
 from idp.oauth.keys import ALGORITHMS
 from idp.oauth.models import Client, ClientOrigin, digest
+from idp.oauth.polling import CIBA_GRANT_TYPE
 from idp.qrlogin.proximity import POLICIES
 from idp.terminal import has_control_characters
 
@@ -133,6 +134,8 @@ def create_client(
     id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name)
     proximity: str | None = None,
     device_grant: bool = False,
+    ciba_mode: str | None = None,
+    ciba_notification_endpoint: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client in the caller's transaction; returns it and, for a confidential
     one, its secret (shown once).
@@ -143,6 +146,9 @@ def create_client(
     ``device_grant``: it may also use the device authorization grant (RFC 8628: a TV or
     a command line shows a code the person approves on the phone); such a client needs
     no redirect URI (a command line has none), public or confidential.
+    ``ciba_mode``: ``poll`` or ``ping`` for a client of OpenID CIBA (``POST /bc-authorize``,
+    confidential only); ping needs ``ciba_notification_endpoint`` (see
+    :func:`check_notification_endpoint`).
 
     Its web origins (CORS) are ``web_origins`` and the origins of its http(s) redirect URIs.
     """
@@ -159,10 +165,13 @@ def create_client(
         grant_types.append("client_credentials")
     if device_grant:
         grant_types.append(DEVICE_CODE_GRANT)
-    if not redirect_uris and not device_grant:
+    endpoint = _check_ciba(ciba_mode, ciba_notification_endpoint, public=public)
+    if ciba_mode is not None:
+        grant_types.append(CIBA_GRANT_TYPE)
+    if not redirect_uris and not device_grant and ciba_mode is None:
         raise InvalidRequest(
             "a client needs at least one redirect URI, unless it is only for devices"
-            " (the device grant)"
+            " (the device grant) or for CIBA"
         )
     uris = list(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
     logout_uris = list(
@@ -187,6 +196,8 @@ def create_client(
         number_matching=number_matching,
         proximity=proximity,
         id_token_signed_response_alg=id_token_alg,
+        backchannel_token_delivery_mode=ciba_mode,
+        backchannel_client_notification_endpoint=endpoint,
         web_origins=[ClientOrigin(origin=o) for o in sorted(origins)],
     )
     db.session.add(client)
@@ -198,6 +209,58 @@ def create_client(
         device_grant=device_grant or None,
     )
     return client, secret
+
+
+CIBA_MODES = ("poll", "ping")
+
+
+def check_notification_endpoint(uri: str) -> str:
+    """Where a ping-mode client hears that a request was decided: an https URL (http only
+    on a loopback host), without credentials or fragment (CIBA Core §4), of at most 500
+    characters."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        parts = None
+    host = parts.hostname if parts else None
+    secure = parts is not None and (
+        (parts.scheme == "https" and bool(host))
+        or (parts.scheme == "http" and bool(host) and is_loopback(host or ""))
+    )
+    if (
+        not secure
+        or parts is None
+        or parts.username is not None
+        or parts.password is not None
+        or parts.fragment
+        or "#" in uri
+        or len(uri) > 500
+        or has_control_characters(uri)
+        or any(c.isspace() for c in uri)
+    ):
+        raise InvalidRequest(
+            f"CIBA notification endpoint {uri!r} must be an https URL (http only on a loopback"
+            " host) without credentials or fragment, of at most 500 characters"
+        )
+    return uri
+
+
+def _check_ciba(mode: str | None, endpoint: str | None, *, public: bool) -> str | None:
+    """The client's CIBA settings, checked; returns its notification endpoint."""
+    if mode is None:
+        if endpoint:
+            raise InvalidRequest("a CIBA notification endpoint needs --ciba (ping mode)")
+        return None
+    if mode not in CIBA_MODES:
+        raise InvalidRequest(f"the CIBA mode must be one of {', '.join(CIBA_MODES)}")
+    if public:
+        raise InvalidRequest("a CIBA client needs a secret: it cannot be a public client")
+    if mode == "ping" and not endpoint:
+        raise InvalidRequest("CIBA ping mode needs a notification endpoint")
+    if mode == "poll" and endpoint:
+        raise InvalidRequest("a CIBA notification endpoint is for ping mode only")
+    return check_notification_endpoint(endpoint) if endpoint else None
 
 
 def list_clients() -> list[Client]:

@@ -124,6 +124,8 @@ class Client(Base):
                 return method == "none"
             # A confidential client may send its secret either way (RFC 6749 §2.3.1).
             return method in ("client_secret_basic", "client_secret_post")
+        if endpoint == "backchannel":  # CIBA's bc-authorize: confidential clients only
+            return not self.is_public and method in ("client_secret_basic", "client_secret_post")
         return not self.is_public  # introspection: confidential clients only
 
     def check_response_type(self, response_type: str) -> bool:

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from idp import db, limits, web
 from idp.errors import json_errors
 from idp.oauth import device
+from idp.oauth import ciba
 from idp.oauth.claims import ACR
 from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS, REVOCATION_AUTH_METHODS
 from idp.oauth.grants import TOKEN_AUTH_METHODS
@@ -127,6 +128,7 @@ def discovery() -> Response:
         "authorization_response_iss_parameter_supported": True,
         "prompt_values_supported": ["none", "login"],
     }
+    ciba.add_discovery(metadata, issuer)
     response = jsonify(metadata)
     response.headers["Cache-Control"] = "public, max-age=300"
     return response

@@ -78,6 +78,18 @@ def app_messages() -> dict[str, str]:
         ),
         "removed_other": gettext("{name} was removed."),
         "scanning": gettext("Point the camera at the QR code on the computer."),
+        # Requests sites sent from their servers (OpenID CIBA), in the inbox (inbox.js)
+        "inbox_item": gettext("{client} asks you to approve"),
+        "inbox_opened_here": gettext("Opened on this phone"),
+        "inbox_opened_elsewhere": gettext("Opened on another phone"),
+        "backchannel_title": gettext("{client} asks for your approval"),
+        "binding_label": gettext(
+            "The site's message. Approve only if the site shows or says the same:"
+        ),
+        "backchannel_from": gettext("No browser: the site asked from its own server."),
+        "backchannel_approved_title": gettext("Approved"),
+        "backchannel_approved_text": gettext("{client} is told that you approved."),
+        "backchannel_denied_text": gettext("{client} is told that you refused."),
         # Setting up a phone with another's approval (enrollment.js)
         "pending_left": gettext("{time} left to approve this phone"),
         "code_expired_now": gettext("Time is up: this code has expired."),

@@ -40,6 +40,7 @@ APP_FILES = (
     "app/keystore.js",
     "app/proof.js",
     "app/enrollment.js",
+    "app/inbox.js",
     "app/scanner.js",
     "vendor/zxing-library.min.js",
     "app/icon-192.png",

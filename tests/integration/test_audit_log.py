@@ -210,6 +210,8 @@ def test_each_event_records_the_address_of_the_request_that_made_it(world):
     not_here |= {"login.scan_refused", "login.released", "login.restarted"}
     # And the device grant's, and wrong codes (tests/integration/test_device_grant.py).
     not_here |= {"device.authorization_started", "login.code_refused"}
+    # And CIBA's (their IPs: tests/integration/test_ciba.py).
+    not_here |= {"ciba.requested", "ciba.muted"}
     assert {line.event for line in lines} == set(audit.EVENTS) - not_here
     for line in lines:
         made_by_a_command = line.event in ("user.created", "client.created")

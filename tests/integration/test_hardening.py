@@ -264,10 +264,12 @@ API_ROUTES = {
     "/api/mobile/v1/enrollments/<enrollment_id>/approve",
     "/api/mobile/v1/enrollments/<enrollment_id>/deny",
     "/api/mobile/v1/enrollments/<enrollment_id>/withdraw", "/healthz", "/readyz", "/metrics",
+    "/bc-authorize", "/api/mobile/v1/inbox", "/api/mobile/v1/inbox/<request_id>/open",
 }  # fmt: skip
 PAGE_ROUTES = {
     "/", "/authorize", "/authorize/complete/<request_id>", "/q/<request_id>", "/logout", "/device",
     "/ws/login/<request_id>", "/static/<path:filename>",
+    "/api/mobile/v1/inbox/ws",  # a WebSocket: only a handshake matches it (else 400)
     "/app", "/app/", "/app/invite/<token>", "/app/manifest.webmanifest", "/app/sw.js",
     "/app/q/<request_id>",
 }  # fmt: skip

@@ -94,7 +94,7 @@ class SignedLikeThePhone(requests.auth.AuthBase):
             request.headers["Device-Proof"] = proof
         elif path == "/userinfo":
             request.headers["Authorization"] = f"Bearer {self.access_token}"
-        elif path in ("/token", "/device_authorization", "/revoke", "/introspect"):
+        elif path in ("/token", "/device_authorization", "/revoke", "/introspect", "/bc-authorize"):
             request.headers["Authorization"] = self.basic
         return request
 

@@ -94,6 +94,16 @@ export class PhoneApi {
   deny(id) { return this.request("POST", `/login-requests/${encodeURIComponent(id)}/deny`, {}); }
   release(id) { return this.request("POST", `/login-requests/${encodeURIComponent(id)}/release`, {}); }
 
+  // Requests sites sent from their servers (OpenID CIBA), waiting in this user's inbox.
+  inbox() { return this.request("GET", "/inbox"); }
+  openInboxItem(id) { return this.request("POST", `/inbox/${encodeURIComponent(id)}/open`, {}); }
+  /** The inbox socket's URL and its proof (offered as a subprotocol beside "idp-inbox"). */
+  async inboxSocket() {
+    const url = `${this.api}/inbox/ws`;
+    const proof = await makeProof(this.keyPair, { method: "GET", url, body: "", kid: this.deviceId });
+    return new WebSocket(url.replace(/^http/, "ws"), ["idp-inbox", proof]);
+  }
+
   // A new phone waiting for an old one (enrollment.js): signed by the waiting key itself.
   enrollmentStatus(id, jwk) {
     return this.request("GET", `/enrollments/${encodeURIComponent(id)}`, null, { jwk });

@@ -6,6 +6,7 @@
 
 import { ApiError, PhoneApi } from "./api.js";
 import { initEnrollment, resumeWaiting, waitForApproval } from "./enrollment.js";
+import { watchInbox } from "./inbox.js";
 import * as keystore from "./keystore.js";
 import { newDeviceKey, publicJwk } from "./proof.js";
 
@@ -20,6 +21,7 @@ let api = null;
 let countdown = null;
 let stopScanner = null;
 let scanSession = 0; // which tap of Scan is current (see the Scan button)
+let stopInbox = null; // the inbox socket, while the home screen shows (inbox.js)
 
 // --- Saying things ---------------------------------------------------------------
 
@@ -180,6 +182,7 @@ async function showHome() {
   stopCountdown();
   showScreen("home");
   showWho();
+  if (!stopInbox) { stopInbox = watchInbox(api, showInbox); }
   byId("storage-note").textContent = say("storage_note");
   byId("storage-note").hidden = window.matchMedia("(display-mode: standalone)").matches;
   await loadDevices();
@@ -399,9 +402,62 @@ function onScannerError(kind) {
   notify(say(key || "camera_failed"));
 }
 
+// --- The inbox: what sites asked for from their servers ---------------------------
+
+function leaveHome() {
+  if (stopInbox) { stopInbox(); }
+  stopInbox = null;
+}
+
+function showInbox(items) {
+  byId("inbox-box").hidden = !items.length;
+  byId("inbox").replaceChildren(...items.map((entry) => {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "inbox-item";
+    const title = document.createElement("strong");
+    title.textContent = say("inbox_item", { client: entry.client.name });
+    button.append(title);
+    if (entry.binding_message) {
+      const message = document.createElement("span");
+      message.className = "binding-message";
+      message.textContent = entry.binding_message;
+      button.append(document.createElement("br"), message);
+    }
+    const facts = document.createElement("span");
+    facts.className = "muted";
+    const words = [say("asked_at", { time: formatTime(entry.created_at) })];
+    if (entry.scanned_by === "this_phone") { words.push(say("inbox_opened_here")); }
+    if (entry.scanned_by === "another_phone") { words.push(say("inbox_opened_elsewhere")); }
+    facts.textContent = words.join(", ");
+    button.append(document.createElement("br"), facts);
+    button.onclick = () => openInboxItem(entry.id);
+    li.append(button);
+    return li;
+  }));
+}
+
+async function openInboxItem(id) {
+  leaveHome();
+  notify("");
+  showScreen("loading");
+  byId("loading-text").textContent = say("checking");
+  let view;
+  try {
+    view = (await api.openInboxItem(id)).login_request;
+  } catch (error) {
+    await fail(error);
+    if (api) { await showHome(); }
+    return;
+  }
+  showRequest(view);
+}
+
 // --- A sign-in request: Approve or Deny --------------------------------------------
 
 async function openRequest() {
+  leaveHome();
   showScreen("loading");
   byId("loading-text").textContent = say("checking");
   let view;
@@ -419,25 +475,41 @@ const ACCOUNT_HINT = /^[A-Za-z0-9_.@+-]{1,150}$/; // a username (accounts.check_
 
 function showRequest(view) {
   const client = view.client;
+  // A device (RFC 8628): the code to compare with its screen, no site to return to, a
+  // device not a computer. A site's request from its server (CIBA): no browser, no page to
+  // give it back to; its message is what the person compares with the site.
   const device = view.kind === "device";
-  byId("request-title").textContent = say(device ? "device_title" : "request_title", { client: client.name });
-  // A device: the code to compare with its screen, no site to return to, a device not a computer.
+  const backchannel = view.kind === "backchannel";
+  const title = device ? "device_title" : backchannel ? "backchannel_title" : "request_title";
+  byId("request-title").textContent = say(title, { client: client.name });
+  for (const element of byId("screen-request").querySelectorAll(".browser-only")) {
+    element.hidden = backchannel;
+  }
   const code = device && typeof view.user_code === "string" ? view.user_code : "";
   byId("request-code").textContent = code;
   byId("request-code-label").hidden = !code;
   byId("request-code-row").hidden = !code;
-  byId("request-host-label").hidden = device;
-  byId("request-host").hidden = device;
+  byId("request-host-label").hidden = device || backchannel;
+  byId("request-host").hidden = device || backchannel;
   byId("request-browser-label").textContent = say(device ? "device_label" : "computer_label");
+  byId("release").hidden = backchannel;
+  const binding = backchannel && typeof view.binding_message === "string" ? view.binding_message : "";
+  byId("request-binding-box").hidden = !binding;
+  byId("request-binding-label").textContent = say("binding_label");
+  byId("request-binding").textContent = binding;
   const logo = byId("client-logo");
-  logo.hidden = !client.logo_uri;
-  if (client.logo_uri) { logo.src = client.logo_uri; }
+  // The home screen's policy loads no other site's image: a site's own logo shows on the
+  // QR request's page only.
+  logo.hidden = !client.logo_uri || backchannel;
+  if (client.logo_uri && !backchannel) { logo.src = client.logo_uri; }
   byId("request-host").textContent = client.redirect_host;
   byId("request-scopes").replaceChildren(...view.scopes.map((scope) => item(scope.description)));
   const browser = view.browser;
   byId("request-browser").textContent = say("browser_at", { browser: browser.summary, ip: browser.ip || "?" });
   byId("request-location").textContent = browser.location || say("location_unknown");
-  byId("request-when").textContent = say("started_at", { time: formatTime(view.created_at) });
+  byId("request-when").textContent = backchannel
+    ? `${say("asked_at", { time: formatTime(view.created_at) })}. ${say("backchannel_from")}`
+    : say("started_at", { time: formatTime(view.created_at) });
   // login_hint is whatever the one who opened the sign-in page put in its URL (up to 255
   // characters): shown only when it has the shape of an account name or e-mail address,
   // so that it cannot put a sentence of its own ("safe to approve") on this screen.
@@ -528,6 +600,10 @@ async function decide(view, choice, number) {
   }
   if (choice === "approve" && view.kind === "device") {
     finish(say("device_approved_title"), say("device_approved_text", client));
+  } else if (choice === "approve" && view.kind === "backchannel") {
+    finish(say("backchannel_approved_title"), say("backchannel_approved_text", client));
+  } else if (choice === "deny" && view.kind === "backchannel") {
+    finish(say("denied_title"), say("backchannel_denied_text", client));
   } else if (choice === "approve") {
     finish(say("approved_title"), say("approved_text", client));
   } else if (choice === "release") {

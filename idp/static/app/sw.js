@@ -14,6 +14,7 @@ const APP_FILES = [
   "/static/app/keystore.js",
   "/static/app/proof.js",
   "/static/app/enrollment.js",
+  "/static/app/inbox.js",
   "/static/app/scanner.js",
   "/static/vendor/zxing-library.min.js",
   "/static/app/icon-192.png",

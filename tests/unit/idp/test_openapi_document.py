@@ -31,6 +31,7 @@ NOT_DOCUMENTED = {
     "/app/manifest.webmanifest",
     "/app/sw.js",
     "/ws/login/{request_id}",
+    "/api/mobile/v1/inbox/ws",  # a WebSocket: docs/phone-api.md describes it
     "/healthz",
     "/readyz",
     "/metrics",

@@ -31,6 +31,7 @@ SERVER = "https://id.example.com"
 #: Modules whose errors the phone API can answer (views, and what they call).
 PHONE_API_MODULES = (
     "idp.mobile.views",
+    "idp.mobile.inbox",
     "idp.mobile.proof",
     "idp.mobile.services",
     "idp.mobile.enrollment_requests",
@@ -212,3 +213,11 @@ def test_the_docs_list_exactly_the_contract_s_errors() -> None:
     rows += [line.split("|") for line in docs.read_text().splitlines() if line.startswith("| 5")]
     listed = {cells[2].strip().strip("`"): int(cells[1]) for cells in rows}
     assert listed == WIRE["errors"]
+
+
+def test_the_inbox_socket_speaks_the_contract_s_subprotocol():
+    from idp.mobile import inbox
+
+    contract = WIRE["inbox_socket"]
+    assert inbox.SUBPROTOCOL == client_api.INBOX_SUBPROTOCOL == contract["subprotocol"]
+    assert contract["path"] == "/inbox/ws"
