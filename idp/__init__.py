@@ -74,8 +74,8 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 def _register_blueprints(app: Flask) -> None:
     from idp.mobile import inbox
     from idp.mobile.views import bp as mobile_bp
-    from idp.oauth.device import pages as device_pages
     from idp.oauth import ciba
+    from idp.oauth.device import pages as device_pages
     from idp.oauth.views import bp as oauth_bp
     from idp.ops.views import bp as ops_bp
     from idp.qrlogin.views import bp as qrlogin_bp

@@ -7,8 +7,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from idp import db, limits, web
 from idp.errors import json_errors
-from idp.oauth import device
-from idp.oauth import ciba
+from idp.oauth import ciba, device
 from idp.oauth.claims import ACR
 from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS, REVOCATION_AUTH_METHODS
 from idp.oauth.grants import TOKEN_AUTH_METHODS
