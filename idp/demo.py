@@ -1,8 +1,9 @@
 """``idp demo``: the embedded demo, set up and running in one command.
 
-It migrates the SQLite database in the instance folder, creates a demo user and
-the demo RP's client, starts the IdP (``idp serve`` with a hook that prints the phone
-command for each new code: ``python -m idp.demo``), enrolls a demo phone profile,
+It migrates the SQLite database in the instance folder, creates a demo user, the
+demo RP's client and the demo device's (``clients/demo_device``), starts the IdP
+(``idp serve`` with a hook that prints the phone command for each new code: ``python -m
+idp.demo``), enrolls a demo phone profile,
 starts the demo relying party, and prints what to open, the phone command to run, the
 phone web app's address and a one-time invitation link (with its QR code) that sets up
 a phone browser as the demo user. Running it again reuses what the last run made.
@@ -57,6 +58,7 @@ def run_demo(*, port: int, rp_port: int) -> None:
     with app.app_context():
         _ensure_user()
         rp_settings = _ensure_client(app, instance / "demo-rp.json", rp_url)
+        device_client = _ensure_device_client(instance / "demo-device.json")
         invitation = _invite_demo_user(issuer)
 
     bin_dir = Path(sys.executable).parent
@@ -81,7 +83,9 @@ def run_demo(*, port: int, rp_port: int) -> None:
             subprocess.Popen([sys.executable, "-m", "demo_rp", "--port", str(rp_port)], env=rp_env)
         )
         _wait_until_up(f"{rp_url}/", processes[-1])
-        _print_banner(rp_url, issuer, phone, invitation)
+        python = _shown(Path(sys.executable))
+        device = f"{python} -m demo_device --issuer {issuer} --client-id {device_client}"
+        _print_banner(rp_url, issuer, phone, invitation, device)
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
         print("a demo process stopped; shutting down", file=sys.stderr)
@@ -133,6 +137,20 @@ def _ensure_client(app: Flask, path: Path, rp_url: str) -> dict[str, str]:
     return settings
 
 
+def _ensure_device_client(path: Path) -> str:
+    """The demo device's client (public, the device grant only), kept in the instance
+    folder like the demo RP's: its id."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if db.session.scalar(select(Client.id).where(Client.client_id == saved["client_id"])):
+            return str(saved["client_id"])
+    with db.unit_of_work():
+        client, _ = create_client("Demo TV", [], public=True, device_grant=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"client_id": client.client_id}))
+    return client.client_id
+
+
 def _ensure_phone(profile: Path, issuer: str) -> None:
     """Enroll the demo phone unless its profile still works with this IdP."""
     from idp_phone.api import PhoneApiError, PhoneClient
@@ -182,7 +200,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _print_banner(rp_url: str, issuer: str, phone: str, invitation: str) -> None:
+def _print_banner(rp_url: str, issuer: str, phone: str, invitation: str, device: str) -> None:
     print(
         f"""
 ================================================================================
@@ -204,6 +222,13 @@ def _print_banner(rp_url: str, issuer: str, phone: str, invitation: str) -> None
         {phone} scan {issuer}/q/<id> --approve
 
  3. The page goes back to the website, signed in, with the ID token's claims.
+
+ 4. A TV or a command line signs in too (the device grant, RFC 8628): run
+        {device}
+    It prints a QR code and a code: scan it with the web app (or type the code in
+    its "Can't scan?" field), or approve with the terminal phone:
+        {phone} scan --user-code CODE --approve
+    and it prints the ID token's claims.
 
  Another terminal phone profile:  idp-phone enroll --server {issuer} \\
         --username {DEMO_USER} --password-stdin    (password: {DEMO_PASSWORD})

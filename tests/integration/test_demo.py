@@ -106,3 +106,40 @@ def test_demo_prints_the_phone_app_and_an_invitation_that_enrolls(demo):
     assert enrolled.json()["user"]["username"] == "demo"
     again = enroll_by_invitation(issuer, token)
     assert (again.status_code, again.json()["error"]) == (410, "invalid_invitation")
+
+
+def test_demo_device_signs_in_with_the_printed_commands(demo, tmp_path):
+    issuer, _, log = demo
+    banner = log.read_text()
+    [device_line] = [line for line in banner.splitlines() if "-m demo_device" in line]
+    [phone_line] = [line for line in banner.splitlines() if "scan --user-code CODE" in line]
+    device = subprocess.Popen(
+        shlex.split(device_line.strip()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        shown = ""
+        assert device.stdout is not None
+        while "It expires in" not in shown:
+            line = device.stdout.readline()
+            assert line, shown
+            shown += line
+        code = re.search(r"type the code:\s+([A-Z]{4}-[A-Z]{4})", shown).group(1)
+        assert "Never type a code that someone" in shown
+        assert terminal_qr_text(shown) == f"{issuer}/device?user_code={code}"
+        assert f"{issuer}/device" in shown
+        approve = shlex.split(phone_line.strip().replace("CODE", code))
+        result = subprocess.run(approve, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Demo TV" in result.stdout and code in result.stdout
+        rest, _ = device.communicate(timeout=60)
+    finally:
+        if device.poll() is None:
+            device.kill()
+    assert device.returncode == 0, shown + rest
+    claims = json.loads(rest[rest.index("{") :])
+    assert claims["iss"] == issuer and claims["preferred_username"] == "demo"
+    assert claims["amr"] == ["swk", "user"]
