@@ -13,6 +13,7 @@ import qrcode
 import requests
 from playwright.sync_api import expect
 
+from a11y import axe_violations
 from camera import write_y4m
 from phone import enroll_in_app, idp_command, phone_context
 
@@ -42,6 +43,7 @@ def test_the_in_app_scanner_reads_a_devices_qr_code(fake_camera, site):
         "If someone sent you this code or link"
     )
     expect(phone.locator("#request-host")).to_be_hidden()  # a device returns to no site
+    assert axe_violations(phone) == []
     phone.get_by_role("button", name="Approve").tap()
     expect(phone.get_by_role("heading", name="Done: the device is signing in")).to_be_visible()
 
@@ -55,6 +57,7 @@ def test_the_in_app_scanner_reads_a_devices_qr_code(fake_camera, site):
     phone.goto(f"{site.issuer}/app/#device={second['user_code']}")
     expect(phone.locator("#code")).to_have_value(second["user_code"])
     expect(phone.locator("#code-note")).to_contain_text("Never enter a code someone sent you.")
+    assert axe_violations(phone) == []
     assert "#" not in phone.url
     assert poll(site, client_id, second).json()["error"] == "authorization_pending"
     phone.get_by_role("button", name="Continue").tap()
