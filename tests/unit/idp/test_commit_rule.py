@@ -39,6 +39,12 @@ OWN_TRANSACTIONS = {
     ("demo.py", "_ensure_user"): "`idp demo` setting itself up: a command's unit of work",
     ("demo.py", "_invite_demo_user"): "`idp demo`: its invitation, printed once committed",
     ("demo.py", "_ensure_client"): "`idp demo`: committed before the client's secret is saved",
+    ("demo.py", "_ensure_device_client"): "`idp demo`: committed before its id is saved",
+    ("oauth/polling.py", "_pace"): (
+        "a poll's interval and next allowed time stand, though the poll fails (slow_down, "
+        "authorization_pending)"
+    ),
+    ("oauth/polling.py", "_expire"): "an expiry seen by a poll stands, though the poll fails",
     ("realtime/views.py", "_current_state"): "a WebSocket step that saw the request expire",
     ("mobile/proof.py", "settle_proof"): "a refused proof's jti stands alone",
     ("qrlogin/services.py", "_check_open"): "an expiry seen on read stands alone",
