@@ -31,8 +31,10 @@ The unit of work (``tests/unit/idp/test_commit_rule.py`` reads the source for it
     (``idp.mobile.proof.settle_proof``), an expiry seen on read by a request that then
     fails (``idp.qrlogin.services._check_open``), and the family revocation of a
     replayed code or reused refresh token (``idp.oauth.family.revoke_family``: the token
-    request that found the replay fails), and the audit line of a refused invitation
-    (``idp.mobile.invitations._refuse``: the enrollment it came with fails);
+    request that found the replay fails), the audit line of a refused invitation
+    (``idp.mobile.invitations._refuse``: the enrollment it came with fails), and what a
+    device's or site's poll learned (``idp.oauth.polling``: its next allowed time and
+    interval, an expiry; the poll answers an error);
   - with :func:`independent_transaction`: the first signing keys (on SQLite, where the
     request may hold the write lock, a savepoint of the request's, cached only once
     committed) and each ``idp purge`` batch;
