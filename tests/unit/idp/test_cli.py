@@ -329,6 +329,8 @@ def test_clients_list(idp):
             "type": "confidential",
             "redirect_uris": ["https://rp.example/cb", "http://127.0.0.1:5000/cb"],
             "proximity": None,
+            "ciba_mode": None,
+            "ciba_notification_endpoint": None,
         },
         {
             "client_id": app["client_id"],
@@ -336,6 +338,8 @@ def test_clients_list(idp):
             "type": "public",
             "redirect_uris": ["com.example.app:/cb"],
             "proximity": None,
+            "ciba_mode": None,
+            "ciba_notification_endpoint": None,
         },
     ]
     assert ok(idp("clients list")) == (
