@@ -10,7 +10,7 @@ from setuptools import find_namespace_packages, setup
 setup(
     packages=[
         *find_namespace_packages(include=["idp", "idp.*"]),
-        *find_namespace_packages("clients", include=["idp_phone*", "demo_rp*"]),
+        *find_namespace_packages("clients", include=["idp_phone*", "demo_rp*", "demo_device*"]),
         "idp._migrations",
         "idp._migrations.versions",
     ],
@@ -18,5 +18,6 @@ setup(
         "idp._migrations": "migrations",
         "idp_phone": "clients/idp_phone",
         "demo_rp": "clients/demo_rp",
+        "demo_device": "clients/demo_device",
     },
 )
