@@ -73,8 +73,10 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 
 def _register_blueprints(app: Flask) -> None:
     from idp.mobile import inbox
+    from idp.mobile.inbox import views as _inbox_views  # noqa: F401 (its routes join mobile_bp)
     from idp.mobile.views import bp as mobile_bp
     from idp.oauth import ciba
+    from idp.oauth.ciba import views as ciba_views
     from idp.oauth.device import pages as device_pages
     from idp.oauth.views import bp as oauth_bp
     from idp.ops.views import bp as ops_bp
@@ -84,7 +86,7 @@ def _register_blueprints(app: Flask) -> None:
     from idp.webapp.views import bp as webapp_bp
 
     app.register_blueprint(oauth_bp)
-    app.register_blueprint(ciba.bp)
+    app.register_blueprint(ciba_views.bp)
     app.register_blueprint(qrlogin_bp)
     app.register_blueprint(mobile_bp)
     app.register_blueprint(realtime.bp)

@@ -11,6 +11,7 @@ import time
 import requests
 from playwright.sync_api import expect
 
+from a11y import axe_violations
 from desktop import shot
 from phone import enroll_in_app, idp_command, phone_context
 
@@ -39,6 +40,7 @@ def test_a_site_s_request_shows_live_and_is_approved(chromium, site):
     expect(item).to_be_visible()  # pushed by the inbox socket: no reload, no tap
     expect(item).to_contain_text("Call 4711")
     shot(phone, "phone-inbox")
+    assert axe_violations(phone) == []
 
     item.tap()
     expect(phone.get_by_role("heading", name="Call centre asks for your approval")).to_be_visible()
@@ -46,6 +48,7 @@ def test_a_site_s_request_shows_live_and_is_approved(chromium, site):
     expect(phone.locator("#request-host")).to_be_hidden()  # no browser, no redirect
     expect(phone.get_by_role("button", name="Not my sign-in: give it back")).to_be_hidden()
     shot(phone, "phone-inbox-request")
+    assert axe_violations(phone) == []
     phone.get_by_role("button", name="Approve").tap()
     expect(phone.get_by_role("heading", name="Approved")).to_be_visible()
     expect(phone.locator("#done-text")).to_have_text("Call centre is told that you approved.")

@@ -462,3 +462,21 @@ def test_the_cli_registers_and_lists_a_ciba_client(app, monkeypatch):
     [row] = [r for r in listed if r["name"] == "Bank"]
     assert row["ciba_mode"] == "ping"
     assert row["ciba_notification_endpoint"] == "https://rp.example/notify"
+
+
+@pytest.mark.idp_config(IDP_LIMIT_CIBA_SUBJECT="50/hour")
+def test_racing_requests_for_one_user_and_client_make_one(world):
+    """The check and the insert are one serialized transaction (SQLite's one writer, a
+    PostgreSQL advisory lock): of requests sent at once, exactly one is made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(8)
+
+    def ask_at_once(_: int) -> int:
+        barrier.wait()
+        return world.ask(login_hint="alice").status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(ask_at_once, range(8)))
+    assert statuses == [200] + [400] * 7
+    assert len(world.phone.inbox()) == 1

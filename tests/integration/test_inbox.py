@@ -263,3 +263,26 @@ def test_idp_phone_lists_and_decides_the_inbox(world, capsys, monkeypatch):
     assert lines[0] == {"inbox": []}
     assert len(lines[-1]["inbox"]) == 1
     assert sleeps == [1.0]
+
+
+def test_the_web_app_speaks_of_the_inbox_in_both_languages(world):
+    import html
+    import re
+
+    live = world[0]
+
+    def page(language: str) -> tuple[str, dict[str, str]]:
+        text = requests.get(
+            f"{live.url}/app/", headers={"Accept-Language": language}, timeout=10
+        ).text
+        state = re.search(r'data-state="([^"]*)"', text)
+        assert state
+        return text, json.loads(html.unescape(state.group(1)))["messages"]
+
+    english, english_messages = page("en")
+    chinese, chinese_messages = page("zh-CN")
+    assert '<h2 id="inbox-title">Waiting for you</h2>' in english
+    assert '<h2 id="inbox-title">等你处理</h2>' in chinese
+    assert english_messages["inbox_item"] == "{client} asks you to approve"
+    assert chinese_messages["inbox_item"] == "{client} 请你批准"
+    assert chinese_messages["binding_label"] != english_messages["binding_label"]

@@ -330,6 +330,8 @@ def test_clients_list(idp):
             "redirect_uris": ["https://rp.example/cb", "http://127.0.0.1:5000/cb"],
             "grant_types": ["authorization_code", "refresh_token"],
             "proximity": None,
+            "ciba_mode": None,
+            "ciba_notification_endpoint": None,
         },
         {
             "client_id": app["client_id"],
@@ -338,6 +340,8 @@ def test_clients_list(idp):
             "redirect_uris": ["com.example.app:/cb"],
             "grant_types": ["authorization_code", "refresh_token"],
             "proximity": None,
+            "ciba_mode": None,
+            "ciba_notification_endpoint": None,
         },
     ]
     assert ok(idp("clients list")) == (

@@ -56,6 +56,13 @@ OWN_TRANSACTIONS = {
         "request that found it fails"
     ),
     ("oauth/keys.py", "_load_rows"): "the first signing keys, made by whichever request needs one",
+    ("oauth/ciba/__init__.py", "_refuse_muted"): (
+        "a muted client's refused backchannel request is audited, and that stands"
+    ),
+    ("oauth/ciba/__init__.py", "_ping_on_decision"): (
+        "a listener after the deciding commit (between the request's transactions) reads the"
+        " decided request for its ping, in a short read of its own"
+    ),
     ("housekeeping.py", "purge"): "`idp purge`: each batch a short transaction of its own",
     ("housekeeping.py", "_delete_in_batches"): "`idp purge`: each batch its own transaction",
 }

@@ -193,6 +193,12 @@ def test_defaults(tmp_path):
         "IDP_REDIS_PING_INTERVAL": 5,
         "IDP_WS_MAX_PER_REQUEST": 4,
         "IDP_WS_MAX_PER_IP": 100,
+        "IDP_CIBA_TTL": 300,
+        "IDP_CIBA_POLL_INTERVAL": 5,
+        "IDP_LIMIT_CIBA_SUBJECT": "5/10 minutes;20/day",
+        "IDP_CIBA_MUTE": 3600,
+        "IDP_CIBA_PING_TIMEOUT": 3,
+        "IDP_CIBA_PING_ATTEMPTS": 4,
     }
 
 
@@ -334,6 +340,7 @@ def test_the_whole_number_and_duration_settings_are_the_documented_ones():
         "IDP_AUDIT_RETENTION_DAYS",
         "IDP_WS_MAX_PER_REQUEST",
         "IDP_WS_MAX_PER_IP",
+        "IDP_CIBA_PING_ATTEMPTS",
     ]
     assert DURATION_SETTINGS == [
         "IDP_LOGIN_REQUEST_TTL",
@@ -354,6 +361,10 @@ def test_the_whole_number_and_duration_settings_are_the_documented_ones():
         "IDP_DATABASE_STATEMENT_TIMEOUT",
         "IDP_REDIS_TIMEOUT",
         "IDP_REDIS_PING_INTERVAL",
+        "IDP_CIBA_TTL",
+        "IDP_CIBA_POLL_INTERVAL",
+        "IDP_CIBA_MUTE",
+        "IDP_CIBA_PING_TIMEOUT",
     ]
 
 

@@ -32,6 +32,7 @@ SERVER = "https://id.example.com"
 PHONE_API_MODULES = (
     "idp.mobile.views",
     "idp.mobile.inbox",
+    "idp.mobile.inbox.views",
     "idp.mobile.proof",
     "idp.mobile.services",
     "idp.mobile.enrollment_requests",

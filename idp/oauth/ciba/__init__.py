@@ -47,29 +47,25 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import scope_to_list
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Flask, current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select, text
 
-from idp import audit, db, web
+from idp import audit, db
 from idp.accounts.models import User
 from idp.accounts.services import users_named
 from idp.db import utcnow
-from idp.errors import IdPError, InvalidRequest, json_errors
+from idp.errors import IdPError, InvalidRequest
 from idp.oauth import polling
-from idp.oauth.endpoints import CONFIDENTIAL_AUTH_METHODS
 from idp.oauth.keys import hinted_claims
 from idp.oauth.models import Client
 from idp.oauth.polling import CIBA_GRANT_TYPE
-from idp.oauth.server import authorization_server
 from idp.qrlogin import lifecycle
 from idp.qrlogin.lifecycle import OPEN, Kind, Status
 from idp.qrlogin.models import DenialReason, LoginRequest
 from idp.web import Caller
 
-bp = json_errors(Blueprint("ciba", __name__))
 log = logging.getLogger(__name__)
 
 #: A ``binding_message``: at most this many characters.
@@ -126,22 +122,20 @@ class Subject:
     username: str | None
 
 
-@bp.post("/bc-authorize")
-def bc_authorize() -> Response:
-    """The backchannel authentication endpoint (CIBA Core §7): 200 with the
-    ``auth_req_id``, or an error (§13)."""
-    server = authorization_server()
-    oauth_request = server.create_oauth2_request(request)
-    try:
-        client: Client = server.authenticate_client(
-            oauth_request, CONFIDENTIAL_AUTH_METHODS, "backchannel"
-        )
-    except OAuth2Error as error:
-        db.session.rollback()
-        return web.no_store(server.handle_error_response(oauth_request, error))
+@dataclass(frozen=True)
+class Started:
+    """A backchannel request made (its answer), not yet committed."""
+
+    answer: dict[str, Any]
+    user_id: int | None
+
+
+def start(client: Client, form: Any, *, caller: Caller) -> Started:
+    """Check a ``/bc-authorize`` request of an authenticated ``client`` and add its
+    backchannel request in the caller's transaction (the view commits it, then announces
+    it to the user's inbox)."""
     if CIBA_GRANT_TYPE not in client.grant_types:
         raise UnauthorizedClient("this client is not registered for CIBA")
-    form = request.form
     for name in SINGLE:
         if len(form.getlist(name)) > 1:
             raise InvalidRequest(f"'{name}' must not be repeated")
@@ -158,7 +152,6 @@ def bc_authorize() -> Response:
     token = _notification_token(form.get("client_notification_token")) if mode == "ping" else None
     # user_code (CIBA §7.1) is ignored: this IdP advertises no support for it, and the
     # approval on the user's own enrolled phone is what a user code would stand for.
-    caller = Caller.from_request()
     _charge_subject(subject)  # Redis: before this request writes (or locks) anything
     login, auth_req_id = _new_request(
         client,
@@ -170,12 +163,7 @@ def bc_authorize() -> Response:
         caller=caller,
     )
     answer = {"auth_req_id": auth_req_id, "expires_in": ttl, "interval": login.poll_interval}
-    response = web.no_store(jsonify(answer))
-    db.session.commit()
-    from idp.mobile import inbox  # here: the mobile package imports the OAuth models
-
-    inbox.announce(subject.user_id)  # an unknown hint's announcement reaches nobody
-    return response
+    return Started(answer, subject.user_id)
 
 
 def add_discovery(metadata: dict[str, Any], issuer: str) -> None:
@@ -230,9 +218,10 @@ def _subject(client: Client, form: Any) -> Subject:
 
 
 def _subject_of(user_id: int | None, hint: str) -> Subject:
+    # The same query either way: a hint naming nobody costs what one naming a user does.
+    username = db.session.scalar(select(User.username).where(User.id == (user_id or -1)))
     if user_id is None:
         return Subject("hint:" + hashlib.sha256(hint.encode()).hexdigest(), None, None)
-    username = db.session.scalar(select(User.username).where(User.id == user_id))
     return Subject(f"user:{user_id}", user_id, username)
 
 
@@ -327,11 +316,7 @@ def _new_request(
     if waiting is not None:
         raise InvalidRequest(BUSY)
     if subject.user_id is not None and _muted(same, now):
-        audit.record(
-            "ciba.muted", caller=caller, username=subject.username, client_id=client.client_id
-        )
-        db.session.commit()  # the refusal is audited: that stands
-        raise InvalidRequest(BUSY)
+        _refuse_muted(subject, client, caller)
     login, auth_req_id = polling.new_request(
         kind=Kind.BACKCHANNEL,
         client=client,
@@ -354,6 +339,15 @@ def _new_request(
         mode=client.backchannel_token_delivery_mode or "poll",
     )
     return login, auth_req_id
+
+
+def _refuse_muted(subject: Subject, client: Client, caller: Caller) -> None:
+    """Refuse a muted client's request; the refusal is audited, and that stands."""
+    with db.stand_alone():
+        audit.record(
+            "ciba.muted", caller=caller, username=subject.username, client_id=client.client_id
+        )
+    raise InvalidRequest(BUSY)
 
 
 def _serialize(subject: Subject, client: Client) -> None:

@@ -1,23 +1,5 @@
-"""The phone's inbox: the backchannel requests (OpenID CIBA, ``idp.oauth.ciba``) waiting
-for this phone's user. They have no QR code to scan, so the phone hears of them here.
-
-- ``GET /api/mobile/v1/inbox`` lists them (open ones only: pending, or scanned by one of
-  the user's phones, within their lifetime), oldest first.
-- ``POST /api/mobile/v1/inbox/<id>/open`` takes one up (the scan of a QR sign-in:
-  ``pending -> scanned`` by this phone) and answers what the phone shows before it
-  offers Approve; then the usual ``/login-requests/<id>/approve`` or ``deny``.
-- ``/api/mobile/v1/inbox/ws``, a WebSocket, sends the list at once and again each time it
-  changes (a request made, taken up, decided, expired), until the phone closes it. A
-  browser cannot set a header on a WebSocket, so the ``Device-Proof`` (for ``GET`` of the
-  socket's ``http(s)`` URL, with an empty body) comes as the second value of
-  ``Sec-WebSocket-Protocol``, after ``idp-inbox``, which the server selects. A reconnect
-  gets the whole list first, so nothing is lost while the socket was down.
-
-Every change of a backchannel request is published on the broker channel
-``inbox:<user_id>`` once committed (a ``lifecycle.listen`` callback here; ``POST
-/bc-authorize`` announces new ones); the socket then reads the list again (the
-database is the truth, a message only says "look again"), and at every heartbeat too.
-"""
+"""The inbox's routes on the phone API (see ``idp.mobile.inbox``): the list, opening one
+request, and the WebSocket that pushes the list."""
 
 from __future__ import annotations
 
@@ -28,92 +10,27 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from simple_websocket import Server
-from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from wsproto.frame_protocol import CloseReason
 
 from idp import db, limits
 from idp.db import utcnow
 from idp.errors import Expired, InvalidProof, TooManyRequests, UnknownRequest
+from idp.mobile.inbox import SUBPROTOCOL, channel, inbox_items
 from idp.mobile.models import Device
 from idp.mobile.proof import check_proof, record_proof
-from idp.mobile.views import _iso, _json_object, _verified_device, bp, login_request_view
-from idp.oauth.models import SCOPE_DESCRIPTIONS
-from idp.qrlogin import lifecycle
+from idp.mobile.views import _json_object, _verified_device, bp, login_request_view
 from idp.qrlogin import services as logins
-from idp.qrlogin.lifecycle import OPEN, Kind
-from idp.qrlogin.models import LoginRequest
+from idp.qrlogin.lifecycle import Kind
 from idp.realtime.broker import RESTART
 from idp.realtime.views import SOCKET_NEWS, _peer_sent, sock
 from idp.web import Caller
 
 log = logging.getLogger(__name__)
 
-#: The WebSocket subprotocol the inbox socket speaks (the proof rides beside it).
-SUBPROTOCOL = "idp-inbox"
 GONE = "this request is expired or unknown: it is no longer in your inbox"
-
-
-def channel(user_id: int | None) -> str:
-    """The broker channel of one user's inbox (``inbox:-`` for nobody's)."""
-    return f"inbox:{user_id if user_id is not None else '-'}"
-
-
-def announce(user_id: int | None) -> None:
-    """Tell the user's open inbox sockets (on any worker) to read the list again. Call it
-    once the change is committed. ``None`` (a hint naming nobody) publishes all the
-    same, on a channel nobody hears, so that it costs what a known user's costs."""
-    current_app.extensions["idp.broker"].publish(channel(user_id), {"inbox": "changed"})
-
-
-def _on_transition(
-    request_id: str, kind: str, user_id: int | None, status: str, extra: dict[str, str]
-) -> None:
-    """``lifecycle.listen``: a backchannel request changed (after commit)."""
-    if kind == Kind.BACKCHANNEL and user_id is not None:
-        announce(user_id)
-
-
-def inbox_items(device: Device, now: datetime | None = None) -> list[dict[str, Any]]:
-    """The open backchannel requests of the device's user, oldest first, as the phone
-    lists them. Reads only."""
-    now = now or utcnow()
-    rows = db.session.scalars(
-        select(LoginRequest)
-        .where(
-            LoginRequest.kind == Kind.BACKCHANNEL,
-            LoginRequest.user_id == device.user_id,
-            LoginRequest.status.in_(OPEN),
-            LoginRequest.expires_at > now,
-        )
-        .order_by(LoginRequest.created_at, LoginRequest.id)
-        .limit(50)
-    ).all()
-    return [_item(login, device) for login in rows]
-
-
-def _item(login: LoginRequest, device: Device) -> dict[str, Any]:
-    client = login.client
-    scopes = client.get_allowed_scope(login.params.get("scope", "")).split()
-    scanned_by = None
-    if login.device_pk is not None:
-        scanned_by = "this_phone" if login.device_pk == device.id else "another_phone"
-    return {
-        "id": login.id,
-        "status": login.status,
-        "client": {"client_id": client.client_id, "name": client.name, "logo_uri": client.logo_uri},
-        "binding_message": login.binding_message,
-        "scopes": [
-            {"name": s, "description": str(SCOPE_DESCRIPTIONS.get(s, s))}
-            for s in dict.fromkeys(scopes)
-        ],
-        "created_at": _iso(login.created_at),
-        "expires_at": _iso(login.expires_at),
-        # Which phone took it up (opened it): none yet, this one, or another of the user's.
-        "scanned_by": scanned_by,
-    }
 
 
 def _gone_is_gone(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -274,10 +191,3 @@ def _reread(device_pk: int) -> list[dict[str, Any]] | bool | None:
         return None
     finally:
         db.session.close()
-
-
-def init_app(app: Flask) -> None:
-    """Hear backchannel requests change; let the socket select its subprotocol."""
-    lifecycle.listen(_on_transition)
-    options = app.config.setdefault("SOCK_SERVER_OPTIONS", {})
-    options.setdefault("subprotocols", [SUBPROTOCOL])
