@@ -647,7 +647,7 @@ def _cmd_requests(args: argparse.Namespace, client: PhoneClient) -> int:
         for item in items if not args.json else []:
             print(describe_inbox_item(item))
         if items and not args.json:
-            print("Decide one with: idp-phone approve -- ID  (or deny -- ID)")
+            print("Decide one with: idp-phone approve ID  (or deny ID)")
         return EXIT_OK
     return _watch(args, client)
 
@@ -824,7 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument(
             "id",
             metavar="ID",
-            help="the request's ID; one that starts with '-' goes after '--' (deny -- -Xy...)",
+            help="the request's ID, as 'requests' lists it",
         )
         decide.add_argument("--yes", action="store_true", help=f"{words} without asking")
         decide.set_defaults(handler=_cmd_decide)

@@ -89,7 +89,7 @@ def new_request(
     ``columns``: the kind's own (``short_code_hash``, ``user_id``, ``binding_message``...)."""
     now = utcnow()
     login = LoginRequest(
-        id=secrets.token_urlsafe(32),
+        id=lifecycle.new_request_id(),
         kind=kind,
         binding_hash=digest(secrets.token_urlsafe(32)),  # no page: no browser holds it
         client_id=client.client_id,

@@ -43,6 +43,7 @@ request a condition selects.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -138,6 +139,14 @@ EDGES: dict[str, Edge] = {
         _edge("renew", {Status.EXPIRED}, Status.EXPIRED, kinds={Kind.BROWSER}, window=Window.ANY),
     )
 }
+
+
+def new_request_id() -> str:
+    """A request's id: 256 random bits, base64url (43 characters), never starting with
+    ``-`` (one in 64 would), so that a command line takes it as an argument, not an option."""
+    while (request_id := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return request_id
 
 
 def approval_grace() -> timedelta:

@@ -83,7 +83,7 @@ def create_login_request(
     """
     now = utcnow()
     login = LoginRequest(
-        id=secrets.token_urlsafe(32),
+        id=lifecycle.new_request_id(),
         binding_hash=digest(binding_secret),
         client_id=client_id,
         params=params,

@@ -46,3 +46,9 @@ def test_every_state_is_reached_and_every_open_state_can_expire():
     targets = {edge.target for edge in EDGES.values()} | {Status.PENDING}
     assert targets == set(Status)
     assert EDGES["expire"].sources >= OPEN
+
+
+def test_a_request_id_never_starts_with_a_dash(monkeypatch):
+    drawn = iter(["-" + "a" * 42, "-" + "b" * 42, "c" * 43])
+    monkeypatch.setattr(lifecycle.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert lifecycle.new_request_id() == "c" * 43
