@@ -134,10 +134,10 @@ def clients_create(
     as_json: bool,
 ) -> None:
     """Register a client. A confidential client's secret is printed once, here."""
-    if not redirect_uris and not device_grant:
+    if not redirect_uris and not device_grant and not ciba:
         raise click.UsageError(
             "Missing option '--redirect-uri' (a client needs one, unless it is only for "
-            "devices: --device-grant)."
+            "devices, --device-grant, or for CIBA, --ciba)."
         )
     from idp import db as database
     from idp.admin.services import create_client

@@ -6,10 +6,8 @@ import functools
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy.exc import InterfaceError, OperationalError
+from flask import Response, current_app, jsonify
 
 from idp import audit, db, geoip, limits
 from idp.errors import (
@@ -26,10 +24,17 @@ from idp.errors import (
     UnknownRequest,
     WrongAccount,
     WrongNumber,
-    database_unavailable,
-    json_errors,
 )
 from idp.mobile import enrollment_requests as enrollments
+from idp.mobile.api import (
+    bp,
+    iso,
+    json_object,
+    login_request_view,
+    string_member,
+    verified_device,
+    verify,
+)
 from idp.mobile.enrollment_requests import (
     current_status,
     enroll_with_password,
@@ -37,7 +42,7 @@ from idp.mobile.enrollment_requests import (
 )
 from idp.mobile.invitations import enroll_by_invitation
 from idp.mobile.models import Device, EnrollmentRequest
-from idp.mobile.proof import HEADER, Proof, check_proof, record_proof, settle_proof
+from idp.mobile.proof import Proof
 from idp.mobile.services import (
     check_enrollment,
     find_device,
@@ -45,39 +50,27 @@ from idp.mobile.services import (
     revoke_device,
 )
 from idp.oauth import device as device_grant
-from idp.oauth.models import SCOPE_DESCRIPTIONS
-from idp.qrlogin import matching, proximity, shortcodes
+from idp.qrlogin import proximity, shortcodes
 from idp.qrlogin import services as logins
 from idp.qrlogin.models import Kind, LoginRequest
 from idp.qrlogin.useragent import summarize_user_agent
 from idp.web import Caller
 
-bp = json_errors(Blueprint("mobile", __name__, url_prefix="/api/mobile/v1"))
 NUMBER_RE = re.compile(r"^[0-9]{2}\Z")
-
-
-@bp.after_request
-def _settle_proof(response: Response) -> Response:
-    """The proof's ``jti`` is committed whatever the answer (see ``settle_proof``)."""
-    try:
-        settle_proof(succeeded=response.status_code < 400)
-    except (OperationalError, InterfaceError) as error:
-        return database_unavailable(error)
-    return response
 
 
 @bp.post("/devices")
 @limits.per_ip("IDP_LIMIT_ENROLL", scope="enroll")
 def enroll() -> tuple[Response, int]:
     """Enroll a phone: a password or an invitation once, then only its key."""
-    proof = _verify(enrollment=True)
-    body = _json_object()
+    proof = verify(enrollment=True)
+    body = json_object()
     if ("invitation" in body) == ("username" in body or "password" in body):
         raise InvalidRequest("send either 'invitation', or 'username' and 'password'")
-    device_name = _string(body, "device_name")
+    device_name = string_member(body, "device_name")
     if "invitation" in body:
         device = enroll_by_invitation(
-            _string(body, "invitation"), proof.key, device_name, caller=Caller.from_request()
+            string_member(body, "invitation"), proof.key, device_name, caller=Caller.from_request()
         )
         response = jsonify(_device_view(device))
         db.session.commit()
@@ -91,7 +84,7 @@ def _enroll_with_password(
     """The password path: counted per username (``IDP_LIMIT_PASSWORD``), audited. The user's
     first phone is enrolled at once (201); a next one waits for a phone's approval (202,
     see ``enrollment_requests``), as ``IDP_PASSWORD_ENROLLMENT`` says."""
-    username, password = _string(body, "username"), _string(body, "password")
+    username, password = string_member(body, "username"), string_member(body, "password")
     check_enrollment(username, device_name)  # a malformed name is never counted or audited
     limits.charge_password(username)  # before the check: concurrent guesses cannot race it
     caller = Caller.from_request()
@@ -130,23 +123,23 @@ def _enroll_with_password(
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def whoami() -> Response:
     """The device that signed this request."""
-    return jsonify(_device_view(_verified_device()))
+    return jsonify(_device_view(verified_device()))
 
 
 @bp.get("/devices")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def my_devices() -> Response:
     """Every phone of this device's user, revoked ones included (oldest first)."""
-    device = _verified_device()
+    device = verified_device()
     return jsonify(
         devices=[
             {
                 "device_id": d.device_id,
                 "device_name": d.name,
                 "this_device": d.id == device.id,
-                "created_at": _iso(d.created_at),
-                "last_used_at": _iso(d.last_used_at) if d.last_used_at else None,
-                "revoked_at": _iso(d.revoked_at) if d.revoked_at else None,
+                "created_at": iso(d.created_at),
+                "last_used_at": iso(d.last_used_at) if d.last_used_at else None,
+                "revoked_at": iso(d.revoked_at) if d.revoked_at else None,
                 "enrolled_via": d.enrolled_via,
             }
             for d in list_devices(device.user.username)
@@ -158,13 +151,13 @@ def my_devices() -> Response:
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def revoke_my_device(device_id: str) -> Response:
     """Revoke one of this user's phones (a lost one, or this one): its next request fails."""
-    device = _verified_device()
-    _json_object()
+    device = verified_device()
+    json_object()
     target = find_device(device_id)
     if target is None or target.user_id != device.user_id:
         raise DeviceNotFound()  # another user's device gets the same answer as none
     revoked = revoke_device(device_id, by=device.device_id, caller=Caller.from_request()).device
-    response = jsonify(device_id=revoked.device_id, revoked_at=_iso(revoked.revoked_at))
+    response = jsonify(device_id=revoked.device_id, revoked_at=iso(revoked.revoked_at))
     db.session.commit()  # the phone and everything it gave, in one transaction
     return response
 
@@ -193,14 +186,14 @@ def scan() -> Response:
     """The camera read a QR code (``{"qr": ...}``: a page's ``{issuer}/q/<id>``, or a
     device's ``{issuer}/device?user_code=...``), or the person typed the page's short code
     or the device's user code (``{"code": ...}``): show what is asked, by whom, from where."""
-    device = _verified_device(action=True)
-    body = _json_object()
+    device = verified_device(action=True)
+    body = json_object()
     if ("qr" in body) == ("code" in body):
         raise InvalidRequest("send either 'qr' (the scanned text) or 'code' (the typed code)")
     caller = Caller.from_request()
     user_code = None  # a device's user code, echoed for the person to compare
     if "qr" in body:
-        qr_text = _string(body, "qr")
+        qr_text = string_member(body, "qr")
         user_code = device_grant.user_code_from_url(qr_text)
         if user_code == "":
             raise InvalidRequest(_NOT_A_USER_CODE)
@@ -209,7 +202,7 @@ def scan() -> Response:
         else:
             request_id = _find_by_code(user_code, device, caller)
     else:
-        code = _string(body, "code")
+        code = string_member(body, "code")
         request_id = _find_by_code(code, device, caller)
         user_code = shortcodes.normalize(code)
     try:
@@ -253,8 +246,8 @@ def _find_by_code(text: str, device: Device, caller: Caller) -> str:
 @_gone_is_gone
 def approve(request_id: str) -> Response:
     """The user tapped Approve."""
-    device = _verified_device(action=True)
-    body = _json_object()
+    device = verified_device(action=True)
+    body = json_object()
     number = body.get("number")
     if number is not None and not (isinstance(number, str) and NUMBER_RE.match(number)):
         raise InvalidRequest("'number' must be the two digits the page shows, as a string")
@@ -271,8 +264,8 @@ def approve(request_id: str) -> Response:
 @_gone_is_gone
 def deny(request_id: str) -> Response:
     """The user tapped Deny."""
-    device = _verified_device(action=True)
-    _json_object()
+    device = verified_device(action=True)
+    json_object()
     login = logins.deny_login(request_id, device, caller=Caller.from_request())
     return _decided(login)
 
@@ -282,8 +275,8 @@ def deny(request_id: str) -> Response:
 @_gone_is_gone
 def release(request_id: str) -> Response:
     """The user tapped "Not my sign-in": the request goes back to the page, unscanned."""
-    device = _verified_device(action=True)
-    _json_object()
+    device = verified_device(action=True)
+    json_object()
     login = logins.release_login(request_id, device, caller=Caller.from_request())
     return _decided(login)
 
@@ -293,58 +286,6 @@ def _decided(login: LoginRequest) -> Response:
     response = jsonify(login_request={"id": login.id, "status": login.status})
     db.session.commit()
     return response
-
-
-def login_request_view(
-    login: LoginRequest, *, phone_ip: str | None, user_id: int
-) -> dict[str, Any]:
-    """Everything the phone must show before it offers Approve; ``phone_ip``: the
-    address the phone's own request came from, compared with the browser's; ``user_id``:
-    the phone's user (the ``login_hint`` is shown only when it names that account)."""
-    redirect_uris = login.client.redirect_uris
-    redirect_uri = login.params.get("redirect_uri") or (redirect_uris[0] if redirect_uris else "")
-    # What would be granted: scope values the IdP ignores are not shown either.
-    scopes = login.client.get_allowed_scope(login.params.get("scope", "")).split()
-    return {
-        "id": login.id,
-        "status": login.status,
-        # "browser" (an authorize page), "device" (a TV or command line, RFC 8628) or
-        # "backchannel" (a site that asked for this user, CIBA).
-        "kind": login.kind,
-        "client": {
-            "client_id": login.client.client_id,
-            "name": login.client.name,
-            "logo_uri": login.client.logo_uri,
-            "redirect_host": urlsplit(redirect_uri).netloc or None,
-        },
-        "scopes": [
-            {"name": s, "description": str(SCOPE_DESCRIPTIONS.get(s, s))}
-            for s in dict.fromkeys(scopes)
-        ],
-        "browser": {
-            "ip": login.browser_ip,
-            # Approximate, from IDP_GEOIP_DATABASE; null without one or when unknown.
-            "location": geoip.locate(login.browser_ip),
-            "user_agent": login.browser_user_agent,
-            "summary": summarize_user_agent(login.browser_user_agent),
-        },
-        # The site's guess at who is signing in (OIDC login_hint), never trusted (the
-        # phone's own account decides), and shown only when it names this phone's account:
-        # a hint naming nobody tells the phone nothing, one naming another account is
-        # refused at the scan (WrongAccount).
-        "login_hint": (
-            login.params.get("login_hint") if logins.hint_names_user(login, user_id) else None
-        ),
-        # Number matching: Approve must send the one of these the page shows.
-        "number_matching": {"choices": matching.choices(login)} if login.match_number else None,
-        # CIBA: what the site says this request is about, to compare with its own screen.
-        "binding_message": login.binding_message,
-        "created_at": _iso(login.created_at),
-        "expires_at": _iso(login.expires_at),
-        # Is the phone near the browser? A relayed QR code is approved from elsewhere.
-        # None when the policy is off; with require_same_network, whether it may approve.
-        "proximity": proximity.for_phone(login, phone_ip),
-    }
 
 
 # A new phone needs an old phone: the new phone polls its request; one of the user's
@@ -357,7 +298,7 @@ UNKNOWN = "no such request to set up a phone (for this phone's key)"
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def enrollment_status(enrollment_id: str) -> Response:
     """The new phone asks how its request stands (signed by the request's own key)."""
-    proof = _verify(enrollment=True)
+    proof = verify(enrollment=True)
     pending = enrollments.find_by_id_for_key(enrollment_id, proof.thumbprint)
     if pending is None:
         raise UnknownEnrollment(UNKNOWN)  # one answer for an unknown id and another key's
@@ -373,8 +314,8 @@ def enrollment_status(enrollment_id: str) -> Response:
 def withdraw_enrollment(enrollment_id: str) -> Response:
     """The new phone gives up waiting (signed by the request's own key): no phone can
     approve its request any more."""
-    proof = _verify(enrollment=True)
-    _json_object()
+    proof = verify(enrollment=True)
+    json_object()
     pending = enrollments.find_by_id_for_key(enrollment_id, proof.thumbprint)
     if pending is None:
         raise UnknownEnrollment(UNKNOWN)  # one answer for an unknown id and another key's
@@ -388,9 +329,9 @@ def withdraw_enrollment(enrollment_id: str) -> Response:
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def lookup_enrollment() -> Response:
     """A phone of the user typed the code its new phone shows: what and where is it?"""
-    device = _verified_device(action=True)
-    body = _json_object()
-    pending = enrollments.lookup_by_code(_string(body, "code"), device)
+    device = verified_device(action=True)
+    body = json_object()
+    pending = enrollments.lookup_by_code(string_member(body, "code"), device)
     return jsonify(pending_enrollment=lookup_view(pending, phone_ip=Caller.from_request().ip))
 
 
@@ -398,8 +339,8 @@ def lookup_enrollment() -> Response:
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def approve_enrollment(enrollment_id: str) -> Response:
     """The user's phone approves: the new phone is enrolled."""
-    device = _verified_device(action=True)
-    _json_object()
+    device = verified_device(action=True)
+    json_object()
     pending, new = enrollments.approve_enrollment(
         enrollment_id, device, caller=Caller.from_request()
     )
@@ -415,8 +356,8 @@ def approve_enrollment(enrollment_id: str) -> Response:
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def deny_enrollment(enrollment_id: str) -> Response:
     """The user's phone denies: nothing is enrolled."""
-    device = _verified_device(action=True)
-    _json_object()
+    device = verified_device(action=True)
+    json_object()
     pending = enrollments.deny_enrollment(enrollment_id, device, caller=Caller.from_request())
     response = jsonify(pending_enrollment={"id": pending.id, "status": pending.status}, device=None)
     db.session.commit()
@@ -430,8 +371,8 @@ def lookup_view(pending: EnrollmentRequest, *, phone_ip: str | None) -> dict[str
         "id": pending.id,
         "status": enrollments.current_status(pending),
         "device_name": pending.device_name,
-        "created_at": _iso(pending.created_at),
-        "expires_at": _iso(pending.expires_at),
+        "created_at": iso(pending.created_at),
+        "expires_at": iso(pending.expires_at),
         "from": {
             "ip": pending.ip,
             "location": geoip.locate(pending.ip),
@@ -439,47 +380,6 @@ def lookup_view(pending: EnrollmentRequest, *, phone_ip: str | None) -> dict[str
         },
         "proximity": proximity.assess(pending.ip, phone_ip).view(),
     }
-
-
-def _verify(*, enrollment: bool = False, action: bool = False) -> Proof:
-    """The request's proof, checked and accepted (its ``jti`` recorded); an ``action``
-    (scan, approve, deny) also counts against the device's budget (``IDP_LIMIT_DEVICE``),
-    in Redis: before this request writes anything, so that no lock is held meanwhile."""
-    config = current_app.config
-    proof = check_proof(
-        request.headers.get(HEADER),
-        method=request.method,
-        url=config["IDP_ISSUER"] + request.path,
-        body=request.get_data(cache=True),
-        max_age=config["IDP_PROOF_MAX_AGE"],
-        enrollment=enrollment,
-    )
-    if action and proof.device is not None:
-        db.release_before_yield()
-        limits.charge_device(proof.device.device_id)
-    record_proof(proof)
-    return proof
-
-
-def _verified_device(*, action: bool = False) -> Device:
-    """The device whose proof signed this request (see :func:`_verify`)."""
-    device = _verify(action=action).device
-    assert device is not None  # a non-enrollment proof always names its device
-    return device
-
-
-def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True) if request.get_data(cache=True) else {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    return body
-
-
-def _string(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value or "\x00" in value or len(value) > 4096:
-        raise InvalidRequest(f"'{name}' must be a non-empty string")
-    return value
 
 
 def _request_id_from_qr(text: str) -> str:
@@ -505,9 +405,5 @@ def pending_enrollment_view(pending: EnrollmentRequest, *, code: bool = False) -
     view = {"id": pending.id, "status": current_status(pending)}
     if code:
         view["code"] = enrollment_code(pending.id)
-    view["expires_at"] = _iso(pending.expires_at)
+    view["expires_at"] = iso(pending.expires_at)
     return view
-
-
-def _iso(moment: Any) -> str:
-    return moment.replace(microsecond=0).isoformat() + "Z"

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from datetime import datetime
-from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, request
-from flask_sock import Sock
 from simple_websocket import Server
 from sqlalchemy.exc import InterfaceError, OperationalError
 from wsproto.frame_protocol import CloseReason
@@ -39,19 +36,18 @@ from idp.ops import metrics
 from idp.qrlogin import services as logins
 from idp.qrlogin.lifecycle import SETTLED
 from idp.qrlogin.models import LoginRequest, Status
+from idp.realtime import sockets
 from idp.realtime.broker import RECHECK, RESTART
 from idp.realtime.slots import SocketSlots
+from idp.realtime.sockets import SOCKET_NEWS, peer_sent, sock
 
 bp = Blueprint("realtime", __name__)
-sock = Sock()
 log = logging.getLogger(__name__)
 
 #: After one of these the page moves on and the socket closes.
 FINAL = SETTLED  # what a waiting page waits for
 #: What of a broker message the page gets: the status, the number to match, a denial's reason.
 SENT = ("status", "number", "reason")
-#: Put in a socket's subscription when its peer sent a frame or closed: look at the socket.
-SOCKET_NEWS: dict[str, Any] = {"socket": True}
 
 
 @bp.before_request
@@ -93,32 +89,6 @@ def _close_subscription(_exc: BaseException | None) -> None:
         current_app.extensions["idp.socket_slots"].release(*slot)
 
 
-class _SocketEvent:
-    """simple-websocket's ``event_class``: its reader sets the event when a frame
-    arrives or the peer closes. Ours also tells the handler, which waits on its
-    subscription, not on the socket; made in the handshake, inside the request."""
-
-    __slots__ = ("_event", "_subscription")
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._subscription = g.get("subscription")
-
-    def set(self) -> None:
-        self._event.set()
-        if self._subscription is not None:
-            self._subscription.deliver(SOCKET_NEWS)
-
-    def clear(self) -> None:
-        self._event.clear()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._event.wait(timeout)
-
-
 @sock.route("/ws/login/<request_id>", bp=bp)
 def login_socket(ws: Server, request_id: str) -> None:
     """Send the current state, then each change, until a final one."""
@@ -133,7 +103,7 @@ def login_socket(ws: Server, request_id: str) -> None:
         while status not in FINAL and ws.connected:
             message = subscription.get(timeout=_seconds_until(login.expires_at, heartbeat))
             if message == SOCKET_NEWS:
-                if _peer_sent(ws):
+                if peer_sent(ws):
                     ws.close(reason=CloseReason.POLICY_VIOLATION, message="the page sends nothing")
                     return
                 continue
@@ -164,12 +134,6 @@ def login_socket(ws: Server, request_id: str) -> None:
     finally:
         metrics.OPEN_WEBSOCKETS.dec()
         subscription.close()
-
-
-def _peer_sent(ws: Server) -> bool:
-    """After :data:`SOCKET_NEWS`: True if the page sent a frame; the socket's end (the page
-    left) raises ``ConnectionClosed``, which ends the handler and frees its slot."""
-    return ws.receive(timeout=0) is not None
 
 
 def _reread_state(request_id: str) -> dict[str, str] | None:
@@ -211,36 +175,6 @@ def _seconds_until(moment: datetime, cap: float) -> float:
     return max(0.05, min(cap, (moment - utcnow()).total_seconds() + 0.05))
 
 
-class _ReaderGreenlet:
-    """Runs a socket's reader loop as a bare greenlet (gevent workers only): a
-    ``threading.Thread`` under gevent adds its own bookkeeping (a started event, a lock,
-    an entry in the thread registry) to every waiting page."""
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-        self.name = "ws-reader"
-
-    def start(self) -> None:
-        import gevent
-
-        gevent.spawn(self._target)
-
-
-def _gevent_worker() -> bool:
-    import sys
-
-    monkey = sys.modules.get("gevent.monkey")
-    return bool(monkey and monkey.is_module_patched("threading"))
-
-
 def init_app(app: Flask) -> None:
-    """Set up Flask-Sock; incoming frames are tiny, so cap them."""
-    options = app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": 1024})
-    options.setdefault("event_class", _SocketEvent)
-    if _gevent_worker():
-        options.setdefault("thread_class", _ReaderGreenlet)
-    config = app.config
-    app.extensions["idp.socket_slots"] = SocketSlots(
-        config["IDP_WS_MAX_PER_REQUEST"], config["IDP_WS_MAX_PER_IP"]
-    )
-    sock.init_app(app)
+    """Set up the sockets (``idp.realtime.sockets``)."""
+    sockets.init_app(app)

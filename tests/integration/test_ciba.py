@@ -462,6 +462,13 @@ def test_the_cli_registers_and_lists_a_ciba_client(app, monkeypatch):
     [row] = [r for r in listed if r["name"] == "Bank"]
     assert row["ciba_mode"] == "ping"
     assert row["ciba_notification_endpoint"] == "https://rp.example/notify"
+    # A call centre's server has no redirect URI: --ciba needs none (the README's example).
+    made = runner.invoke(main, ["clients", "create", "--name", "Call centre", "--ciba", "--json"])
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.output)["client_secret"]
+    listed = json.loads(runner.invoke(main, ["clients", "list", "--json"], env=env).output)
+    [row] = [r for r in listed if r["name"] == "Call centre"]
+    assert row["ciba_mode"] == "poll" and row["redirect_uris"] == []
 
 
 @pytest.mark.idp_config(IDP_LIMIT_CIBA_SUBJECT="50/hour")

@@ -18,14 +18,14 @@ from wsproto.frame_protocol import CloseReason
 from idp import db, limits
 from idp.db import utcnow
 from idp.errors import Expired, InvalidProof, TooManyRequests, UnknownRequest
+from idp.mobile.api import bp, json_object, login_request_view, verified_device
 from idp.mobile.inbox import SUBPROTOCOL, channel, inbox_items
 from idp.mobile.models import Device
 from idp.mobile.proof import check_proof, record_proof
-from idp.mobile.views import _json_object, _verified_device, bp, login_request_view
 from idp.qrlogin import services as logins
 from idp.qrlogin.lifecycle import Kind
 from idp.realtime.broker import RESTART
-from idp.realtime.views import SOCKET_NEWS, _peer_sent, sock
+from idp.realtime.sockets import SOCKET_NEWS, peer_sent, sock
 from idp.web import Caller
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _gone_is_gone(view: Callable[..., Response]) -> Callable[..., Response]:
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
 def inbox() -> Response:
     """The backchannel requests waiting for this phone's user."""
-    device = _verified_device()
+    device = verified_device()
     return jsonify(inbox=inbox_items(device))
 
 
@@ -59,8 +59,8 @@ def inbox() -> Response:
 @_gone_is_gone
 def open_item(request_id: str) -> Response:
     """Take one request of the inbox up (as a scan): what to show before Approve."""
-    device = _verified_device(action=True)
-    _json_object()
+    device = verified_device(action=True)
+    json_object()
     login = logins.find_login_request(request_id)
     if login.kind != Kind.BACKCHANNEL or login.user_id != device.user_id:
         raise UnknownRequest()  # a QR sign-in, or another user's: not in this inbox
@@ -148,7 +148,7 @@ def inbox_socket(ws: Server) -> None:
     while ws.connected:
         message = subscription.get(timeout=_wait(items, heartbeat))
         if message == SOCKET_NEWS:
-            if _peer_sent(ws):
+            if peer_sent(ws):
                 ws.close(reason=CloseReason.POLICY_VIOLATION, message="the phone sends nothing")
                 return
             continue

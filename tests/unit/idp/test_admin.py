@@ -208,7 +208,7 @@ def test_a_name_of_200_characters_is_accepted(ctx):
             "RP",
             [],
             "a client needs at least one redirect URI, unless it is only for devices"
-            " (the device grant)",
+            " (the device grant) or for CIBA",
         ),
         (
             "RP",

@@ -19,7 +19,7 @@ from joserfc.jwk import ECKey
 from idp.config import SETTINGS
 from idp.errors import IdPError, TooManyAttempts, TooManyRequests
 from idp.mobile import proof as server_proof
-from idp.mobile.views import bp as phone_api
+from idp.mobile.api import bp as phone_api
 from idp_phone import api as client_api
 from idp_phone import proof as client_proof
 from idp_phone.api import PhoneClient, ServerUnreachableError
