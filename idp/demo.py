@@ -47,7 +47,9 @@ INVITATION_TTL = timedelta(hours=1)
 
 
 def run_demo(*, port: int, rp_port: int) -> None:
-    """Set everything up, run the IdP and the demo RP, and wait for Ctrl-C."""
+    """Set everything up, run the IdP and the demo RP, and wait for Ctrl-C (or a SIGTERM,
+    which stops them the same way)."""
+    signal.signal(signal.SIGTERM, _interrupt)
     for p in (port, rp_port):
         _check_port_free(p)
     issuer = f"http://127.0.0.1:{port}"
@@ -100,6 +102,10 @@ def run_demo(*, port: int, rp_port: int) -> None:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _ensure_user() -> None:

@@ -3,6 +3,7 @@ RP), the printed phone command, and the browser landing back on the RP signed in
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -42,9 +43,10 @@ def demo(tmp_path):
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}", f"http://localhost:{rp_port}", log
+        yield f"http://127.0.0.1:{port}", f"http://localhost:{rp_port}", log, process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # (a test may have stopped it all)
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -62,7 +64,7 @@ def printed_command(log: Path, qr_url: str, timeout: float = 10) -> list[str]:
 
 
 def test_demo_sign_in_as_a_new_user(demo, tmp_path):
-    issuer, rp_url, log = demo
+    issuer, rp_url, log, _ = demo
     browser = requests.Session()
     home = browser.get(f"{rp_url}/", timeout=10)
     assert "Sign in with your phone" in home.text
@@ -95,7 +97,7 @@ def test_demo_sign_in_as_a_new_user(demo, tmp_path):
 
 
 def test_demo_prints_the_phone_app_and_an_invitation_that_enrolls(demo):
-    issuer, _, log = demo
+    issuer, _, log, _ = demo
     banner = log.read_text()
     assert f"Approve with the phone web app, {issuer}/app/ :" in banner
     [link] = re.findall(re.escape(f"{issuer}/app/invite/") + r"[A-Za-z0-9_-]{43}", banner)
@@ -109,7 +111,7 @@ def test_demo_prints_the_phone_app_and_an_invitation_that_enrolls(demo):
 
 
 def test_demo_device_signs_in_with_the_printed_commands(demo, tmp_path):
-    issuer, _, log = demo
+    issuer, _, log, _ = demo
     banner = log.read_text()
     [device_line] = [line for line in banner.splitlines() if "-m demo_device" in line]
     [phone_line] = [line for line in banner.splitlines() if "scan --user-code CODE" in line]
@@ -143,3 +145,12 @@ def test_demo_device_signs_in_with_the_printed_commands(demo, tmp_path):
     claims = json.loads(rest[rest.index("{") :])
     assert claims["iss"] == issuer and claims["preferred_username"] == "demo"
     assert claims["amr"] == ["swk", "user"]
+
+
+def test_a_sigterm_stops_the_demo_and_everything_it_started(demo):
+    issuer, rp_url, _, process = demo
+    os.kill(process.pid, signal.SIGTERM)  # the demo only, not its process group
+    assert process.wait(timeout=30) == 0
+    for url in (f"{issuer}/.well-known/openid-configuration", f"{rp_url}/"):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url, timeout=5)
