@@ -173,8 +173,10 @@ def renew_login_request(
         raise AlreadyUsed()
     if old.renewals >= current_app.config["IDP_QR_MAX_RENEWALS"]:
         raise RenewalLimit("reload the page for a new code")
+    # Expired now (by this call, or before); the renewal's compare-and-set checks it. No
+    # plain write of ``old.status`` here: flushed, it would overwrite whatever won the row
+    # meanwhile (an approval that committed while this waited for it).
     expire_login(old.id)
-    old.status = Status.EXPIRED  # (set by the expiry just now, or before)
     claimed = lifecycle.transition(
         old,
         "renew",

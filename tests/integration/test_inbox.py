@@ -287,3 +287,33 @@ def test_the_web_app_speaks_of_the_inbox_in_both_languages(world):
     assert english_messages["inbox_item"] == "{client} asks you to approve"
     assert chinese_messages["inbox_item"] == "{client} 请你批准"
     assert chinese_messages["binding_label"] != english_messages["binding_label"]
+
+
+def test_a_database_away_past_an_items_expiry_is_not_asked_in_a_tight_loop(world, monkeypatch):
+    """An item's lifetime ends while the database is away: the socket reads again at its
+    heartbeat, not over and over (every socket of every phone would hammer the database
+    the whole time it is down); once it is back, the list drops the item."""
+    from sqlalchemy.exc import OperationalError
+
+    from cluster import wait_until
+
+    live, site, first, _, _ = world
+    ws = first.inbox_socket()
+    try:
+        assert next_list(ws) == []
+        ask(live, site, login_hint="alice", requested_expiry="1")
+        assert len(next_list(ws)) == 1
+        failed: list[int] = []
+
+        def unreachable(device, now=None):
+            failed.append(1)
+            raise OperationalError("SELECT login_requests", {}, Exception("connection refused"))
+
+        with monkeypatch.context() as away:
+            away.setattr("idp.mobile.inbox.views.inbox_items", unreachable)
+            wait_until(lambda: failed, 10, "a re-read failing")  # the item's expiry
+            time.sleep(1.5)  # well within the heartbeat (25 s)
+            assert len(failed) == 1  # no more re-reads until the heartbeat
+        assert next_list(ws, timeout=40) == []  # the heartbeat's re-read
+    finally:
+        ws.close()

@@ -168,12 +168,14 @@ def inbox_socket(ws: Server) -> None:
 
 def _wait(items: list[dict[str, Any]], heartbeat: float) -> float:
     """Seconds until the next heartbeat, or until the first item expires (it then leaves
-    the list)."""
+    the list). An item whose expiry has passed is still listed only when the re-read
+    failed (the database away): it waits for the heartbeat, not a tight loop of re-reads."""
     now = utcnow()
     soonest = heartbeat
     for item in items:
         expires = datetime.fromisoformat(item["expires_at"].removesuffix("Z"))
-        soonest = min(soonest, (expires - now).total_seconds() + 1.05)
+        if (left := (expires - now).total_seconds() + 1.05) > 0:
+            soonest = min(soonest, left)
     return max(0.05, soonest)
 
 

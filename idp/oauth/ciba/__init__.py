@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
+import http.client
 import itertools
 import json
 import logging
@@ -473,7 +474,9 @@ class Pinger:
         try:
             with self._opener.open(outgoing, timeout=ping.timeout) as answer:
                 return 200 <= answer.status < 300
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+            # HTTPException: an answer that is not HTTP (BadStatusLine...), which must not
+            # end the one thread every client's pings share.
             log.info("CIBA ping to %s failed: %s", ping.endpoint, error)
             return False
 

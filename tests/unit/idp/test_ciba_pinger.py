@@ -4,6 +4,7 @@ is not followed, a full queue drops rather than blocks."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 from collections.abc import Iterator
@@ -85,3 +86,49 @@ def test_a_full_queue_drops_instead_of_blocking():
     pinger._start = lambda: None  # no thread drains it
     assert pinger.submit("http://127.0.0.1:9/", "t", "a", attempts=1, timeout=1)
     assert not pinger.submit("http://127.0.0.1:9/", "t", "b", attempts=1, timeout=1)
+
+
+@pytest.fixture
+def garbler() -> Iterator[tuple[str, list[int]]]:
+    """A notification endpoint that answers every POST with a line that is not HTTP (its
+    URL, and one entry per connection it got)."""
+    import socket
+
+    got: list[int] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                got.append(1)
+                conn.settimeout(1)
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)
+                    conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/notify", got
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_an_answer_that_is_not_http_is_a_failure_tried_again(garbler):
+    """A broken endpoint must not end the sending thread (which every client's pings
+    share): its ping fails, and is tried again."""
+    url, got = garbler
+    pinger = Pinger()
+    assert pinger.submit(url, "tok", "req-1", attempts=2, timeout=2)
+    for _ in range(40):
+        if len(got) >= 2:
+            break
+        threading.Event().wait(0.1)
+    assert len(got) == 2  # the retry came: the thread lived on
+    assert pinger._thread is not None and pinger._thread.is_alive()
