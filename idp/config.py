@@ -300,6 +300,9 @@ SETTINGS: dict[str, tuple[type | Kind, Any]] = {
     "IDP_LIMIT_PASSWORD": (Limit(), "5 per 15 minutes"),
     # Per IP: device authorization requests (RFC 8628: each starts a sign-in, with a code).
     "IDP_LIMIT_DEVICE_AUTHORIZATION": (Limit(), "20/minute;200/hour"),
+    # Per IP: backchannel authentication requests (CIBA: each is a row waiting for a phone;
+    # a hint that names nobody too, which the per-subject budget alone does not bound).
+    "IDP_LIMIT_BACKCHANNEL": (Limit(), "60/minute;600/hour"),
     # Log lines: "json" (one object per line, with the request id) or "text".
     "IDP_LOG_FORMAT": (Choice("json", "text"), "json"),
     "IDP_LOG_LEVEL": (Choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),

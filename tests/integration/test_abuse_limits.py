@@ -159,6 +159,7 @@ PER_IP_LIMITS = {
     "mobile.withdraw_enrollment": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.release": ("IDP_LIMIT_PHONE_IP", "phone"),
     "oauth.device_authorization": ("IDP_LIMIT_DEVICE_AUTHORIZATION", "device_authorization"),
+    "ciba.bc_authorize": ("IDP_LIMIT_BACKCHANNEL", "backchannel"),
     "mobile.inbox": ("IDP_LIMIT_PHONE_IP", "phone"),
     "mobile.open_item": ("IDP_LIMIT_PHONE_IP", "phone"),
 }

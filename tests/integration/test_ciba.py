@@ -487,3 +487,13 @@ def test_racing_requests_for_one_user_and_client_make_one(world):
         statuses = sorted(pool.map(ask_at_once, range(8)))
     assert statuses == [200] + [400] * 7
     assert len(world.phone.inbox()) == 1
+
+
+@pytest.mark.idp_config(IDP_LIMIT_BACKCHANNEL="2/minute", IDP_LIMIT_CIBA_SUBJECT="50/hour")
+def test_bc_authorize_is_limited_per_ip(world):
+    """Hints that name nobody are each a subject of their own: the address is what bounds
+    how many rows one client makes."""
+    answers = [world.ask(login_hint=f"nobody{i}@example.com") for i in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].json()["error"] == "too_many_requests"
+    assert int(answers[2].headers["Retry-After"]) >= 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, jsonify, request
 
-from idp import db, web
+from idp import db, limits, web
 from idp.errors import json_errors
 from idp.mobile import inbox
 from idp.oauth import ciba
@@ -20,6 +20,7 @@ bp = json_errors(Blueprint("ciba", __name__))
 
 
 @bp.post("/bc-authorize")
+@limits.per_ip("IDP_LIMIT_BACKCHANNEL", scope="backchannel")
 def bc_authorize() -> Response:
     """200 with the ``auth_req_id``, or an error (CIBA Core §13)."""
     server = authorization_server()

@@ -184,6 +184,7 @@ def test_defaults(tmp_path):
         "IDP_LIMIT_DEVICE": "30/minute;300/hour",
         "IDP_LIMIT_PASSWORD": "5 per 15 minutes",
         "IDP_LIMIT_DEVICE_AUTHORIZATION": "20/minute;200/hour",
+        "IDP_LIMIT_BACKCHANNEL": "60/minute;600/hour",
         "IDP_LOG_FORMAT": "json",
         "IDP_LOG_LEVEL": "INFO",
         "IDP_PREVIOUS_SECRET_KEY": "",
