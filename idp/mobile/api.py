@@ -5,6 +5,8 @@ inbox)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,7 +14,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idp import db, geoip, limits
-from idp.errors import InvalidRequest, database_unavailable, json_errors
+from idp.errors import Expired, InvalidRequest, UnknownRequest, database_unavailable, json_errors
 from idp.mobile.models import Device
 from idp.mobile.proof import HEADER, Proof, check_proof, record_proof, settle_proof
 from idp.oauth.models import SCOPE_DESCRIPTIONS
@@ -129,3 +131,24 @@ def string_member(body: dict[str, Any], name: str) -> str:
 
 def iso(moment: Any) -> str:
     return moment.replace(microsecond=0).isoformat() + "Z"
+
+
+View = Callable[..., Response]
+
+
+def gone_is_gone(message: str) -> Callable[[View], View]:
+    """Unknown and expired request ids (and other users' requests) get one answer, 410
+    ``expired`` with ``message``, so that a guesser with an enrolled phone learns nothing
+    (and purged requests are simply expired)."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Response:
+            try:
+                return view(*args, **kwargs)
+            except (UnknownRequest, Expired):
+                raise Expired(message) from None
+
+        return wrapper
+
+    return decorate

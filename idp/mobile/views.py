@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, jsonify
@@ -14,20 +12,19 @@ from idp.errors import (
     DeviceExists,
     DeviceNotFound,
     DifferentNetwork,
-    Expired,
     InvalidCredentials,
     InvalidRequest,
     NotALoginCode,
     PasswordEnrollmentDisabled,
     UnknownCode,
     UnknownEnrollment,
-    UnknownRequest,
     WrongAccount,
     WrongNumber,
 )
 from idp.mobile import enrollment_requests as enrollments
 from idp.mobile.api import (
     bp,
+    gone_is_gone,
     iso,
     json_object,
     login_request_view,
@@ -162,26 +159,12 @@ def revoke_my_device(device_id: str) -> Response:
     return response
 
 
-def _gone_is_gone(view: Callable[..., Response]) -> Callable[..., Response]:
-    """Unknown and expired request ids get one answer, so that a guesser with an
-    enrolled phone learns nothing (and purged requests are simply expired)."""
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Response:
-        try:
-            return view(*args, **kwargs)
-        except (UnknownRequest, Expired):
-            raise Expired(GONE) from None
-
-    return wrapper
-
-
 GONE = "this sign-in code is expired or unknown: ask the page for a new one"
 
 
 @bp.post("/login-requests/scan")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
-@_gone_is_gone
+@gone_is_gone(GONE)
 def scan() -> Response:
     """The camera read a QR code (``{"qr": ...}``: a page's ``{issuer}/q/<id>``, or a
     device's ``{issuer}/device?user_code=...``), or the person typed the page's short code
@@ -243,7 +226,7 @@ def _find_by_code(text: str, device: Device, caller: Caller) -> str:
 
 @bp.post("/login-requests/<request_id>/approve")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
-@_gone_is_gone
+@gone_is_gone(GONE)
 def approve(request_id: str) -> Response:
     """The user tapped Approve."""
     device = verified_device(action=True)
@@ -261,7 +244,7 @@ def approve(request_id: str) -> Response:
 
 @bp.post("/login-requests/<request_id>/deny")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
-@_gone_is_gone
+@gone_is_gone(GONE)
 def deny(request_id: str) -> Response:
     """The user tapped Deny."""
     device = verified_device(action=True)
@@ -272,7 +255,7 @@ def deny(request_id: str) -> Response:
 
 @bp.post("/login-requests/<request_id>/release")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
-@_gone_is_gone
+@gone_is_gone(GONE)
 def release(request_id: str) -> Response:
     """The user tapped "Not my sign-in": the request goes back to the page, unscanned."""
     device = verified_device(action=True)

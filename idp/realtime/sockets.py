@@ -8,10 +8,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flask import Flask, g
+from flask import Flask, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import Server
 
+from idp.errors import TooManyRequests
 from idp.realtime.slots import SocketSlots
 
 sock = Sock()
@@ -43,6 +44,21 @@ class _SocketEvent:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)
+
+
+def take_slot(key: str, *, too_many: str) -> tuple[str, str]:
+    """Count a socket against its key (a sign-in's request, a phone) and the request's IP
+    address, or refuse it: 429 with ``too_many`` (the key's cap) or the address's cap,
+    ``Retry-After`` one heartbeat (a dead socket is noticed by then). The slot to release."""
+    slots: SocketSlots = current_app.extensions["idp.socket_slots"]
+    ip = request.remote_addr or ""
+    full = slots.acquire(key, ip)
+    retry_after = current_app.config["IDP_WS_HEARTBEAT"]
+    if full == "request":
+        raise TooManyRequests(too_many, retry_after=retry_after)
+    if full == "ip":
+        raise TooManyRequests("too many open sockets from this address", retry_after=retry_after)
+    return key, ip
 
 
 def peer_sent(ws: Server) -> bool:

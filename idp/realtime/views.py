@@ -31,15 +31,13 @@ from wsproto.frame_protocol import CloseReason
 
 from idp import db, web
 from idp.db import utcnow
-from idp.errors import TooManyRequests
 from idp.ops import metrics
 from idp.qrlogin import services as logins
 from idp.qrlogin.lifecycle import SETTLED
 from idp.qrlogin.models import LoginRequest, Status
 from idp.realtime import sockets
 from idp.realtime.broker import RECHECK, RESTART
-from idp.realtime.slots import SocketSlots
-from idp.realtime.sockets import SOCKET_NEWS, peer_sent, sock
+from idp.realtime.sockets import SOCKET_NEWS, peer_sent, sock, take_slot
 
 bp = Blueprint("realtime", __name__)
 log = logging.getLogger(__name__)
@@ -70,15 +68,7 @@ def _authorize_socket() -> None:
 
 def _take_slot(request_id: str) -> None:
     """Count this socket against its request and its IP address, or refuse it (429)."""
-    slots: SocketSlots = current_app.extensions["idp.socket_slots"]
-    ip = request.remote_addr or ""
-    full = slots.acquire(request_id, ip)
-    retry_after = current_app.config["IDP_WS_HEARTBEAT"]  # a dead socket is noticed by then
-    if full == "request":
-        raise TooManyRequests("too many open sockets for this sign-in", retry_after=retry_after)
-    if full == "ip":
-        raise TooManyRequests("too many open sockets from this address", retry_after=retry_after)
-    g.socket_slot = (request_id, ip)
+    g.socket_slot = take_slot(request_id, too_many="too many open sockets for this sign-in")
 
 
 @bp.teardown_request

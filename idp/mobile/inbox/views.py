@@ -3,10 +3,8 @@ request, and the WebSocket that pushes the list."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,33 +15,20 @@ from wsproto.frame_protocol import CloseReason
 
 from idp import db, limits
 from idp.db import utcnow
-from idp.errors import Expired, InvalidProof, TooManyRequests, UnknownRequest
-from idp.mobile.api import bp, json_object, login_request_view, verified_device
+from idp.errors import InvalidProof, UnknownRequest
+from idp.mobile.api import bp, gone_is_gone, json_object, login_request_view, verified_device
 from idp.mobile.inbox import SUBPROTOCOL, channel, inbox_items
 from idp.mobile.models import Device
 from idp.mobile.proof import check_proof, record_proof
 from idp.qrlogin import services as logins
 from idp.qrlogin.lifecycle import Kind
 from idp.realtime.broker import RESTART
-from idp.realtime.sockets import SOCKET_NEWS, peer_sent, sock
+from idp.realtime.sockets import SOCKET_NEWS, peer_sent, sock, take_slot
 from idp.web import Caller
 
 log = logging.getLogger(__name__)
 
 GONE = "this request is expired or unknown: it is no longer in your inbox"
-
-
-def _gone_is_gone(view: Callable[..., Response]) -> Callable[..., Response]:
-    """Unknown, expired and other users' requests get one answer (410 ``expired``)."""
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Response:
-        try:
-            return view(*args, **kwargs)
-        except (UnknownRequest, Expired):
-            raise Expired(GONE) from None
-
-    return wrapper
 
 
 @bp.get("/inbox")
@@ -56,7 +41,7 @@ def inbox() -> Response:
 
 @bp.post("/inbox/<request_id>/open")
 @limits.per_ip("IDP_LIMIT_PHONE_IP", scope="phone")
-@_gone_is_gone
+@gone_is_gone(GONE)
 def open_item(request_id: str) -> Response:
     """Take one request of the inbox up (as a scan): what to show before Approve."""
     device = verified_device(action=True)
@@ -116,15 +101,9 @@ def _socket_device() -> Device:
 
 
 def _take_slot(device: Device) -> None:
-    slots = current_app.extensions["idp.socket_slots"]
-    key, ip = f"inbox:{device.device_id}", request.remote_addr or ""
-    full = slots.acquire(key, ip)
-    retry_after = current_app.config["IDP_WS_HEARTBEAT"]
-    if full == "request":
-        raise TooManyRequests("too many open inbox sockets for this phone", retry_after=retry_after)
-    if full == "ip":
-        raise TooManyRequests("too many open sockets from this address", retry_after=retry_after)
-    g.inbox_slot = (key, ip)
+    g.inbox_slot = take_slot(
+        f"inbox:{device.device_id}", too_many="too many open inbox sockets for this phone"
+    )
 
 
 @bp.teardown_request
