@@ -54,14 +54,17 @@ class Proximity:
         """Whether a phone this near may approve under ``policy``."""
         return policy != REQUIRE_SAME_NETWORK or self.verdict == "same_network"
 
-    def view(self, policy: str = WARN) -> dict[str, Any]:
+    def view(self, policy: str = WARN, *, device: bool = False) -> dict[str, Any]:
         """The scan answer's ``proximity``: the verdict, the phone's sentence (the refusal,
         when the policy will not let this phone approve), the facts, the policy and whether
-        it allows an approval from here."""
+        it allows an approval from here. ``device``: what asks is a device (RFC 8628), not
+        a computer's browser, and the sentences say so."""
         allowed = self.allowed(policy)
         return {
             "verdict": self.verdict,
-            "message": message(self.verdict) if allowed else refusal_message(),
+            "message": message(self.verdict, device=device)
+            if allowed
+            else refusal_message(device=device),
             **self.facts,
             "policy": policy,
             "allowed": allowed,
@@ -87,7 +90,7 @@ def for_phone(login: LoginRequest, phone_ip: str | None) -> dict[str, Any] | Non
     policy = policy_for(login.client)
     if policy == OFF or not _has_asker(login):
         return None
-    return assess(login.browser_ip, phone_ip).view(policy)
+    return assess(login.browser_ip, phone_ip).view(policy, device=login.kind == "device")
 
 
 def _has_asker(login: LoginRequest) -> bool:
@@ -135,8 +138,24 @@ def assess(browser_ip: str | None, phone_ip: str | None) -> Proximity:
     return Proximity("different_network", facts)
 
 
-def message(verdict: str) -> str:
-    """What the phone says, first, in the phone's language."""
+def message(verdict: str, *, device: bool = False) -> str:
+    """What the phone says, first, in the phone's language (of a device's sign-in, with
+    ``device``)."""
+    if device and verdict in ("nearby", "different_network", "different_country"):
+        return {
+            "nearby": gettext(
+                "This device is on another network in your phone's country. Approve only if"
+                " the device is in front of you."
+            ),
+            "different_network": gettext(
+                "This device is on a different network than your phone. Approve only if the"
+                " device is in front of you."
+            ),
+            "different_country": gettext(
+                "This device is in another country than your phone is in. Approve only if"
+                " the device is in front of you."
+            ),
+        }[verdict]
     return {
         "same_network": gettext("This sign-in was started on the same network as your phone."),
         "nearby": gettext(
@@ -155,8 +174,15 @@ def message(verdict: str) -> str:
     }[verdict]
 
 
-def refusal_message() -> str:
+def refusal_message(*, device: bool = False) -> str:
     """What the phone says instead when the policy will not let it approve."""
+    if device:
+        return gettext(
+            "This site accepts sign-ins only from a phone on the same network as the device,"
+            " and this phone is not on it: this sign-in can only be denied. If the device is"
+            " in front of you, connect this phone to its network (its Wi-Fi), then scan its"
+            " code again."
+        )
     return gettext(
         "This site accepts sign-ins only from a phone on the same network as the computer,"
         " and this phone is not on it: this sign-in can only be denied. If you are at that"

@@ -66,6 +66,24 @@ def test_the_view_says_it_in_plain_words(plain):
     assert view["phone_network"] == "198.51.100.0/24"
 
 
+def test_a_devices_sign_in_speaks_of_the_device(plain):
+    with plain.test_request_context():
+        view = assess("203.0.113.7", "198.51.100.7").view(device=True)
+        refused = assess("203.0.113.7", "198.51.100.7").view("require_same_network", device=True)
+        same = assess("203.0.113.7", "203.0.113.8").view(device=True)
+    assert view["message"] == (
+        "This device is on a different network than your phone. Approve only if the device"
+        " is in front of you."
+    )
+    assert refused["message"].startswith(
+        "This site accepts sign-ins only from a phone on the same network as the device,"
+    )
+    assert same["message"] == "This sign-in was started on the same network as your phone."
+    with plain.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        chinese = assess("203.0.113.7", "198.51.100.7").view(device=True)["message"]
+    assert chinese.startswith("这个设备与你的手机不在同一个网络上")
+
+
 def test_the_words_are_in_the_phones_language(plain):
     with plain.test_request_context(headers={"Accept-Language": "zh-CN"}):
         assert "不同" in assess("203.0.113.7", "198.51.100.7").view()["message"]
