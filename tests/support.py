@@ -549,6 +549,17 @@ def approve_and_exchange(rp: RelyingParty, browser: Browser, phone: PhoneClient)
     return response.json()
 
 
+def checked_id_token(issuer: str, id_token: str, client_id: str) -> dict[str, Any]:
+    """An ID token's claims, once its signature (the IdP's JWKS), ``iss``, ``aud``, ``exp``
+    and how the phone approved (``amr``, ``acr``, ``auth_time``) check out."""
+    jwks = requests.get(f"{issuer}/jwks", timeout=10).json()
+    claims = dict(jwt.decode(id_token, KeySet.import_key_set(jwks), ["RS256", "ES256"]).claims)
+    assert claims["iss"] == issuer and claims["aud"] == client_id, claims
+    assert claims["exp"] > time.time() >= claims["auth_time"] - 5, claims
+    assert claims["amr"] == ["swk", "user"] and claims["acr"] == "urn:qr-idp:acr:phone-approval"
+    return claims
+
+
 def redirect_params(response: requests.Response) -> dict[str, str]:
     """The query of a redirect to the relying party."""
     assert response.status_code == 302, (response.status_code, response.text[:300])

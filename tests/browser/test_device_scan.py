@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 from a11y import axe_violations
 from camera import write_y4m
 from phone import enroll_in_app, idp_command, phone_context
+from support import checked_id_token
 
 DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -48,7 +49,10 @@ def test_the_in_app_scanner_reads_a_devices_qr_code(fake_camera, site):
     expect(phone.get_by_role("heading", name="Done: the device is signing in")).to_be_visible()
 
     time.sleep(codes["interval"])
-    assert poll(site, client_id, codes).status_code == 200
+    tokens = poll(site, client_id, codes)
+    assert tokens.status_code == 200, tokens.text
+    claims = checked_id_token(site.issuer, tokens.json()["id_token"], client_id)
+    assert claims["preferred_username"] == "alice"
 
     # The /device page's link, /app/#device=CODE: the code is filled in, with a warning,
     # and nothing is sent before the tap; then the same screen, and Deny.

@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 from a11y import axe_violations
 from desktop import shot
 from phone import enroll_in_app, idp_command, phone_context
+from support import checked_id_token
 
 CIBA = "urn:openid:params:grant-type:ciba"
 
@@ -61,7 +62,8 @@ def test_a_site_s_request_shows_live_and_is_approved(chromium, site):
         timeout=10,
     )
     assert tokens.status_code == 200, tokens.text
-    assert tokens.json()["id_token"]
+    claims = checked_id_token(site.issuer, tokens.json()["id_token"], auth[0])
+    assert claims["preferred_username"] == "alice"
     phone.get_by_role("link", name="Open the app").tap()
     expect(phone.locator("#home-who")).to_be_visible()
     expect(phone.locator("#inbox-box")).to_be_hidden()  # nothing waits any more
