@@ -121,6 +121,58 @@ def test_the_socket_reaches_every_phone_and_a_decision_leaves_them_all(world):
             ws.close()
 
 
+def test_another_idp_on_the_same_redis_wakes_no_socket_here(world, backend, tmp_path, monkeypatch):
+    """User ids are row numbers: another IdP sharing the Redis server has an "alice" of the
+    same id, whose inbox news must not wake this IdP's sockets (the channel names the
+    issuer): each wake-up is a database read, on every socket of that user."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from idp.mobile.inbox import views as inbox_views
+    from support import (
+        dispose_app,
+        listening_socket,
+        make_app,
+        postgres_database,
+        serve_in_thread,
+        sqlite_database,
+    )
+
+    live, _, first, _, _ = world
+    with contextlib.ExitStack() as stack:
+        if backend:
+            url = stack.enter_context(postgres_database(migrated=True))
+        else:
+            url = sqlite_database(tmp_path / "other" / "idp.sqlite3")
+        config = backend | {"IDP_DATABASE_URL": url}
+        listener = listening_socket()
+        other = SimpleNamespace(url=f"http://127.0.0.1:{listener.getsockname()[1]}")
+        other_app = make_app(tmp_path / "other", issuer=other.url, **config)
+        server, thread = serve_in_thread(listener, other_app)
+        stack.callback(dispose_app, other_app)
+        stack.callback(thread.join, 5)
+        stack.callback(server.shutdown)
+        add_user(other_app, "alice")  # the same row number as this IdP's alice
+        with other_app.app_context(), db.unit_of_work():
+            client, secret = create_client("Elsewhere", ["https://rp.example/cb"], ciba_mode="poll")
+            elsewhere = (client.client_id, secret)
+        ws = first.inbox_socket()
+        try:
+            assert next_list(ws) == []
+            reads: list[int] = []
+            real = inbox_views.inbox_items
+            monkeypatch.setattr(
+                inbox_views, "inbox_items", lambda *a, **k: reads.append(1) or real(*a, **k)
+            )
+            ask(other, elsewhere, login_hint="alice")
+            time.sleep(1)
+            assert reads == []  # this IdP's socket was not woken
+            ask(live, world[1], login_hint="alice")  # while its own news does wake it
+            assert len(next_list(ws)) == 1 and reads
+        finally:
+            ws.close()
+
+
 def test_a_reconnect_gets_the_list_first(world):
     live, site, first, _, _ = world
     ws = first.inbox_socket()

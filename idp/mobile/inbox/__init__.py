@@ -14,7 +14,7 @@ for this phone's user. They have no QR code to scan, so the phone hears of them 
   gets the whole list first, so nothing is lost while the socket was down.
 
 Every change of a backchannel request is published on the broker channel
-``inbox:<user_id>`` once committed (a ``lifecycle.listen`` callback here; ``POST
+``inbox:<issuer>:<user_id>`` once committed (a ``lifecycle.listen`` callback here; ``POST
 /bc-authorize`` announces new ones); the socket then reads the list again (the
 database is the truth, a message only says "look again"), and at every heartbeat too.
 
@@ -43,8 +43,11 @@ SUBPROTOCOL = "idp-inbox"
 
 
 def channel(user_id: int | None) -> str:
-    """The broker channel of one user's inbox (``inbox:-`` for nobody's)."""
-    return f"inbox:{user_id if user_id is not None else '-'}"
+    """The broker channel of one user's inbox (``-`` for nobody's). It names the issuer
+    too: a user's id is a row number, and another IdP sharing the Redis server (or another
+    test's) has a user of the same number, whose news must not wake this one's sockets."""
+    issuer = current_app.config["IDP_ISSUER"]
+    return f"inbox:{issuer}:{user_id if user_id is not None else '-'}"
 
 
 def announce(user_id: int | None) -> None:
