@@ -160,7 +160,9 @@ def create_client(
     logo = check_logo_uri(logo_uri) if logo_uri else None
     if service_account and public:
         raise InvalidRequest("a service account needs a secret: it cannot be a public client")
-    grant_types = ["authorization_code", "refresh_token"]
+    # Without a redirect URI there is nowhere to send a code: such a client (a device's, a
+    # CIBA site's) is not registered for the authorization code grant at all.
+    grant_types = ["authorization_code", "refresh_token"] if redirect_uris else ["refresh_token"]
     if service_account:
         grant_types.append("client_credentials")
     if device_grant:

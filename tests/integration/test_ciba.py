@@ -469,6 +469,7 @@ def test_the_cli_registers_and_lists_a_ciba_client(app, monkeypatch):
     listed = json.loads(runner.invoke(main, ["clients", "list", "--json"], env=env).output)
     [row] = [r for r in listed if r["name"] == "Call centre"]
     assert row["ciba_mode"] == "poll" and row["redirect_uris"] == []
+    assert row["grant_types"] == ["refresh_token", "urn:openid:params:grant-type:ciba"]
 
 
 @pytest.mark.idp_config(IDP_LIMIT_CIBA_SUBJECT="50/hour")

@@ -184,11 +184,8 @@ def test_a_device_client_needs_no_redirect_uri(ctx, public):
     assert (secret is None) == public
     [stored] = stored_clients()
     assert stored.redirect_uris == []
-    assert stored.grant_types == [
-        "authorization_code",
-        "refresh_token",
-        "urn:ietf:params:oauth:grant-type:device_code",
-    ]
+    # No redirect URI, nowhere to send a code: no authorization code grant either.
+    assert stored.grant_types == ["refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]
     assert stored.check_grant_type("urn:ietf:params:oauth:grant-type:device_code")
     assert stored.check_endpoint_auth_method("none", "device_authorization") == public
 

@@ -362,7 +362,7 @@ def test_clients_create_with_the_device_grant_and_list_it(idp):
     assert tv["client_secret"]
     listed = json.loads(ok(idp("clients list --json")))
     assert [(row["type"], row["redirect_uris"], row["grant_types"]) for row in listed] == [
-        ("public", [], ["authorization_code", "refresh_token", DEVICE_CODE]),
+        ("public", [], ["refresh_token", DEVICE_CODE]),  # no redirect URI: no code grant
         (
             "confidential",
             ["https://tv.example/cb"],
